@@ -1,0 +1,35 @@
+//! `/healthz` (the process runs) and `/readyz` (PostgreSQL and Redis answer).
+
+use serde_json::json;
+
+use super::http::Reply;
+use super::{Ctx, READY_TIMEOUT};
+use crate::error::Error;
+
+pub fn healthz(_ctx: &Ctx) -> Result<Reply, Error> {
+    Ok(Reply::ok(&json!({"status": "ok"})))
+}
+
+/// 200 when both dependencies answer; otherwise 503 naming each one that does not.
+pub fn readyz(ctx: &Ctx) -> Result<Reply, Error> {
+    let postgresql = ctx.store.ping(READY_TIMEOUT);
+    let redis = ctx.publisher.ping(READY_TIMEOUT);
+    let state = |result: &Result<(), Error>| if result.is_ok() { "up" } else { "down" };
+    let down: Vec<&str> = [("postgresql", &postgresql), ("redis", &redis)]
+        .iter()
+        .filter(|(_, r)| r.is_err())
+        .map(|(name, _)| *name)
+        .collect();
+    let checks = json!({"postgresql": state(&postgresql), "redis": state(&redis)});
+    if down.is_empty() {
+        return Ok(Reply::ok(&json!({"status": "ready", "checks": checks})));
+    }
+    Ok(Reply::json(
+        503,
+        &json!({
+            "status": "unavailable",
+            "checks": checks,
+            "error": {"code": "service_unavailable", "message": format!("{} unavailable", down.join(" and "))},
+        }),
+    ))
+}

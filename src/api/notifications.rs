@@ -1,0 +1,153 @@
+//! The user endpoints: list (keyset pages), mark read, read-all, unread count. Each
+//! acts only on what the caller's token can see; `store` enforces that in SQL.
+
+use serde_json::{json, Value};
+use tiny_http::Request;
+use uuid::Uuid;
+
+use super::http::{self, Reply};
+use super::Ctx;
+use crate::auth::Identity;
+use crate::error::Error;
+use crate::store::{Cursor, Filter, MAX_PAGE};
+use crate::validate::{is_name, is_workspace};
+
+const DEFAULT_PAGE: i64 = 50;
+const MAX_IDS: usize = 100;
+
+/// `GET /v1/notifications`: newest first, `limit`, `cursor`, `kind`, `unread`, `workspace`.
+pub fn list(ctx: &Ctx, who: &Identity, request: &mut Request) -> Result<Reply, Error> {
+    let params = http::query(request);
+    let limit = match http::param(&params, "limit") {
+        None => DEFAULT_PAGE,
+        Some(text) => text
+            .parse::<i64>()
+            .ok()
+            .filter(|n| (1..=MAX_PAGE).contains(n))
+            .ok_or_else(|| {
+                Error::invalid(
+                    "limit",
+                    format!("must be a whole number from 1 to {MAX_PAGE}"),
+                )
+            })?,
+    };
+    let after = match http::param(&params, "cursor") {
+        None | Some("") => None,
+        Some(text) => Some(Cursor::decode(text)?),
+    };
+    let unread_only = match http::param(&params, "unread") {
+        None | Some("false") | Some("0") => false,
+        Some("true") | Some("1") => true,
+        Some(_) => return Err(Error::invalid("unread", "must be true or false")),
+    };
+    let filter = Filter {
+        kind: kind_filter(http::param(&params, "kind"))?,
+        workspace: workspace_filter(who, http::param(&params, "workspace"))?,
+        unread_only,
+    };
+    let page = ctx.store.list(who, &filter, limit, after)?;
+    Ok(Reply::ok(&json!({
+        "notifications": page.notifications,
+        "cursor": page.next.map(|c| c.encode()),
+    })))
+}
+
+/// `PATCH /v1/notifications/read`: `{"ids":[…]}`, 1 to 100 UUIDs.
+pub fn mark_read(ctx: &Ctx, who: &Identity, request: &mut Request) -> Result<Reply, Error> {
+    let body = http::json_body(request)?.ok_or_else(|| Error::invalid("ids", "is required"))?;
+    let Value::Object(mut fields) = body else {
+        return Err(Error::BadJson("the body must be a JSON object".into()));
+    };
+    if let Some(unknown) = fields.keys().find(|k| k.as_str() != "ids") {
+        return Err(Error::invalid(
+            unknown.clone(),
+            "unknown field; allowed: ids",
+        ));
+    }
+    let Some(Value::Array(items)) = fields.remove("ids") else {
+        return Err(Error::invalid(
+            "ids",
+            "is required: an array of 1 to 100 notification ids",
+        ));
+    };
+    if items.is_empty() || items.len() > MAX_IDS {
+        return Err(Error::invalid(
+            "ids",
+            format!("must hold 1 to {MAX_IDS} ids, got {}", items.len()),
+        ));
+    }
+    let ids = items
+        .iter()
+        .enumerate()
+        .map(|(i, item)| {
+            item.as_str()
+                .and_then(|s| Uuid::parse_str(s).ok())
+                .ok_or_else(|| Error::invalid(format!("ids[{i}]"), "is not a UUID"))
+        })
+        .collect::<Result<Vec<Uuid>, Error>>()?;
+    let updated = ctx.store.mark_read(who, &ids)?;
+    Ok(Reply::ok(&json!({"updated": updated})))
+}
+
+/// `POST /v1/notifications/read-all`: optional `{"workspace":…, "kind":…}`.
+pub fn read_all(ctx: &Ctx, who: &Identity, request: &mut Request) -> Result<Reply, Error> {
+    let mut filter = Filter::default();
+    if let Some(body) = http::json_body(request)? {
+        let Value::Object(fields) = body else {
+            return Err(Error::BadJson("the body must be a JSON object".into()));
+        };
+        for (name, value) in fields {
+            let text = match (&value, name.as_str()) {
+                (Value::Null, _) => None,
+                (Value::String(text), "kind" | "workspace") => Some(text.as_str()),
+                (_, "kind" | "workspace") => return Err(Error::invalid(name, "must be a string")),
+                _ => {
+                    return Err(Error::invalid(
+                        name,
+                        "unknown field; allowed: workspace, kind",
+                    ))
+                }
+            };
+            match name.as_str() {
+                "kind" => filter.kind = kind_filter(text)?,
+                _ => filter.workspace = workspace_filter(who, text)?,
+            }
+        }
+    }
+    let updated = ctx.store.mark_all_read(who, &filter)?;
+    Ok(Reply::ok(&json!({"updated": updated})))
+}
+
+/// `GET /v1/notifications/unread-count`: optional `workspace`.
+pub fn unread_count(ctx: &Ctx, who: &Identity, request: &mut Request) -> Result<Reply, Error> {
+    let params = http::query(request);
+    let workspace = workspace_filter(who, http::param(&params, "workspace"))?;
+    let unread = ctx.store.unread_count(who, workspace.as_deref())?;
+    Ok(Reply::ok(&json!({"unread": unread})))
+}
+
+fn kind_filter(text: Option<&str>) -> Result<Option<String>, Error> {
+    match text {
+        None | Some("") => Ok(None),
+        Some(kind) if is_name(kind, 64) => Ok(Some(kind.to_string())),
+        Some(_) => Err(Error::invalid(
+            "kind",
+            "must be 1 to 64 characters of A-Z a-z 0-9 _ . : -",
+        )),
+    }
+}
+
+/// A workspace filter must name a workspace the token grants (403 otherwise).
+fn workspace_filter(who: &Identity, text: Option<&str>) -> Result<Option<String>, Error> {
+    match text {
+        None | Some("") => Ok(None),
+        Some(slug) if !is_workspace(slug) => {
+            Err(Error::invalid("workspace", "is not a valid workspace slug"))
+        }
+        Some(slug) if !who.grants_workspace(slug) => Err(Error::Forbidden {
+            code: "workspace_forbidden",
+            message: format!("workspace: the token does not grant workspace {slug:?}"),
+        }),
+        Some(slug) => Ok(Some(slug.to_string())),
+    }
+}

@@ -1,0 +1,417 @@
+//! `Config`: every setting, parsed and validated once at start-up.
+//!
+//! `cli::Settings` holds the raw strings from flags and `NOTIFD_*` variables; this
+//! module turns them into typed values and fails with one line naming the variable
+//! and the problem. Tests build a `Config` directly (see `Config::for_tests`-style
+//! helpers in `tests/common`) instead of going through the environment.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::time::Duration;
+
+use crate::cli::Settings;
+
+pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/notifd";
+pub const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379";
+pub const DEFAULT_HTTP_ADDR: &str = "0.0.0.0:8080";
+pub const DEFAULT_WS_ADDR: &str = "0.0.0.0:8081";
+pub const DEFAULT_JWT_ALGORITHM: &str = "HS256";
+pub const DEFAULT_JWT_LEEWAY: Duration = Duration::from_secs(30);
+pub const DEFAULT_PING_INTERVAL: Duration = Duration::from_secs(30);
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+pub const DEFAULT_HTTP_WORKERS: usize = 16;
+pub const DEFAULT_HTTP_TIMEOUT: Duration = Duration::from_secs(15);
+pub const DEFAULT_DB_POOL_SIZE: u32 = 8;
+/// File descriptors kept back from WebSocket connections for REST clients, the
+/// PostgreSQL pool, Redis, listeners and logs.
+pub const FD_RESERVE: u64 = 512;
+
+/// A setting that could not be used; `Display` is the one line printed at start-up.
+#[derive(Debug)]
+pub struct ConfigError {
+    pub variable: &'static str,
+    pub problem: String,
+}
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.variable, self.problem)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+fn bad(variable: &'static str, problem: impl Into<String>) -> ConfigError {
+    ConfigError {
+        variable,
+        problem: problem.into(),
+    }
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Where the JWT verifying key comes from.
+#[derive(Clone)]
+pub enum JwtKey {
+    /// HS*: the shared secret.
+    Secret(Vec<u8>),
+    /// RS*/PS*/ES*/EdDSA: a PEM public key.
+    PublicKeyPem(Vec<u8>),
+}
+
+impl std::fmt::Debug for JwtKey {
+    // Never print key material, not even in a debug dump of the config.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            JwtKey::Secret(_) => f.write_str("Secret(<redacted>)"),
+            JwtKey::PublicKeyPem(_) => f.write_str("PublicKeyPem(..)"),
+        }
+    }
+}
+
+/// Token verification settings.
+#[derive(Debug, Clone)]
+pub struct JwtConfig {
+    /// The only algorithm accepted. Defaults to HS256.
+    pub algorithm: jsonwebtoken::Algorithm,
+    pub key: JwtKey,
+    /// Required `iss`, if any. Defaults to none (not checked).
+    pub issuer: Option<String>,
+    /// Required `aud`, if any. Defaults to none (not checked).
+    pub audience: Option<String>,
+    /// Clock leeway for `exp`. Defaults to 30 s.
+    pub leeway: Duration,
+}
+
+/// The whole configuration of one notifd process.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Defaults to `postgres://postgres@127.0.0.1:5432/notifd`.
+    pub database_url: String,
+    /// Defaults to `redis://127.0.0.1:6379`.
+    pub redis_url: String,
+    /// Prefix of Redis channel names. Defaults to empty.
+    pub redis_prefix: String,
+    /// Defaults to `0.0.0.0:8080`.
+    pub http_addr: SocketAddr,
+    /// Defaults to `0.0.0.0:8081`.
+    pub ws_addr: SocketAddr,
+    pub jwt: JwtConfig,
+    /// Defaults to info.
+    pub log_level: log::LevelFilter,
+    /// Defaults to text.
+    pub log_format: LogFormat,
+    /// Defaults to 30 s.
+    pub ping_interval: Duration,
+    /// Defaults to 5 min.
+    pub idle_timeout: Duration,
+    /// Defaults to the soft file-descriptor limit less `FD_RESERVE`.
+    pub max_connections: usize,
+    /// Defaults to none.
+    pub cors_origins: Vec<String>,
+    /// Defaults to none (keep forever).
+    pub retention_days: Option<u32>,
+    /// Defaults to 16.
+    pub http_workers: usize,
+    /// Defaults to 15 s.
+    pub http_timeout: Duration,
+    /// Defaults to 8.
+    pub db_pool_size: u32,
+}
+
+impl Config {
+    /// Parses and validates every setting.
+    pub fn from_settings(s: &Settings) -> Result<Config, ConfigError> {
+        let database_url = s
+            .database_url
+            .clone()
+            .unwrap_or_else(|| DEFAULT_DATABASE_URL.into());
+        database_url
+            .parse::<postgres::Config>()
+            .map_err(|e| bad("NOTIFD_DATABASE_URL", format!("not a PostgreSQL URL: {e}")))?;
+        let redis_url = s
+            .redis_url
+            .clone()
+            .unwrap_or_else(|| DEFAULT_REDIS_URL.into());
+        redis::Client::open(redis_url.as_str())
+            .map_err(|e| bad("NOTIFD_REDIS_URL", format!("not a Redis URL: {e}")))?;
+        Ok(Config {
+            database_url,
+            redis_url,
+            redis_prefix: s.redis_prefix.clone().unwrap_or_default(),
+            http_addr: parse_addr(
+                "NOTIFD_HTTP_ADDR",
+                s.http_addr.as_deref(),
+                DEFAULT_HTTP_ADDR,
+            )?,
+            ws_addr: parse_addr("NOTIFD_WS_ADDR", s.ws_addr.as_deref(), DEFAULT_WS_ADDR)?,
+            jwt: parse_jwt(s)?,
+            log_level: parse_log_level(s.log.as_deref())?,
+            log_format: parse_log_format(s.log_format.as_deref())?,
+            ping_interval: duration_or(
+                "NOTIFD_PING_INTERVAL",
+                &s.ping_interval,
+                DEFAULT_PING_INTERVAL,
+            )?,
+            idle_timeout: duration_or(
+                "NOTIFD_IDLE_TIMEOUT",
+                &s.idle_timeout,
+                DEFAULT_IDLE_TIMEOUT,
+            )?,
+            max_connections: match &s.max_connections {
+                Some(v) => parse_number("NOTIFD_MAX_CONNECTIONS", v, 1)?,
+                None => default_max_connections(),
+            },
+            cors_origins: parse_list(s.cors_origins.as_deref()),
+            retention_days: match &s.retention_days {
+                Some(v) if !v.trim().is_empty() => {
+                    Some(parse_number("NOTIFD_RETENTION_DAYS", v, 1)?)
+                }
+                _ => None,
+            },
+            http_workers: match &s.http_workers {
+                Some(v) => parse_number("NOTIFD_HTTP_WORKERS", v, 1)?,
+                None => DEFAULT_HTTP_WORKERS,
+            },
+            http_timeout: duration_or(
+                "NOTIFD_HTTP_TIMEOUT",
+                &s.http_timeout,
+                DEFAULT_HTTP_TIMEOUT,
+            )?,
+            db_pool_size: match &s.db_pool_size {
+                Some(v) => parse_number("NOTIFD_DB_POOL_SIZE", v, 1)?,
+                None => DEFAULT_DB_POOL_SIZE,
+            },
+        })
+    }
+}
+
+/// The default connection cap: what the soft descriptor limit allows, one descriptor
+/// per WebSocket, less a reserve for everything else.
+pub fn default_max_connections() -> usize {
+    let limit = crate::process::fd_limit();
+    limit.saturating_sub(FD_RESERVE).max(16) as usize
+}
+
+fn parse_addr(
+    variable: &'static str,
+    value: Option<&str>,
+    default: &str,
+) -> Result<SocketAddr, ConfigError> {
+    let text = value.unwrap_or(default);
+    text.to_socket_addrs()
+        .map_err(|e| bad(variable, format!("not a listen address {text:?}: {e}")))?
+        .next()
+        .ok_or_else(|| bad(variable, format!("{text:?} resolves to no address")))
+}
+
+/// Parses `30s`, `5m`, `1h`, `250ms` or plain seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("not a duration {text:?} (use 30s, 5m, 1h or seconds)"))?;
+    let duration = match unit {
+        "" | "s" => Duration::from_secs(number),
+        "ms" => Duration::from_millis(number),
+        "m" => Duration::from_secs(number.saturating_mul(60)),
+        "h" => Duration::from_secs(number.saturating_mul(3600)),
+        _ => return Err(format!("unknown unit in {text:?} (use ms, s, m or h)")),
+    };
+    Ok(duration)
+}
+
+fn duration_or(
+    variable: &'static str,
+    value: &Option<String>,
+    default: Duration,
+) -> Result<Duration, ConfigError> {
+    match value {
+        None => Ok(default),
+        Some(text) => match parse_duration(text) {
+            Ok(d) if d.is_zero() => Err(bad(variable, "must be greater than zero")),
+            Ok(d) => Ok(d),
+            Err(problem) => Err(bad(variable, problem)),
+        },
+    }
+}
+
+fn parse_number<T: std::str::FromStr + PartialOrd + Copy + std::fmt::Display>(
+    variable: &'static str,
+    text: &str,
+    min: T,
+) -> Result<T, ConfigError> {
+    let n: T = text
+        .trim()
+        .parse()
+        .map_err(|_| bad(variable, format!("not a whole number: {text:?}")))?;
+    if n < min {
+        return Err(bad(variable, format!("must be at least {min}")));
+    }
+    Ok(n)
+}
+
+fn parse_list(text: Option<&str>) -> Vec<String> {
+    text.unwrap_or("")
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(String::from)
+        .collect()
+}
+
+fn parse_log_level(text: Option<&str>) -> Result<log::LevelFilter, ConfigError> {
+    text.unwrap_or("info").parse().map_err(|_| {
+        bad(
+            "NOTIFD_LOG",
+            "use one of error, warn, info, debug, trace, off",
+        )
+    })
+}
+
+fn parse_log_format(text: Option<&str>) -> Result<LogFormat, ConfigError> {
+    match text.unwrap_or("text") {
+        "text" => Ok(LogFormat::Text),
+        "json" => Ok(LogFormat::Json),
+        other => Err(bad(
+            "NOTIFD_LOG_FORMAT",
+            format!("{other:?} is neither text nor json"),
+        )),
+    }
+}
+
+fn parse_jwt(s: &Settings) -> Result<JwtConfig, ConfigError> {
+    use jsonwebtoken::Algorithm::*;
+    let name = s.jwt_algorithm.as_deref().unwrap_or(DEFAULT_JWT_ALGORITHM);
+    let algorithm: jsonwebtoken::Algorithm = name.parse().map_err(|_| {
+        bad(
+            "NOTIFD_JWT_ALGORITHM",
+            format!("unknown algorithm {name:?}"),
+        )
+    })?;
+    let key = match algorithm {
+        HS256 | HS384 | HS512 => JwtKey::Secret(read_secret(s)?),
+        _ => {
+            let path = s
+                .jwt_public_key_file
+                .as_deref()
+                .ok_or_else(|| bad("NOTIFD_JWT_PUBLIC_KEY_FILE", format!("required for {name}")))?;
+            let pem = std::fs::read(path).map_err(|e| {
+                bad(
+                    "NOTIFD_JWT_PUBLIC_KEY_FILE",
+                    format!("cannot read {path}: {e}"),
+                )
+            })?;
+            JwtKey::PublicKeyPem(pem)
+        }
+    };
+    let config = JwtConfig {
+        algorithm,
+        key,
+        issuer: s.jwt_issuer.clone().filter(|v| !v.is_empty()),
+        audience: s.jwt_audience.clone().filter(|v| !v.is_empty()),
+        leeway: match &s.jwt_leeway {
+            Some(text) => parse_duration(text).map_err(|p| bad("NOTIFD_JWT_LEEWAY", p))?,
+            None => DEFAULT_JWT_LEEWAY,
+        },
+    };
+    // Build the verifier once now so a key that does not parse stops start-up here.
+    crate::auth::Verifier::new(&config).map_err(|problem| {
+        let variable = match config.key {
+            JwtKey::Secret(_) => "NOTIFD_JWT_SECRET",
+            JwtKey::PublicKeyPem(_) => "NOTIFD_JWT_PUBLIC_KEY_FILE",
+        };
+        bad(variable, problem)
+    })?;
+    Ok(config)
+}
+
+fn read_secret(s: &Settings) -> Result<Vec<u8>, ConfigError> {
+    let secret = match (&s.jwt_secret, &s.jwt_secret_file) {
+        (Some(secret), _) if !secret.is_empty() => secret.clone().into_bytes(),
+        (_, Some(path)) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| bad("NOTIFD_JWT_SECRET_FILE", format!("cannot read {path}: {e}")))?;
+            text.trim_end_matches(['\r', '\n']).as_bytes().to_vec()
+        }
+        _ => {
+            return Err(bad(
+                "NOTIFD_JWT_SECRET",
+                "required for HS* algorithms (or set NOTIFD_JWT_SECRET_FILE)",
+            ))
+        }
+    };
+    if secret.len() < 16 {
+        return Err(bad("NOTIFD_JWT_SECRET", "too short: use at least 16 bytes"));
+    }
+    Ok(secret)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_take_units_and_plain_seconds() {
+        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        assert_eq!(parse_duration("45"), Ok(Duration::from_secs(45)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert!(parse_duration("5 minutes").is_err());
+        assert!(parse_duration("").is_err());
+    }
+
+    fn settings() -> Settings {
+        Settings {
+            jwt_secret: Some("0123456789abcdef0123".into()),
+            ..Settings::default()
+        }
+    }
+
+    #[test]
+    fn defaults_apply() {
+        let config = Config::from_settings(&settings()).expect("defaults are valid");
+        assert_eq!(config.http_addr.port(), 8080);
+        assert_eq!(config.ws_addr.port(), 8081);
+        assert_eq!(config.ping_interval, DEFAULT_PING_INTERVAL);
+        assert_eq!(config.retention_days, None);
+    }
+
+    #[test]
+    fn errors_name_the_variable() {
+        let mut s = settings();
+        s.http_addr = Some("not-an-address".into());
+        let err = Config::from_settings(&s).unwrap_err();
+        assert_eq!(err.variable, "NOTIFD_HTTP_ADDR");
+
+        let mut s = settings();
+        s.jwt_secret = None;
+        assert_eq!(
+            Config::from_settings(&s).unwrap_err().variable,
+            "NOTIFD_JWT_SECRET"
+        );
+
+        let mut s = settings();
+        s.jwt_algorithm = Some("RS256".into());
+        s.jwt_public_key_file = Some("/nonexistent/key.pem".into());
+        let err = Config::from_settings(&s).unwrap_err();
+        assert_eq!(err.variable, "NOTIFD_JWT_PUBLIC_KEY_FILE");
+        assert!(err.to_string().contains("cannot read"), "{err}");
+
+        let mut s = settings();
+        s.idle_timeout = Some("5 minutes".into());
+        assert_eq!(
+            Config::from_settings(&s).unwrap_err().variable,
+            "NOTIFD_IDLE_TIMEOUT"
+        );
+    }
+}

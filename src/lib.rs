@@ -1,0 +1,37 @@
+//! notifd: a self-hosted, real-time notification server.
+//!
+//! A notification travels one road, and the modules read along it:
+//!
+//! ```text
+//! REST create -> validate -> store (PostgreSQL, commit) -> publisher (Redis)
+//!   -> subscriber thread -> hub (user -> connections) -> connection queue -> WebSocket
+//! REST list / mark-read -> store
+//! ```
+//!
+//! - [`config`] / [`cli`]: every `NOTIFD_*` setting, parsed and validated once.
+//! - [`auth`]: JWT verification and what a token grants.
+//! - [`notification`]: the one JSON shape; [`validate`]: create requests.
+//! - [`store`]: PostgreSQL (pool, migrations, keyset pages, read state).
+//! - [`publisher`]: Redis publish after commit.
+//! - [`api`]: the REST endpoints on `tiny_http` workers.
+//! - [`server`]: starts and stops all of it; [`shutdown`]: the closed-channel signal.
+//! - [`logging`], [`process`], [`net`], [`error`]: plumbing.
+
+pub mod api;
+pub mod auth;
+pub mod cli;
+pub mod config;
+pub mod error;
+pub mod logging;
+pub mod net;
+pub mod notification;
+pub mod process;
+pub mod publisher;
+pub mod server;
+pub mod shutdown;
+pub mod store;
+pub mod validate;
+
+pub use config::Config;
+pub use error::Error;
+pub use server::Server;

@@ -1,0 +1,71 @@
+//! The `notifd` binary: parse the configuration, run the command, turn an error into
+//! an exit code after printing its cause.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use notifd::auth::{self, Claims};
+use notifd::cli::{Cli, Command, TokenArgs};
+use notifd::config::{self, JwtKey};
+use notifd::{logging, process, server, Config, Server};
+
+fn main() -> ExitCode {
+    process::raise_fd_limit();
+    process::enlarge_futex_hash();
+    let cli = Cli::parse();
+    let config = match Config::from_settings(&cli.settings) {
+        Ok(config) => config,
+        Err(err) => {
+            eprintln!("notifd: {err}");
+            return ExitCode::from(2);
+        }
+    };
+    logging::init(config.log_level, config.log_format);
+    let result = match &cli.command {
+        Command::Serve => serve(&config),
+        Command::Migrate => server::apply_migrations(&config.database_url)
+            .map(|n| eprintln!("notifd: {n} migration(s) applied"))
+            .map_err(|e| e.to_string()),
+        Command::Token(args) => token(&config, args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("notifd: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn serve(config: &Config) -> Result<(), String> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    // Register before starting so a signal during start-up is not lost.
+    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT])
+        .map_err(|e| format!("cannot watch signals: {e}"))?;
+    let server = Server::start(config).map_err(|e| e.to_string())?;
+    if let Some(signal) = signals.forever().next() {
+        log::info!(signal = signal; "shutting down");
+    }
+    server.shutdown();
+    Ok(())
+}
+
+fn token(config: &Config, args: &TokenArgs) -> Result<(), String> {
+    let JwtKey::Secret(secret) = &config.jwt.key else {
+        return Err(
+            "notifd token signs with an HS* secret; the configured algorithm uses a public key"
+                .into(),
+        );
+    };
+    let ttl: Duration = config::parse_duration(&args.ttl).map_err(|e| format!("--ttl: {e}"))?;
+    let claims = Claims {
+        sub: Some(args.sub.clone()),
+        exp: auth::unix_now() + ttl.as_secs(),
+        workspaces: (!args.workspaces.is_empty()).then(|| args.workspaces.clone()),
+        workspace: None,
+        scope: args.scope.clone(),
+    };
+    println!("{}", auth::mint(config.jwt.algorithm, secret, &claims)?);
+    Ok(())
+}

@@ -1,0 +1,192 @@
+//! The notification: the one JSON shape of the contract (§1), used by REST responses,
+//! Redis messages and WebSocket frames alike.
+//!
+//! This module owns the value and its wire form (aliases included). Validation of a
+//! create request lives in `validate`; persistence in `store`.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+/// Largest serialized notification, in bytes (contract §1).
+pub const MAX_SERIALIZED_BYTES: usize = 64 * 1024;
+
+/// The level shown to people (`type` on the wire).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Level {
+    Info,
+    Success,
+    Warning,
+    Error,
+    Alert,
+}
+
+impl Level {
+    pub const NAMES: &'static str = "info, success, warning, error, alert";
+
+    pub fn parse(text: &str) -> Option<Level> {
+        Some(match text {
+            "info" => Level::Info,
+            "success" => Level::Success,
+            "warning" => Level::Warning,
+            "error" => Level::Error,
+            "alert" => Level::Alert,
+            _ => return None,
+        })
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Level::Info => "info",
+            Level::Success => "success",
+            Level::Warning => "warning",
+            Level::Error => "error",
+            Level::Alert => "alert",
+        }
+    }
+}
+
+/// One stored notification.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Notification {
+    /// UUIDv7: unique and time-ordered.
+    pub id: Uuid,
+    pub user_id: String,
+    /// `None`: user-level, delivered to every connection of the user.
+    pub workspace: Option<String>,
+    pub kind: String,
+    pub level: Level,
+    pub title: String,
+    pub message: String,
+    /// Always a JSON object.
+    pub payload: Map<String, Value>,
+    pub read_at: Option<OffsetDateTime>,
+    pub created_at: OffsetDateTime,
+    pub updated_at: OffsetDateTime,
+}
+
+/// The wire form, borrowing from a `Notification` so serializing copies nothing twice.
+#[derive(Serialize)]
+struct Wire<'a> {
+    id: &'a Uuid,
+    user_id: &'a str,
+    workspace: &'a Option<String>,
+    kind: &'a str,
+    #[serde(rename = "type")]
+    level: Level,
+    title: &'a str,
+    message: &'a str,
+    payload: &'a Map<String, Value>,
+    metadata: &'a Map<String, Value>,
+    read: bool,
+    read_at: Option<String>,
+    created_at: String,
+    timestamp: String,
+    updated_at: String,
+}
+
+impl Serialize for Notification {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let created_at = format_timestamp(self.created_at);
+        Wire {
+            id: &self.id,
+            user_id: &self.user_id,
+            workspace: &self.workspace,
+            kind: &self.kind,
+            level: self.level,
+            title: &self.title,
+            message: &self.message,
+            payload: &self.payload,
+            metadata: &self.payload,
+            read: self.read_at.is_some(),
+            read_at: self.read_at.map(format_timestamp),
+            timestamp: created_at.clone(),
+            created_at,
+            updated_at: format_timestamp(self.updated_at),
+        }
+        .serialize(serializer)
+    }
+}
+
+impl Notification {
+    /// The JSON text of §1.
+    pub fn to_json(&self) -> String {
+        // Serializing plain strings, maps and numbers cannot fail.
+        serde_json::to_string(self).unwrap_or_default()
+    }
+}
+
+/// The fields of a wire notification that routing needs: who gets it, and where it
+/// sits in time order. Parsed from Redis messages without touching the rest.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Envelope {
+    pub id: Uuid,
+    pub user_id: String,
+    pub workspace: Option<String>,
+}
+
+/// Now, truncated to the microsecond PostgreSQL keeps, so what we return at create is
+/// exactly what a later read returns.
+pub fn now() -> OffsetDateTime {
+    let now = OffsetDateTime::now_utc();
+    let micros = now.nanosecond() / 1_000 * 1_000;
+    now.replace_nanosecond(micros).unwrap_or(now)
+}
+
+/// RFC 3339 UTC with milliseconds: `2026-03-03T10:30:45.123Z`.
+pub fn format_timestamp(at: OffsetDateTime) -> String {
+    const FORMAT: &[time::format_description::BorrowedFormatItem<'static>] = time::macros::format_description!(
+        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
+    );
+    at.to_offset(time::UtcOffset::UTC)
+        .format(FORMAT)
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Notification {
+        let at = time::macros::datetime!(2026-03-03 10:30:45.123456 UTC);
+        Notification {
+            id: Uuid::now_v7(),
+            user_id: "alice".into(),
+            workspace: Some("acme".into()),
+            kind: "JOB_FAILED".into(),
+            level: Level::Error,
+            title: "Job failed".into(),
+            message: String::new(),
+            payload: serde_json::json!({"job_id": "42"})
+                .as_object()
+                .cloned()
+                .unwrap_or_default(),
+            read_at: None,
+            created_at: at,
+            updated_at: at,
+        }
+    }
+
+    #[test]
+    fn wire_form_has_every_field_and_alias() {
+        let value: Value = serde_json::from_str(&sample().to_json()).expect("valid JSON");
+        assert_eq!(value["type"], "error");
+        assert_eq!(value["payload"], value["metadata"]);
+        assert_eq!(value["read"], false);
+        assert_eq!(value["read_at"], Value::Null);
+        assert_eq!(value["created_at"], "2026-03-03T10:30:45.123Z");
+        assert_eq!(value["timestamp"], value["created_at"]);
+        assert_eq!(value["workspace"], "acme");
+    }
+
+    #[test]
+    fn envelope_reads_the_routing_fields() {
+        let n = sample();
+        let envelope: Envelope = serde_json::from_str(&n.to_json()).expect("parses");
+        assert_eq!(envelope.id, n.id);
+        assert_eq!(envelope.user_id, "alice");
+        assert_eq!(envelope.workspace.as_deref(), Some("acme"));
+    }
+}

@@ -1,0 +1,111 @@
+//! The publisher: after a create commits, sends the notification's JSON to
+//! `{prefix}notifications:{user_id}` on Redis (contract §5).
+//!
+//! Comes after `store`; the subscriber threads of every instance come after it. A
+//! Redis failure never fails a create: the row is stored, the failure is logged and
+//! counted, and connected clients are caught up from PostgreSQL once Redis is back.
+
+use std::time::Duration;
+
+use crate::error::Error;
+
+/// How long a create waits for a Redis connection before giving up on publishing.
+const CONNECTION_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// A handle on the Redis publishing side; cheap to clone.
+#[derive(Clone)]
+pub struct Publisher {
+    pool: r2d2::Pool<Manager>,
+    client: redis::Client,
+    prefix: String,
+}
+
+impl Publisher {
+    pub fn new(url: &str, prefix: &str, pool_size: u32) -> Result<Publisher, Error> {
+        let client =
+            redis::Client::open(url).map_err(|e| Error::Internal(format!("bad Redis URL: {e}")))?;
+        let pool = r2d2::Pool::builder()
+            .max_size(pool_size)
+            .min_idle(Some(0))
+            .test_on_check_out(false)
+            .connection_timeout(CONNECTION_TIMEOUT)
+            .error_handler(Box::new(r2d2::NopErrorHandler))
+            .build_unchecked(Manager {
+                client: client.clone(),
+            });
+        Ok(Publisher {
+            pool,
+            client,
+            prefix: prefix.to_string(),
+        })
+    }
+
+    /// The channel of one user's notifications.
+    pub fn channel(&self, user_id: &str) -> String {
+        channel_name(&self.prefix, user_id)
+    }
+
+    /// Publishes one notification's JSON to its user's channel.
+    pub fn publish(&self, user_id: &str, json: &str) -> Result<(), Error> {
+        let mut conn = self.pool.get().map_err(unavailable)?;
+        let result: redis::RedisResult<i64> = redis::cmd("PUBLISH")
+            .arg(self.channel(user_id))
+            .arg(json)
+            .query(&mut *conn);
+        result.map(|_| ()).map_err(unavailable)
+    }
+
+    /// True when Redis answers a PING within `timeout` (on a fresh connection, so a
+    /// pooled one cannot hide an outage).
+    pub fn ping(&self, timeout: Duration) -> Result<(), Error> {
+        let mut conn = self
+            .client
+            .get_connection_with_timeout(timeout)
+            .map_err(unavailable)?;
+        conn.set_read_timeout(Some(timeout)).map_err(unavailable)?;
+        redis::cmd("PING")
+            .query::<String>(&mut conn)
+            .map_err(unavailable)?;
+        Ok(())
+    }
+}
+
+/// Opens Redis connections for the pool with timeouts on connect, read and write, so
+/// a Redis that hangs delays a create by at most `CONNECTION_TIMEOUT`.
+struct Manager {
+    client: redis::Client,
+}
+
+impl r2d2::ManageConnection for Manager {
+    type Connection = redis::Connection;
+    type Error = redis::RedisError;
+
+    fn connect(&self) -> Result<redis::Connection, redis::RedisError> {
+        let conn = self
+            .client
+            .get_connection_with_timeout(CONNECTION_TIMEOUT)?;
+        conn.set_read_timeout(Some(CONNECTION_TIMEOUT))?;
+        conn.set_write_timeout(Some(CONNECTION_TIMEOUT))?;
+        Ok(conn)
+    }
+
+    fn is_valid(&self, conn: &mut redis::Connection) -> Result<(), redis::RedisError> {
+        redis::cmd("PING").query::<String>(conn).map(|_| ())
+    }
+
+    fn has_broken(&self, conn: &mut redis::Connection) -> bool {
+        !redis::ConnectionLike::is_open(conn)
+    }
+}
+
+/// `{prefix}notifications:{user_id}`.
+pub fn channel_name(prefix: &str, user_id: &str) -> String {
+    format!("{prefix}notifications:{user_id}")
+}
+
+fn unavailable(err: impl std::fmt::Display) -> Error {
+    Error::Unavailable {
+        dependency: "redis",
+        detail: err.to_string(),
+    }
+}

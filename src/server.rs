@@ -1,0 +1,141 @@
+//! The running service: applies migrations, opens the listeners and starts the
+//! threads (REST workers, and later the WebSocket side), and stops them in order.
+//!
+//! `main` and the tests both start notifd through `Server::start`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crate::api::{self, Ctx};
+use crate::auth::Verifier;
+use crate::config::Config;
+use crate::error::Error;
+use crate::publisher::Publisher;
+use crate::shutdown::{self, Shutdown, Trigger};
+use crate::store::{self, Store};
+
+/// Stack of a REST worker: handlers are shallow; JSON and SQL buffers live on the heap.
+const WORKER_STACK: usize = 256 * 1024;
+/// Longest pause between attempts to apply migrations while PostgreSQL is down.
+const MAX_MIGRATE_BACKOFF: Duration = Duration::from_secs(30);
+
+/// A running notifd.
+pub struct Server {
+    http_addr: SocketAddr,
+    http: Arc<tiny_http::Server>,
+    workers: Vec<JoinHandle<()>>,
+    background: Vec<JoinHandle<()>>,
+    trigger: Trigger,
+}
+
+impl Server {
+    /// Starts everything; returns once the listeners are bound.
+    pub fn start(config: &Config) -> Result<Server, Error> {
+        let (trigger, shutdown) = shutdown::channel();
+        let mut background = Vec::new();
+        if let Err(err) = apply_migrations(&config.database_url) {
+            // Serve anyway so /readyz can say what is wrong; keep trying meanwhile.
+            log::warn!(error = err.to_string().as_str(); "cannot apply migrations yet; retrying in the background");
+            let url = config.database_url.clone();
+            let shutdown = shutdown.clone();
+            background.push(spawn("notifd-migrate", 64 * 1024, move || {
+                migrate_until_done(&url, &shutdown)
+            })?);
+        }
+        let ctx = Arc::new(Ctx {
+            store: Store::new(&config.database_url, config.db_pool_size)?,
+            publisher: Publisher::new(
+                &config.redis_url,
+                &config.redis_prefix,
+                config.db_pool_size,
+            )?,
+            verifier: Verifier::new(&config.jwt).map_err(Error::Internal)?,
+        });
+        let listener = crate::net::listen(config.http_addr, Some(config.http_timeout))
+            .map_err(|e| Error::Internal(format!("cannot listen on {}: {e}", config.http_addr)))?;
+        let http_addr = listener
+            .local_addr()
+            .map_err(|e| Error::Internal(e.to_string()))?;
+        let http = Arc::new(
+            tiny_http::Server::from_listener(listener, None)
+                .map_err(|e| Error::Internal(format!("cannot start HTTP server: {e}")))?,
+        );
+        let mut workers = Vec::with_capacity(config.http_workers);
+        for i in 0..config.http_workers {
+            let (http, ctx) = (http.clone(), ctx.clone());
+            workers.push(spawn(
+                &format!("notifd-http-{i}"),
+                WORKER_STACK,
+                move || {
+                    while let Ok(request) = http.recv() {
+                        api::handle(&ctx, request);
+                    }
+                },
+            )?);
+        }
+        log::info!(
+            version = env!("CARGO_PKG_VERSION"),
+            http_addr = http_addr.to_string().as_str(),
+            http_workers = config.http_workers;
+            "notifd started"
+        );
+        Ok(Server {
+            http_addr,
+            http,
+            workers,
+            background,
+            trigger,
+        })
+    }
+
+    /// The bound REST address (useful with port 0).
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http_addr
+    }
+
+    /// Stops accepting, lets in-flight requests finish, joins every thread.
+    pub fn shutdown(self) {
+        self.trigger.fire();
+        for _ in &self.workers {
+            self.http.unblock();
+        }
+        for handle in self.workers.into_iter().chain(self.background) {
+            let _ = handle.join();
+        }
+        log::info!("notifd stopped");
+    }
+}
+
+fn spawn(
+    name: &str,
+    stack: usize,
+    body: impl FnOnce() + Send + 'static,
+) -> Result<JoinHandle<()>, Error> {
+    std::thread::Builder::new()
+        .name(name.to_string())
+        .stack_size(stack)
+        .spawn(body)
+        .map_err(|e| Error::Internal(format!("cannot start thread {name}: {e}")))
+}
+
+/// Creates the database if needed and applies pending migrations.
+pub fn apply_migrations(url: &str) -> Result<usize, Error> {
+    let mut client = store::connect_creating(url)?;
+    store::migrate(&mut client)
+}
+
+fn migrate_until_done(url: &str, shutdown: &Shutdown) {
+    let mut backoff = Duration::from_millis(500);
+    while !shutdown.wait(backoff) {
+        match apply_migrations(url) {
+            Ok(_) => {
+                log::info!("migrations applied; PostgreSQL is reachable");
+                return;
+            }
+            Err(err) => log::warn!(error = err.to_string().as_str(); "cannot apply migrations yet"),
+        }
+        backoff = (backoff * 2).min(MAX_MIGRATE_BACKOFF);
+    }
+}

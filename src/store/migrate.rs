@@ -1,0 +1,77 @@
+//! Schema migrations: the numbered files of `sql/`, embedded in the binary and applied
+//! in order inside one transaction under an advisory lock, so two instances starting
+//! together never both apply, and applying twice is a no-op.
+
+use postgres::{Client, NoTls};
+
+use crate::error::Error;
+
+/// Every migration, in order: (version, name, SQL).
+const MIGRATIONS: &[(i32, &str, &str)] = &[(
+    1,
+    "notifications",
+    include_str!("../../sql/0001_notifications.sql"),
+)];
+
+/// Key of the advisory lock that serializes migrations across instances.
+const MIGRATION_LOCK: i64 = 0x6e6f_7469_6664; // "notifd"
+
+/// Applies pending migrations; returns how many were applied.
+pub fn migrate(client: &mut Client) -> Result<usize, Error> {
+    let mut tx = client.transaction()?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])?;
+    tx.batch_execute(
+        "CREATE TABLE IF NOT EXISTS notifd_migrations (
+            version    integer     PRIMARY KEY,
+            name       text        NOT NULL,
+            applied_at timestamptz NOT NULL DEFAULT now()
+        )",
+    )?;
+    let applied: Vec<i32> = tx
+        .query("SELECT version FROM notifd_migrations", &[])?
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    let mut count = 0;
+    for (version, name, sql) in MIGRATIONS {
+        if applied.contains(version) {
+            continue;
+        }
+        tx.batch_execute(sql)
+            .map_err(|e| Error::Internal(format!("migration {version} ({name}) failed: {e}")))?;
+        tx.execute(
+            "INSERT INTO notifd_migrations (version, name) VALUES ($1, $2)",
+            &[version, name],
+        )?;
+        log::info!(version = *version, name = *name; "migration applied");
+        count += 1;
+    }
+    tx.commit()?;
+    Ok(count)
+}
+
+/// Connects to the configured database, creating it first when it does not exist
+/// (connecting to the `postgres` maintenance database on the same server to do so).
+pub fn connect_creating(url: &str) -> Result<Client, Error> {
+    let config: postgres::Config = url
+        .parse()
+        .map_err(|e| Error::Internal(format!("bad database URL: {e}")))?;
+    match config.connect(NoTls) {
+        Ok(client) => Ok(client),
+        Err(err) if err.code() == Some(&postgres::error::SqlState::INVALID_CATALOG_NAME) => {
+            let name = config.get_dbname().unwrap_or("notifd").to_string();
+            let mut admin = config.clone();
+            admin.dbname("postgres");
+            let mut client = admin.connect(NoTls)?;
+            let quoted = format!("\"{}\"", name.replace('"', "\"\""));
+            match client.batch_execute(&format!("CREATE DATABASE {quoted}")) {
+                Ok(()) => log::info!(database = name.as_str(); "database created"),
+                // Another instance created it first: fine.
+                Err(e) if e.code() == Some(&postgres::error::SqlState::DUPLICATE_DATABASE) => {}
+                Err(e) => return Err(e.into()),
+            }
+            Ok(config.connect(NoTls)?)
+        }
+        Err(err) => Err(err.into()),
+    }
+}

@@ -1,0 +1,260 @@
+//! The store: notifications in PostgreSQL. Creates, keyset-paginated reads and read
+//! state, every read and write filtered by the visibility rule in SQL.
+//!
+//! Comes after `validate` (creates) and `api` (reads); publishing to Redis after a
+//! create commits is `publisher`'s job, not this module's.
+
+mod cursor;
+mod migrate;
+mod pool;
+
+use std::time::Duration;
+
+use postgres::Row;
+use serde_json::Value;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+pub use cursor::Cursor;
+pub use migrate::{connect_creating, migrate};
+
+use crate::auth::{Grants, Identity};
+use crate::error::Error;
+use crate::notification::{Level, Notification};
+
+/// Largest page a client may ask for.
+pub const MAX_PAGE: i64 = 100;
+
+/// Filters of a list, read-all or unread-count.
+#[derive(Debug, Clone, Default)]
+pub struct Filter {
+    pub kind: Option<String>,
+    /// That workspace and user-level notifications.
+    pub workspace: Option<String>,
+    pub unread_only: bool,
+}
+
+/// One page of a list, newest first, and the cursor of the next page if any.
+#[derive(Debug)]
+pub struct Page {
+    pub notifications: Vec<Notification>,
+    pub next: Option<Cursor>,
+}
+
+/// A handle on the database; cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    pool: r2d2::Pool<pool::Manager>,
+}
+
+impl Store {
+    pub fn new(url: &str, pool_size: u32) -> Result<Store, Error> {
+        let pool = pool::build(url, pool_size).map_err(Error::Internal)?;
+        Ok(Store { pool })
+    }
+
+    fn conn(&self) -> Result<r2d2::PooledConnection<pool::Manager>, Error> {
+        Ok(self.pool.get()?)
+    }
+
+    /// True when PostgreSQL answers within `timeout`.
+    pub fn ping(&self, timeout: Duration) -> Result<(), Error> {
+        let mut conn = self.pool.get_timeout(timeout)?;
+        conn.client.simple_query("SELECT 1")?;
+        Ok(())
+    }
+
+    /// Stores a new notification (one transaction: the single INSERT).
+    pub fn insert(&self, n: &Notification) -> Result<(), Error> {
+        let mut conn = self.conn()?;
+        let conn = &mut *conn;
+        let payload = Value::Object(n.payload.clone());
+        conn.client.execute(
+            &conn.statements.insert,
+            &[
+                &n.id,
+                &n.user_id,
+                &n.workspace,
+                &n.kind,
+                &n.level.as_str(),
+                &n.title,
+                &n.message,
+                &payload,
+                &n.read_at,
+                &n.created_at,
+                &n.updated_at,
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// One page of the caller's visible notifications, newest first.
+    pub fn list(
+        &self,
+        who: &Identity,
+        filter: &Filter,
+        limit: i64,
+        after: Option<Cursor>,
+    ) -> Result<Page, Error> {
+        let mut conn = self.conn()?;
+        let conn = &mut *conn;
+        let (all, granted) = grants(who);
+        // One extra row tells whether a next page exists without a count.
+        let fetch = limit + 1;
+        let statement =
+            &conn.statements.list[usize::from(filter.unread_only)][usize::from(after.is_some())];
+        let rows = match after {
+            None => conn.client.query(
+                statement,
+                &[
+                    &who.user_id,
+                    &all,
+                    &granted,
+                    &filter.kind,
+                    &filter.workspace,
+                    &fetch,
+                ],
+            )?,
+            Some(cursor) => conn.client.query(
+                statement,
+                &[
+                    &who.user_id,
+                    &all,
+                    &granted,
+                    &filter.kind,
+                    &filter.workspace,
+                    &fetch,
+                    &cursor.created_at,
+                    &cursor.id,
+                ],
+            )?,
+        };
+        let mut notifications = rows
+            .iter()
+            .map(row_to_notification)
+            .collect::<Result<Vec<_>, _>>()?;
+        let next = if notifications.len() as i64 > limit {
+            notifications.truncate(limit as usize);
+            notifications.last().map(|n| Cursor {
+                created_at: n.created_at,
+                id: n.id,
+            })
+        } else {
+            None
+        };
+        Ok(Page {
+            notifications,
+            next,
+        })
+    }
+
+    /// Marks those of `ids` the caller can see as read; returns how many were unread.
+    pub fn mark_read(&self, who: &Identity, ids: &[Uuid]) -> Result<u64, Error> {
+        let mut conn = self.conn()?;
+        let conn = &mut *conn;
+        let (all, granted) = grants(who);
+        let now = crate::notification::now();
+        Ok(conn.client.execute(
+            &conn.statements.mark_read,
+            &[&who.user_id, &all, &granted, &ids, &now],
+        )?)
+    }
+
+    /// Marks every visible unread notification matching `filter` as read.
+    pub fn mark_all_read(&self, who: &Identity, filter: &Filter) -> Result<u64, Error> {
+        let mut conn = self.conn()?;
+        let conn = &mut *conn;
+        let (all, granted) = grants(who);
+        let now = crate::notification::now();
+        Ok(conn.client.execute(
+            &conn.statements.mark_all_read,
+            &[
+                &who.user_id,
+                &all,
+                &granted,
+                &filter.kind,
+                &filter.workspace,
+                &now,
+            ],
+        )?)
+    }
+
+    /// How many visible notifications are unread (optionally for one workspace).
+    pub fn unread_count(&self, who: &Identity, workspace: Option<&str>) -> Result<i64, Error> {
+        let mut conn = self.conn()?;
+        let conn = &mut *conn;
+        let (all, granted) = grants(who);
+        let row = conn.client.query_one(
+            &conn.statements.unread_count,
+            &[&who.user_id, &all, &granted, &workspace],
+        )?;
+        Ok(row.get(0))
+    }
+
+    /// Up to `limit` notifications of `user_id` for `workspace` (and user-level ones)
+    /// after `position`, oldest first: the replay of a WebSocket `since=`.
+    pub fn newer_than(
+        &self,
+        user_id: &str,
+        workspace: &str,
+        position: Cursor,
+        limit: i64,
+    ) -> Result<Vec<Notification>, Error> {
+        let mut conn = self.conn()?;
+        let conn = &mut *conn;
+        let rows = conn.client.query(
+            &conn.statements.newer_than,
+            &[
+                &user_id,
+                &workspace,
+                &position.created_at,
+                &position.id,
+                &limit,
+            ],
+        )?;
+        rows.iter().map(row_to_notification).collect()
+    }
+
+    /// Where one of the user's notifications sits in time order, if it exists.
+    pub fn position_of(&self, user_id: &str, id: Uuid) -> Result<Option<Cursor>, Error> {
+        let mut conn = self.conn()?;
+        let conn = &mut *conn;
+        let row = conn
+            .client
+            .query_opt(&conn.statements.position, &[&id, &user_id])?;
+        Ok(row.map(|row| Cursor {
+            created_at: row.get(0),
+            id,
+        }))
+    }
+}
+
+/// The grant parameters of the visibility rule: (all workspaces, granted slugs).
+fn grants(who: &Identity) -> (bool, &[String]) {
+    match &who.grants {
+        Grants::All => (true, &[]),
+        Grants::Only(slugs) => (false, slugs.as_slice()),
+    }
+}
+
+fn row_to_notification(row: &Row) -> Result<Notification, Error> {
+    let level: &str = row.get(4);
+    let payload: Value = row.get(7);
+    let Value::Object(payload) = payload else {
+        return Err(Error::Internal("stored payload is not an object".into()));
+    };
+    Ok(Notification {
+        id: row.get(0),
+        user_id: row.get(1),
+        workspace: row.get(2),
+        kind: row.get(3),
+        level: Level::parse(level)
+            .ok_or_else(|| Error::Internal(format!("stored type {level:?}")))?,
+        title: row.get(5),
+        message: row.get(6),
+        payload,
+        read_at: row.get::<_, Option<OffsetDateTime>>(8),
+        created_at: row.get(9),
+        updated_at: row.get(10),
+    })
+}

@@ -1,0 +1,128 @@
+//! The PostgreSQL connection pool: r2d2 over the blocking `postgres` client, with
+//! every statement prepared once per connection (a prepared statement costs one round
+//! trip per query; an unprepared one costs two).
+
+use std::time::Duration;
+
+use postgres::{Client, NoTls, Statement};
+
+/// The columns of a notification row, in the order `store::row_to_notification` reads.
+pub const COLUMNS: &str =
+    "id, user_id, workspace, kind, type, title, message, payload, read_at, created_at, updated_at";
+
+/// The visibility rule (contract §2): $1 user id, $2 grants all workspaces,
+/// $3 granted workspace slugs.
+const VISIBLE: &str = "user_id = $1 AND (workspace IS NULL OR $2 OR workspace = ANY($3))";
+
+/// Optional list filters: $4 kind, $5 workspace (that workspace plus user-level ones,
+/// as a WebSocket on that workspace receives them).
+const FILTERS: &str =
+    "($4::text IS NULL OR kind = $4) AND ($5::text IS NULL OR workspace IS NULL OR workspace = $5)";
+
+/// Every statement notifd runs, prepared on each pooled connection.
+pub struct Statements {
+    pub insert: Statement,
+    /// List pages: [unread only][after a cursor]. Separate statements because an
+    /// `OR $cursor IS NULL` form stops PostgreSQL from using the keyset index.
+    pub list: [[Statement; 2]; 2],
+    pub mark_read: Statement,
+    pub mark_all_read: Statement,
+    pub unread_count: Statement,
+    /// Replay for `since=`: newer than a position, oldest first.
+    pub newer_than: Statement,
+    /// The position `(created_at)` of one of a user's notifications.
+    pub position: Statement,
+}
+
+impl Statements {
+    fn prepare(client: &mut Client) -> Result<Statements, postgres::Error> {
+        let list = |unread: bool, after: bool| {
+            format!(
+                "SELECT {COLUMNS} FROM notifications WHERE {VISIBLE} AND {FILTERS}{}{} \
+                 ORDER BY created_at DESC, id DESC LIMIT $6",
+                if unread { " AND read_at IS NULL" } else { "" },
+                if after {
+                    " AND (created_at, id) < ($7, $8)"
+                } else {
+                    ""
+                },
+            )
+        };
+        Ok(Statements {
+            insert: client.prepare(&format!(
+                "INSERT INTO notifications ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
+            ))?,
+            list: [
+                [client.prepare(&list(false, false))?, client.prepare(&list(false, true))?],
+                [client.prepare(&list(true, false))?, client.prepare(&list(true, true))?],
+            ],
+            mark_read: client.prepare(&format!(
+                "UPDATE notifications SET read_at = $5, updated_at = $5 \
+                 WHERE {VISIBLE} AND id = ANY($4) AND read_at IS NULL"
+            ))?,
+            mark_all_read: client.prepare(&format!(
+                "UPDATE notifications SET read_at = $6, updated_at = $6 \
+                 WHERE {VISIBLE} AND {FILTERS} AND read_at IS NULL"
+            ))?,
+            unread_count: client.prepare(&format!(
+                "SELECT count(*) FROM notifications WHERE {VISIBLE} AND read_at IS NULL \
+                 AND ($4::text IS NULL OR workspace IS NULL OR workspace = $4)"
+            ))?,
+            newer_than: client.prepare(&format!(
+                "SELECT {COLUMNS} FROM notifications \
+                 WHERE user_id = $1 AND (workspace IS NULL OR workspace = $2) AND (created_at, id) > ($3, $4) \
+                 ORDER BY created_at, id LIMIT $5"
+            ))?,
+            position: client.prepare("SELECT created_at FROM notifications WHERE id = $1 AND user_id = $2")?,
+        })
+    }
+}
+
+/// A pooled connection with its prepared statements.
+pub struct Connection {
+    pub client: Client,
+    pub statements: Statements,
+}
+
+/// Opens connections for r2d2.
+pub struct Manager {
+    config: postgres::Config,
+}
+
+impl r2d2::ManageConnection for Manager {
+    type Connection = Connection;
+    type Error = postgres::Error;
+
+    fn connect(&self) -> Result<Connection, postgres::Error> {
+        let mut client = self.config.connect(NoTls)?;
+        let statements = Statements::prepare(&mut client)?;
+        Ok(Connection { client, statements })
+    }
+
+    fn is_valid(&self, conn: &mut Connection) -> Result<(), postgres::Error> {
+        conn.client.simple_query("").map(|_| ())
+    }
+
+    fn has_broken(&self, conn: &mut Connection) -> bool {
+        conn.client.is_closed()
+    }
+}
+
+/// The pool. Building it does not connect: connections open on first use, so notifd
+/// starts (and answers `/readyz` with 503) while PostgreSQL is still down.
+pub fn build(url: &str, size: u32) -> Result<r2d2::Pool<Manager>, String> {
+    let mut config: postgres::Config = url.parse().map_err(|e| format!("bad database URL: {e}"))?;
+    config.connect_timeout(Duration::from_secs(3));
+    config.application_name("notifd");
+    Ok(r2d2::Pool::builder()
+        .max_size(size)
+        .min_idle(Some(0))
+        // A checkout test costs a round trip per request; a broken connection is
+        // noticed by `has_broken` instead.
+        .test_on_check_out(false)
+        .connection_timeout(Duration::from_secs(3))
+        // Failures reach the client as 503 and the log once per request; r2d2's own
+        // logging would repeat each one from its background threads.
+        .error_handler(Box::new(r2d2::NopErrorHandler))
+        .build_unchecked(Manager { config }))
+}

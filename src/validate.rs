@@ -1,0 +1,250 @@
+//! Validation of a create request (`POST /v1/internal/notifications`): turns a JSON
+//! body into a `Notification` or a 4xx naming the offending field.
+//!
+//! Comes after `api` has read and size-checked the body; the result goes to `store`.
+
+use serde_json::{Map, Value};
+use uuid::Uuid;
+
+use crate::error::Error;
+use crate::notification::{self, Level, Notification, MAX_SERIALIZED_BYTES};
+
+const FIELDS: &[&str] = &[
+    "user_id",
+    "workspace",
+    "kind",
+    "type",
+    "title",
+    "message",
+    "payload",
+    "metadata",
+];
+const MAX_USER_ID: usize = 255;
+const MAX_KIND: usize = 64;
+const MAX_WORKSPACE: usize = 128;
+const MAX_TITLE: usize = 1024;
+
+/// True for 1..=max characters of `[A-Za-z0-9_.:-]` (kinds and workspace slugs).
+pub fn is_name(text: &str, max: usize) -> bool {
+    !text.is_empty()
+        && text.len() <= max
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b':' | b'-'))
+}
+
+/// True for a workspace slug as a token or a query may name one.
+pub fn is_workspace(text: &str) -> bool {
+    is_name(text, MAX_WORKSPACE)
+}
+
+/// Builds a new notification from a create body.
+pub fn new_notification(body: Value) -> Result<Notification, Error> {
+    let Value::Object(mut fields) = body else {
+        return Err(Error::BadJson("the body must be a JSON object".into()));
+    };
+    if let Some(unknown) = fields.keys().find(|k| !FIELDS.contains(&k.as_str())) {
+        return Err(Error::invalid(
+            unknown.clone(),
+            format!("unknown field; allowed: {}", FIELDS.join(", ")),
+        ));
+    }
+    let user_id = required_string(&mut fields, "user_id")?;
+    if user_id.is_empty() || user_id.chars().count() > MAX_USER_ID {
+        return Err(Error::invalid(
+            "user_id",
+            format!("must be 1 to {MAX_USER_ID} characters"),
+        ));
+    }
+    let kind = required_string(&mut fields, "kind")?;
+    if !is_name(&kind, MAX_KIND) {
+        return Err(Error::invalid(
+            "kind",
+            "must be 1 to 64 characters of A-Z a-z 0-9 _ . : -",
+        ));
+    }
+    let workspace = optional_string(&mut fields, "workspace")?;
+    if let Some(slug) = &workspace {
+        if !is_workspace(slug) {
+            return Err(Error::invalid(
+                "workspace",
+                "must be 1 to 128 characters of A-Z a-z 0-9 _ . : - (or null for user-level)",
+            ));
+        }
+    }
+    let level = match optional_string(&mut fields, "type")? {
+        None => Level::Info,
+        Some(text) => Level::parse(&text)
+            .ok_or_else(|| Error::invalid("type", format!("must be one of {}", Level::NAMES)))?,
+    };
+    let title = optional_string(&mut fields, "title")?.unwrap_or_else(|| kind.clone());
+    if title.chars().count() > MAX_TITLE {
+        return Err(Error::invalid(
+            "title",
+            format!("must be at most {MAX_TITLE} characters"),
+        ));
+    }
+    let message = optional_string(&mut fields, "message")?.unwrap_or_default();
+    let payload = payload(&mut fields)?;
+    let now = notification::now();
+    let notification = Notification {
+        id: Uuid::now_v7(),
+        user_id,
+        workspace,
+        kind,
+        level,
+        title,
+        message,
+        payload,
+        read_at: None,
+        created_at: now,
+        updated_at: now,
+    };
+    let size = notification.to_json().len();
+    if size > MAX_SERIALIZED_BYTES {
+        return Err(Error::TooLarge(format!(
+            "payload: the notification would be {size} bytes serialized; the limit is {MAX_SERIALIZED_BYTES} \
+             (payload is sent twice, as payload and metadata)"
+        )));
+    }
+    Ok(notification)
+}
+
+fn required_string(fields: &mut Map<String, Value>, name: &str) -> Result<String, Error> {
+    optional_string(fields, name)?.ok_or_else(|| Error::invalid(name, "is required"))
+}
+
+fn optional_string(fields: &mut Map<String, Value>, name: &str) -> Result<Option<String>, Error> {
+    match fields.remove(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(text)) => Ok(Some(text)),
+        Some(other) => Err(Error::invalid(
+            name,
+            format!("must be a string, got {}", type_name(&other)),
+        )),
+    }
+}
+
+/// `payload` (or its alias `metadata`): a JSON object, or a string holding one (the
+/// source document's gRPC form, where payload is a JSON string).
+fn payload(fields: &mut Map<String, Value>) -> Result<Map<String, Value>, Error> {
+    let (name, value) = match (fields.remove("payload"), fields.remove("metadata")) {
+        (Some(_), Some(_)) => {
+            return Err(Error::invalid(
+                "metadata",
+                "is an alias of payload: give one of them, not both",
+            ))
+        }
+        (Some(value), None) => ("payload", value),
+        (None, Some(value)) => ("metadata", value),
+        (None, None) => {
+            return Err(Error::invalid(
+                "payload",
+                "is required (use {} for no data)",
+            ))
+        }
+    };
+    match value {
+        Value::Object(object) => Ok(object),
+        Value::String(text) => match serde_json::from_str::<Value>(&text) {
+            Ok(Value::Object(object)) => Ok(object),
+            Ok(other) => Err(Error::invalid(
+                name,
+                format!(
+                    "must be a JSON object; the string holds {}",
+                    type_name(&other)
+                ),
+            )),
+            Err(_) => Err(Error::invalid(
+                name,
+                "must be a JSON object (or a string holding one); got a string that is not JSON",
+            )),
+        },
+        other => Err(Error::invalid(
+            name,
+            format!("must be a JSON object, got {}", type_name(&other)),
+        )),
+    }
+}
+
+fn type_name(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn field_of(result: Result<Notification, Error>) -> String {
+        match result {
+            Err(Error::Invalid { field, .. }) => field,
+            other => panic!("expected a validation error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn defaults_fill_title_message_and_type() {
+        let n = new_notification(json!({"user_id": "u", "kind": "JOB_FAILED", "payload": {}}))
+            .expect("valid");
+        assert_eq!(n.title, "JOB_FAILED");
+        assert_eq!(n.message, "");
+        assert_eq!(n.level, Level::Info);
+        assert_eq!(n.workspace, None);
+        assert_eq!(n.id.get_version_num(), 7);
+    }
+
+    #[test]
+    fn payload_string_holding_an_object_is_accepted() {
+        let n = new_notification(json!({"user_id": "u", "kind": "k", "payload": "{\"a\":1}"}))
+            .expect("valid");
+        assert_eq!(n.payload["a"], 1);
+        let n = new_notification(json!({"user_id": "u", "kind": "k", "metadata": {"b": 2}}))
+            .expect("valid");
+        assert_eq!(n.payload["b"], 2);
+    }
+
+    #[test]
+    fn each_bad_field_is_named() {
+        let base = |extra: Value| {
+            let mut body = json!({"user_id": "u", "kind": "k", "payload": {}});
+            for (k, v) in extra.as_object().into_iter().flatten() {
+                body[k] = v.clone();
+            }
+            new_notification(body)
+        };
+        assert_eq!(field_of(base(json!({"user_id": ""}))), "user_id");
+        assert_eq!(
+            field_of(base(json!({"user_id": "x".repeat(256)}))),
+            "user_id"
+        );
+        assert_eq!(field_of(base(json!({"kind": "has space"}))), "kind");
+        assert_eq!(field_of(base(json!({"type": "fatal"}))), "type");
+        assert_eq!(
+            field_of(base(json!({"payload": "just a string"}))),
+            "payload"
+        );
+        assert_eq!(field_of(base(json!({"payload": null}))), "payload");
+        assert_eq!(
+            field_of(base(json!({"payload": ["item1", "item2"]}))),
+            "payload"
+        );
+        assert_eq!(field_of(base(json!({"surprise": 1}))), "surprise");
+        assert_eq!(field_of(base(json!({"metadata": {}}))), "metadata");
+    }
+
+    #[test]
+    fn oversized_notification_is_refused() {
+        let big = "x".repeat(40 * 1024);
+        let result =
+            new_notification(json!({"user_id": "u", "kind": "k", "payload": {"big": big}}));
+        assert!(matches!(result, Err(Error::TooLarge(_))), "{result:?}");
+    }
+}

@@ -1,0 +1,262 @@
+//! The test harness: a real notifd on 127.0.0.1:0 against real PostgreSQL (a fresh
+//! database per test binary) and real Redis (a unique channel prefix per server),
+//! plus a raw HTTP client, token minting and a Redis subscriber.
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::OnceLock;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use notifd::auth::{self, Claims};
+use notifd::cli::Settings;
+use notifd::{Config, Server};
+use serde_json::Value;
+
+pub const SECRET: &str = "test-secret-0123456789-abcdefghij";
+
+/// The PostgreSQL URL tests create their databases through.
+pub fn admin_database_url() -> String {
+    std::env::var("NOTIFD_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+pub fn redis_url() -> String {
+    std::env::var("NOTIFD_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+fn unique(tag: &str) -> String {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!("{tag}_{}_{}", std::process::id(), nanos % 1_000_000_000_000)
+}
+
+/// A database URL for this test binary: created once, empty, named `notifd_t_…` so
+/// `scripts/test` can drop leftovers.
+pub fn database_url() -> String {
+    static URL: OnceLock<String> = OnceLock::new();
+    URL.get_or_init(|| {
+        let admin: postgres::Config = admin_database_url()
+            .parse()
+            .expect("NOTIFD_TEST_DATABASE_URL parses");
+        let name = unique("notifd_t");
+        let mut client = admin
+            .connect(postgres::NoTls)
+            .expect("PostgreSQL reachable for tests");
+        client
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .expect("create test database");
+        let mut url = admin_database_url();
+        let cut = url.rfind('/').expect("URL has a database part");
+        url.truncate(cut + 1);
+        url.push_str(&name);
+        url
+    })
+    .clone()
+}
+
+/// Settings for a test server: ports 0, a fresh Redis prefix, the test secret.
+pub fn settings() -> Settings {
+    Settings {
+        database_url: Some(database_url()),
+        redis_url: Some(redis_url()),
+        redis_prefix: Some(format!("{}:", unique("t"))),
+        http_addr: Some("127.0.0.1:0".into()),
+        ws_addr: Some("127.0.0.1:0".into()),
+        jwt_secret: Some(SECRET.into()),
+        http_workers: Some("4".into()),
+        db_pool_size: Some("4".into()),
+        ..Settings::default()
+    }
+}
+
+/// A notifd running in this process; shuts down on drop.
+pub struct TestServer {
+    server: Option<Server>,
+    pub config: Config,
+}
+
+impl TestServer {
+    pub fn start() -> TestServer {
+        TestServer::with(settings())
+    }
+
+    pub fn with(settings: Settings) -> TestServer {
+        let config = Config::from_settings(&settings).expect("test config is valid");
+        let server = Server::start(&config).expect("server starts");
+        TestServer {
+            server: Some(server),
+            config,
+        }
+    }
+
+    pub fn http_addr(&self) -> SocketAddr {
+        self.server.as_ref().expect("running").http_addr()
+    }
+
+    pub fn get(&self, path: &str, token: &str) -> Response {
+        self.request(
+            "GET",
+            path,
+            &[("Authorization", &format!("Bearer {token}"))],
+            None,
+        )
+    }
+
+    pub fn send_json(&self, method: &str, path: &str, token: &str, body: &Value) -> Response {
+        let body = body.to_string();
+        self.request(
+            method,
+            path,
+            &[
+                ("Authorization", &format!("Bearer {token}")),
+                ("Content-Type", "application/json"),
+            ],
+            Some(body.as_bytes()),
+        )
+    }
+
+    /// Creates a notification through the internal API; panics unless 201.
+    pub fn create(&self, body: &Value) -> Value {
+        let response = self.send_json("POST", "/v1/internal/notifications", &service_token(), body);
+        assert_eq!(response.status, 201, "create failed: {}", response.text());
+        response.json()
+    }
+
+    pub fn request(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<&[u8]>,
+    ) -> Response {
+        let mut head = format!("{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n");
+        for (name, value) in headers {
+            head.push_str(&format!("{name}: {value}\r\n"));
+        }
+        if let Some(body) = body {
+            head.push_str(&format!("Content-Length: {}\r\n", body.len()));
+        }
+        head.push_str("\r\n");
+        let mut raw = head.into_bytes();
+        raw.extend_from_slice(body.unwrap_or_default());
+        self.raw(&raw)
+    }
+
+    /// Sends raw bytes and reads the whole response (the request must say `Connection: close`).
+    pub fn raw(&self, bytes: &[u8]) -> Response {
+        let mut stream = TcpStream::connect(self.http_addr()).expect("connect");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .expect("timeout");
+        // The server may answer (413) and close before reading everything we send.
+        let _ = stream.write_all(bytes);
+        let mut response = Vec::new();
+        let _ = stream.read_to_end(&mut response);
+        Response::parse(&response)
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(server) = self.server.take() {
+            server.shutdown();
+        }
+    }
+}
+
+/// A parsed HTTP response.
+#[derive(Debug)]
+pub struct Response {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    fn parse(raw: &[u8]) -> Response {
+        let split = raw
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .unwrap_or_else(|| {
+                panic!(
+                    "no complete HTTP response: {:?}",
+                    String::from_utf8_lossy(raw)
+                )
+            });
+        let head = String::from_utf8_lossy(&raw[..split]).to_string();
+        let mut lines = head.split("\r\n");
+        let status = lines
+            .next()
+            .and_then(|l| l.split(' ').nth(1))
+            .and_then(|s| s.parse().ok())
+            .expect("status line");
+        let headers = lines
+            .filter_map(|l| l.split_once(':'))
+            .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+            .collect();
+        Response {
+            status,
+            headers,
+            body: raw[split + 4..].to_vec(),
+        }
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).to_string()
+    }
+
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        let name = name.to_ascii_lowercase();
+        self.headers
+            .iter()
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The `error.code` of an error body.
+    pub fn error_code(&self) -> String {
+        self.json()["error"]["code"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    }
+}
+
+pub fn mint(claims: &Claims) -> String {
+    auth::mint(jsonwebtoken::Algorithm::HS256, SECRET.as_bytes(), claims).expect("mint")
+}
+
+/// A user token for `sub` granting `workspaces`, valid for an hour.
+pub fn user_token(sub: &str, workspaces: &[&str]) -> String {
+    mint(&Claims {
+        sub: Some(sub.into()),
+        exp: auth::unix_now() + 3600,
+        workspaces: Some(workspaces.iter().map(|s| s.to_string()).collect()),
+        workspace: None,
+        scope: None,
+    })
+}
+
+/// A service token with the publish scope.
+pub fn service_token() -> String {
+    mint(&Claims {
+        sub: Some("test-service".into()),
+        exp: auth::unix_now() + 3600,
+        workspaces: None,
+        workspace: None,
+        scope: Some(auth::PUBLISH_SCOPE.into()),
+    })
+}
+
+/// A unique user id, so tests sharing a database never see each other's rows.
+pub fn new_user(tag: &str) -> String {
+    unique(tag)
+}
