@@ -93,6 +93,15 @@ impl Verifier {
     /// Builds the verifier; fails when the key does not suit the algorithm.
     pub fn new(config: &JwtConfig) -> Result<Verifier, String> {
         use Algorithm::*;
+        // jsonwebtoken takes a private key PEM here too, and then no signature ever
+        // verifies: refuse it at start-up instead.
+        if let JwtKey::PublicKeyPem(pem) = &config.key {
+            if pem.windows(16).any(|w| w == b"PRIVATE KEY-----") {
+                return Err(
+                    "holds a private key; give the public key (openssl pkey -pubout)".into(),
+                );
+            }
+        }
         let key = match (&config.key, config.algorithm) {
             (JwtKey::Secret(secret), HS256 | HS384 | HS512) => DecodingKey::from_secret(secret),
             (JwtKey::PublicKeyPem(pem), RS256 | RS384 | RS512 | PS256 | PS384 | PS512) => {

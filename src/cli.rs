@@ -112,6 +112,9 @@ pub struct Settings {
     /// clients) [default: 15s]
     #[arg(long, env = "NOTIFD_HTTP_TIMEOUT", global = true)]
     pub http_timeout: Option<String>,
+    /// Notifications queued per WebSocket before it is closed as too slow (4006) [default: 256]
+    #[arg(long, env = "NOTIFD_WS_QUEUE", global = true)]
+    pub ws_queue: Option<String>,
     /// PostgreSQL connections in the pool [default: 8]
     #[arg(long, env = "NOTIFD_DB_POOL_SIZE", global = true)]
     pub db_pool_size: Option<String>,

@@ -21,6 +21,7 @@ pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 pub const DEFAULT_HTTP_WORKERS: usize = 16;
 pub const DEFAULT_HTTP_TIMEOUT: Duration = Duration::from_secs(15);
 pub const DEFAULT_DB_POOL_SIZE: u32 = 8;
+pub const DEFAULT_WS_QUEUE: usize = 256;
 /// File descriptors kept back from WebSocket connections for REST clients, the
 /// PostgreSQL pool, Redis, listeners and logs.
 pub const FD_RESERVE: u64 = 512;
@@ -121,6 +122,8 @@ pub struct Config {
     pub http_timeout: Duration,
     /// Defaults to 8.
     pub db_pool_size: u32,
+    /// Notifications queued per WebSocket connection. Defaults to 256.
+    pub ws_queue: usize,
 }
 
 impl Config {
@@ -185,6 +188,10 @@ impl Config {
             db_pool_size: match &s.db_pool_size {
                 Some(v) => parse_number("NOTIFD_DB_POOL_SIZE", v, 1)?,
                 None => DEFAULT_DB_POOL_SIZE,
+            },
+            ws_queue: match &s.ws_queue {
+                Some(v) => parse_number("NOTIFD_WS_QUEUE", v, 1)?,
+                None => DEFAULT_WS_QUEUE,
             },
         })
     }

@@ -12,7 +12,9 @@
 //! - [`auth`]: JWT verification and what a token grants.
 //! - [`notification`]: the one JSON shape; [`validate`]: create requests.
 //! - [`store`]: PostgreSQL (pool, migrations, keyset pages, read state).
-//! - [`publisher`]: Redis publish after commit.
+//! - [`publisher`]: Redis publish after commit; [`subscriber`]: the one thread that
+//!   receives from Redis; [`hub`]: user -> this instance's connections.
+//! - [`websocket`]: the WebSocket listener, handshakes and per-connection loops.
 //! - [`api`]: the REST endpoints on `tiny_http` workers.
 //! - [`server`]: starts and stops all of it; [`shutdown`]: the closed-channel signal.
 //! - [`logging`], [`process`], [`net`], [`error`]: plumbing.
@@ -22,6 +24,7 @@ pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod error;
+pub mod hub;
 pub mod logging;
 pub mod net;
 pub mod notification;
@@ -30,7 +33,9 @@ pub mod publisher;
 pub mod server;
 pub mod shutdown;
 pub mod store;
+pub mod subscriber;
 pub mod validate;
+pub mod websocket;
 
 pub use config::Config;
 pub use error::Error;

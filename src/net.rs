@@ -1,14 +1,19 @@
 //! Listening sockets, set up before anyone accepts on them.
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::time::Duration;
 
 use socket2::{Domain, Protocol, Socket, Type};
 
+use crate::shutdown::Shutdown;
+
 /// Binds a listener. With `client_timeout`, every accepted connection inherits a
 /// receive and send timeout (Linux copies them from the listening socket at accept):
 /// that is how idle keep-alive and stalled REST clients are dropped even though
-/// `tiny_http` accepts and reads the sockets itself.
+/// `tiny_http` accepts and reads the sockets itself, with no hook of its own.
+///
+/// The receive timeout also bounds a blocking `accept()` on the listener, and
+/// tiny_http's accept thread ends at its first accept error: see `pace_accepts`.
 pub fn listen(addr: SocketAddr, client_timeout: Option<Duration>) -> std::io::Result<TcpListener> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     socket.set_reuse_address(true)?;
@@ -19,4 +24,25 @@ pub fn listen(addr: SocketAddr, client_timeout: Option<Duration>) -> std::io::Re
     socket.bind(&addr.into())?;
     socket.listen(4096)?;
     Ok(socket.into())
+}
+
+/// Keeps a listener with a receive timeout from ever timing out in `accept()`: opens
+/// and closes a connection to it every `every` (a third of the timeout), so the
+/// accept always returns a socket. The connection sends nothing; tiny_http reads EOF
+/// and drops it.
+pub fn pace_accepts(addr: SocketAddr, every: Duration, shutdown: &Shutdown) {
+    let target = match addr {
+        SocketAddr::V4(a) if a.ip().is_unspecified() => {
+            SocketAddr::from(([127, 0, 0, 1], a.port()))
+        }
+        SocketAddr::V6(a) if a.ip().is_unspecified() => {
+            SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, a.port()))
+        }
+        other => other,
+    };
+    while !shutdown.wait(every) {
+        if let Err(err) = TcpStream::connect_timeout(&target, Duration::from_secs(1)) {
+            log::warn!(error = err.to_string().as_str(); "cannot reach the REST listener");
+        }
+    }
 }

@@ -127,6 +127,26 @@ pub struct Envelope {
     pub workspace: Option<String>,
 }
 
+/// Milliseconds since the epoch encoded in a UUIDv7 (its first 48 bits).
+pub fn id_millis(id: &Uuid) -> u64 {
+    (id.as_u128() >> 80) as u64
+}
+
+/// The creation time of a notification: the millisecond its UUIDv7 id carries.
+///
+/// Deriving `created_at` from the id makes `(created_at, id)` order and id order the
+/// same thing, so an id alone is an exact position (`since=`, catch-up after a Redis
+/// outage) and a Redis message needs nothing beyond the JSON of §1.
+pub fn created_at_of(id: &Uuid) -> OffsetDateTime {
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(id_millis(id)) * 1_000_000)
+        .unwrap_or(OffsetDateTime::UNIX_EPOCH)
+}
+
+/// The smallest possible id at millisecond `millis`: a lower bound for positions.
+pub fn floor_id(millis: u64) -> Uuid {
+    Uuid::from_u128(u128::from(millis) << 80)
+}
+
 /// Now, truncated to the microsecond PostgreSQL keeps, so what we return at create is
 /// exactly what a later read returns.
 pub fn now() -> OffsetDateTime {

@@ -47,10 +47,19 @@ impl Publisher {
 
     /// Publishes one notification's JSON to its user's channel.
     pub fn publish(&self, user_id: &str, json: &str) -> Result<(), Error> {
+        self.publish_to(&self.channel(user_id), json)
+    }
+
+    /// Publishes a message between instances (see `subscriber::Replace`).
+    pub fn publish_control(&self, json: &str) -> Result<(), Error> {
+        self.publish_to(&crate::subscriber::control_channel(&self.prefix), json)
+    }
+
+    fn publish_to(&self, channel: &str, payload: &str) -> Result<(), Error> {
         let mut conn = self.pool.get().map_err(unavailable)?;
         let result: redis::RedisResult<i64> = redis::cmd("PUBLISH")
-            .arg(self.channel(user_id))
-            .arg(json)
+            .arg(channel)
+            .arg(payload)
             .query(&mut *conn);
         result.map(|_| ()).map_err(unavailable)
     }

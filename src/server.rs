@@ -1,5 +1,6 @@
 //! The running service: applies migrations, opens the listeners and starts the
-//! threads (REST workers, and later the WebSocket side), and stops them in order.
+//! threads (REST workers, the Redis subscriber, the WebSocket side), and stops them
+//! in order.
 //!
 //! `main` and the tests both start notifd through `Server::start`.
 
@@ -12,9 +13,11 @@ use crate::api::{self, Ctx};
 use crate::auth::Verifier;
 use crate::config::Config;
 use crate::error::Error;
+use crate::hub::Hub;
 use crate::publisher::Publisher;
 use crate::shutdown::{self, Shutdown, Trigger};
 use crate::store::{self, Store};
+use crate::websocket::WsServer;
 
 /// Stack of a REST worker: handlers are shallow; JSON and SQL buffers live on the heap.
 const WORKER_STACK: usize = 256 * 1024;
@@ -25,6 +28,7 @@ const MAX_MIGRATE_BACKOFF: Duration = Duration::from_secs(30);
 pub struct Server {
     http_addr: SocketAddr,
     http: Arc<tiny_http::Server>,
+    ws: WsServer,
     workers: Vec<JoinHandle<()>>,
     background: Vec<JoinHandle<()>>,
     trigger: Trigger,
@@ -40,7 +44,7 @@ impl Server {
             log::warn!(error = err.to_string().as_str(); "cannot apply migrations yet; retrying in the background");
             let url = config.database_url.clone();
             let shutdown = shutdown.clone();
-            background.push(spawn("notifd-migrate", 64 * 1024, move || {
+            background.push(spawn("notifd-migrate", 512 * 1024, move || {
                 migrate_until_done(&url, &shutdown)
             })?);
         }
@@ -53,6 +57,26 @@ impl Server {
             )?,
             verifier: Verifier::new(&config.jwt).map_err(Error::Internal)?,
         });
+
+        let hub = Hub::new(uuid::Uuid::now_v7().simple().to_string());
+        let subscriber = crate::subscriber::spawn(
+            &config.redis_url,
+            &config.redis_prefix,
+            hub.clone(),
+            shutdown.clone(),
+        )
+        .map_err(|e| Error::Internal(format!("cannot start the Redis subscriber: {e}")))?;
+        background.push(subscriber);
+        let ws = WsServer::start(
+            config,
+            hub,
+            ctx.store.clone(),
+            ctx.publisher.clone(),
+            ctx.verifier.clone(),
+            shutdown.clone(),
+        )
+        .map_err(|e| Error::Internal(format!("cannot listen on {}: {e}", config.ws_addr)))?;
+
         let listener = crate::net::listen(config.http_addr, Some(config.http_timeout))
             .map_err(|e| Error::Internal(format!("cannot listen on {}: {e}", config.http_addr)))?;
         let http_addr = listener
@@ -62,28 +86,38 @@ impl Server {
             tiny_http::Server::from_listener(listener, None)
                 .map_err(|e| Error::Internal(format!("cannot start HTTP server: {e}")))?,
         );
+        let pacer_shutdown = shutdown.clone();
+        let pace = config.http_timeout / 3;
+        background.push(spawn("notifd-http-pacer", 128 * 1024, move || {
+            crate::net::pace_accepts(http_addr, pace, &pacer_shutdown)
+        })?);
         let mut workers = Vec::with_capacity(config.http_workers);
         for i in 0..config.http_workers {
-            let (http, ctx) = (http.clone(), ctx.clone());
-            workers.push(spawn(
-                &format!("notifd-http-{i}"),
-                WORKER_STACK,
-                move || {
-                    while let Ok(request) = http.recv() {
-                        api::handle(&ctx, request);
+            let (http, ctx, shutdown) = (http.clone(), ctx.clone(), shutdown.clone());
+            workers.push(spawn(&format!("notifd-http-{i}"), WORKER_STACK, move || loop {
+                match http.recv() {
+                    Ok(request) => api::handle(&ctx, request),
+                    Err(err) => {
+                        if !shutdown.is_fired() {
+                            log::error!(error = err.to_string().as_str(); "REST listener failed");
+                        }
+                        return;
                     }
-                },
-            )?);
+                }
+            })?);
         }
         log::info!(
             version = env!("CARGO_PKG_VERSION"),
             http_addr = http_addr.to_string().as_str(),
-            http_workers = config.http_workers;
+            ws_addr = ws.addr().to_string().as_str(),
+            http_workers = config.http_workers,
+            max_connections = config.max_connections;
             "notifd started"
         );
         Ok(Server {
             http_addr,
             http,
+            ws,
             workers,
             background,
             trigger,
@@ -95,9 +129,21 @@ impl Server {
         self.http_addr
     }
 
-    /// Stops accepting, lets in-flight requests finish, joins every thread.
+    /// The bound WebSocket address (useful with port 0).
+    pub fn ws_addr(&self) -> SocketAddr {
+        self.ws.addr()
+    }
+
+    /// WebSocket connections open now.
+    pub fn ws_connections(&self) -> usize {
+        self.ws.connections()
+    }
+
+    /// Closes WebSockets with 1001, stops accepting, lets in-flight requests finish,
+    /// joins every thread.
     pub fn shutdown(self) {
         self.trigger.fire();
+        self.ws.stop();
         for _ in &self.workers {
             self.http.unblock();
         }

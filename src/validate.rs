@@ -86,9 +86,10 @@ pub fn new_notification(body: Value) -> Result<Notification, Error> {
     }
     let message = optional_string(&mut fields, "message")?.unwrap_or_default();
     let payload = payload(&mut fields)?;
-    let now = notification::now();
+    let id = Uuid::now_v7();
+    let created_at = notification::created_at_of(&id);
     let notification = Notification {
-        id: Uuid::now_v7(),
+        id,
         user_id,
         workspace,
         kind,
@@ -97,8 +98,8 @@ pub fn new_notification(body: Value) -> Result<Notification, Error> {
         message,
         payload,
         read_at: None,
-        created_at: now,
-        updated_at: now,
+        created_at,
+        updated_at: created_at,
     };
     let size = notification.to_json().len();
     if size > MAX_SERIALIZED_BYTES {

@@ -98,7 +98,9 @@ pub fn param<'q>(params: &'q [(String, String)], name: &str) -> Option<&'q str> 
 /// (checked against the declared length first, then while reading, since a chunked
 /// body declares none), 400 when it does not parse. `None` for an empty body.
 pub fn json_body(request: &mut Request) -> Result<Option<Value>, Error> {
-    if request.body_length() == Some(0) {
+    // No length and no chunking means no body (HTTP/1.1): `curl -X POST` sends that.
+    let chunked = header_value(request, "Transfer-Encoding").is_some();
+    if request.body_length() == Some(0) || (request.body_length().is_none() && !chunked) {
         return Ok(None);
     }
     let is_json = header_value(request, "Content-Type").is_some_and(|value| {

@@ -192,40 +192,22 @@ impl Store {
     }
 
     /// Up to `limit` notifications of `user_id` for `workspace` (and user-level ones)
-    /// after `position`, oldest first: the replay of a WebSocket `since=`.
+    /// with ids after `after`, oldest first: WebSocket replay and catch-up.
     pub fn newer_than(
         &self,
         user_id: &str,
         workspace: &str,
-        position: Cursor,
+        after: Uuid,
         limit: i64,
     ) -> Result<Vec<Notification>, Error> {
         let mut conn = self.conn()?;
         let conn = &mut *conn;
+        let created_at = crate::notification::created_at_of(&after);
         let rows = conn.client.query(
             &conn.statements.newer_than,
-            &[
-                &user_id,
-                &workspace,
-                &position.created_at,
-                &position.id,
-                &limit,
-            ],
+            &[&user_id, &workspace, &created_at, &after, &limit],
         )?;
         rows.iter().map(row_to_notification).collect()
-    }
-
-    /// Where one of the user's notifications sits in time order, if it exists.
-    pub fn position_of(&self, user_id: &str, id: Uuid) -> Result<Option<Cursor>, Error> {
-        let mut conn = self.conn()?;
-        let conn = &mut *conn;
-        let row = conn
-            .client
-            .query_opt(&conn.statements.position, &[&id, &user_id])?;
-        Ok(row.map(|row| Cursor {
-            created_at: row.get(0),
-            id,
-        }))
     }
 }
 

@@ -30,8 +30,6 @@ pub struct Statements {
     pub unread_count: Statement,
     /// Replay for `since=`: newer than a position, oldest first.
     pub newer_than: Statement,
-    /// The position `(created_at)` of one of a user's notifications.
-    pub position: Statement,
 }
 
 impl Statements {
@@ -73,7 +71,6 @@ impl Statements {
                  WHERE user_id = $1 AND (workspace IS NULL OR workspace = $2) AND (created_at, id) > ($3, $4) \
                  ORDER BY created_at, id LIMIT $5"
             ))?,
-            position: client.prepare("SELECT created_at FROM notifications WHERE id = $1 AND user_id = $2")?,
         })
     }
 }

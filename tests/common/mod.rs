@@ -197,11 +197,18 @@ impl Response {
             .filter_map(|l| l.split_once(':'))
             .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
             .collect();
-        Response {
+        let mut response = Response {
             status,
             headers,
             body: raw[split + 4..].to_vec(),
+        };
+        if response
+            .header("transfer-encoding")
+            .is_some_and(|v| v.eq_ignore_ascii_case("chunked"))
+        {
+            response.body = dechunk(&response.body);
         }
+        response
     }
 
     pub fn text(&self) -> String {
@@ -227,6 +234,27 @@ impl Response {
             .as_str()
             .unwrap_or_default()
             .to_string()
+    }
+}
+
+/// Decodes a chunked body (tiny_http chunks responses over ~32 KiB).
+fn dechunk(mut raw: &[u8]) -> Vec<u8> {
+    let mut body = Vec::new();
+    loop {
+        let line_end = raw
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .expect("chunk size line");
+        let size_text = String::from_utf8_lossy(&raw[..line_end]).to_string();
+        let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16)
+            .unwrap_or_else(|e| panic!("chunk size {size_text:?}: {e}"));
+        raw = &raw[line_end + 2..];
+        if size == 0 {
+            return body;
+        }
+        body.extend_from_slice(&raw[..size]);
+        assert_eq!(&raw[size..size + 2], b"\r\n", "chunk ends with CRLF");
+        raw = &raw[size + 2..];
     }
 }
 

@@ -1,0 +1,290 @@
+//! The hub: who is connected to this instance. Maps each user to their live
+//! WebSocket connections and hands each notification to the right ones.
+//!
+//! The subscriber thread (before) calls `deliver`; each connection thread (after)
+//! drains its own bounded queue. The hub never blocks on a client: a full queue
+//! marks that connection for closing with 4006 and pokes it.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use crossbeam_channel::{Sender, TrySendError};
+use tungstenite::Utf8Bytes;
+use uuid::Uuid;
+
+/// Close codes the hub decides.
+pub const CLOSE_REPLACED: u16 = 4005;
+pub const CLOSE_TOO_SLOW: u16 = 4006;
+
+/// One notification on its way to sockets: its id (for de-duplication and position)
+/// and its JSON, serialized once and shared by every connection that gets it.
+#[derive(Debug, Clone)]
+pub struct Frame {
+    pub id: Uuid,
+    pub json: Utf8Bytes,
+}
+
+/// What another thread can ask of a connection: "wake up and look". The flags say
+/// what to look at; `poke` has capacity 1, so many pokes coalesce into one wake-up.
+pub struct Link {
+    poke: Sender<()>,
+    close_code: AtomicU16,
+    catch_up: AtomicBool,
+}
+
+impl Link {
+    pub fn new(poke: Sender<()>) -> Link {
+        Link {
+            poke,
+            close_code: AtomicU16::new(0),
+            catch_up: AtomicBool::new(false),
+        }
+    }
+
+    /// Wakes the connection thread (a full channel means a wake-up is already pending).
+    pub fn poke(&self) {
+        let _ = self.poke.try_send(());
+    }
+
+    /// Asks the connection to close with `code`; the first code asked for wins.
+    pub fn close(&self, code: u16) {
+        let _ = self
+            .close_code
+            .compare_exchange(0, code, Ordering::AcqRel, Ordering::Acquire);
+        self.poke();
+    }
+
+    /// The close code asked for, if any.
+    pub fn close_requested(&self) -> Option<u16> {
+        match self.close_code.load(Ordering::Acquire) {
+            0 => None,
+            code => Some(code),
+        }
+    }
+
+    /// Asks the connection to catch up from PostgreSQL (after a Redis outage).
+    pub fn request_catch_up(&self) {
+        self.catch_up.store(true, Ordering::Release);
+        self.poke();
+    }
+
+    /// Takes the catch-up request, if any.
+    pub fn take_catch_up(&self) -> bool {
+        self.catch_up.swap(false, Ordering::AcqRel)
+    }
+}
+
+/// Orders connections of the same user and workspace: the newest wins (§3). Compared
+/// across instances, so it holds the open time first and identities as tie-breaks.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ConnKey {
+    pub opened_us: u64,
+    pub instance: String,
+    pub id: u64,
+}
+
+struct Member {
+    key: ConnKey,
+    workspace: String,
+    link: Arc<Link>,
+    queue: Sender<Frame>,
+}
+
+struct Inner {
+    // A std Mutex held only to look up and `try_send`: never across I/O, never
+    // blocking on a client.
+    users: Mutex<HashMap<String, Vec<Member>>>,
+    instance: String,
+    next_id: AtomicU64,
+}
+
+/// The connection registry of this instance; cheap to clone.
+#[derive(Clone)]
+pub struct Hub {
+    inner: Arc<Inner>,
+}
+
+impl Hub {
+    pub fn new(instance: String) -> Hub {
+        Hub {
+            inner: Arc::new(Inner {
+                users: Mutex::new(HashMap::new()),
+                instance,
+                next_id: AtomicU64::new(1),
+            }),
+        }
+    }
+
+    fn users(&self) -> MutexGuard<'_, HashMap<String, Vec<Member>>> {
+        // A panic while holding the lock cannot leave the map half-updated (every
+        // change is one push or retain), so a poisoned lock is still usable.
+        self.inner.users.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Adds a connection; it is removed when the returned guard drops.
+    pub fn register(
+        &self,
+        user_id: &str,
+        workspace: &str,
+        link: Arc<Link>,
+        queue: Sender<Frame>,
+    ) -> Registration {
+        let key = ConnKey {
+            opened_us: crate::notification::now().unix_timestamp_nanos() as u64 / 1_000,
+            instance: self.inner.instance.clone(),
+            id: self.inner.next_id.fetch_add(1, Ordering::Relaxed),
+        };
+        let member = Member {
+            key: key.clone(),
+            workspace: workspace.to_string(),
+            link,
+            queue,
+        };
+        self.users()
+            .entry(user_id.to_string())
+            .or_default()
+            .push(member);
+        Registration {
+            hub: self.clone(),
+            user_id: user_id.to_string(),
+            key,
+        }
+    }
+
+    /// Queues a frame for every connection of `user_id` on `workspace` (or all of the
+    /// user's connections when `workspace` is `None`). Returns how many got it.
+    pub fn deliver(&self, user_id: &str, workspace: Option<&str>, frame: &Frame) -> usize {
+        let users = self.users();
+        let Some(members) = users.get(user_id) else {
+            return 0;
+        };
+        let mut delivered = 0;
+        for member in members {
+            if workspace.is_some_and(|w| w != member.workspace) {
+                continue;
+            }
+            match member.queue.try_send(frame.clone()) {
+                Ok(()) => delivered += 1,
+                Err(TrySendError::Full(_)) => member.link.close(CLOSE_TOO_SLOW),
+                Err(TrySendError::Disconnected(_)) => {}
+            }
+        }
+        delivered
+    }
+
+    /// Closes with 4005 every connection of this user and workspace older than `newest`.
+    pub fn replace_older(&self, user_id: &str, workspace: &str, newest: &ConnKey) {
+        if let Some(members) = self.users().get(user_id) {
+            for member in members
+                .iter()
+                .filter(|m| m.workspace == workspace && m.key < *newest)
+            {
+                member.link.close(CLOSE_REPLACED);
+            }
+        }
+    }
+
+    /// Asks every connection to catch up from PostgreSQL.
+    pub fn catch_up_all(&self) {
+        for member in self.users().values().flatten() {
+            member.link.request_catch_up();
+        }
+    }
+
+    /// Connections registered now.
+    pub fn len(&self) -> usize {
+        self.users().values().map(Vec::len).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// A registered connection; unregisters on drop.
+pub struct Registration {
+    hub: Hub,
+    user_id: String,
+    key: ConnKey,
+}
+
+impl Registration {
+    pub fn key(&self) -> &ConnKey {
+        &self.key
+    }
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        let mut users = self.hub.users();
+        if let Some(members) = users.get_mut(&self.user_id) {
+            members.retain(|m| m.key != self.key);
+            if members.is_empty() {
+                users.remove(&self.user_id);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn member(
+        hub: &Hub,
+        user: &str,
+        workspace: &str,
+        capacity: usize,
+    ) -> (Registration, Arc<Link>, crossbeam_channel::Receiver<Frame>) {
+        let (poke, _) = crossbeam_channel::bounded(1);
+        let link = Arc::new(Link::new(poke));
+        let (queue, frames) = crossbeam_channel::bounded(capacity);
+        (
+            hub.register(user, workspace, link.clone(), queue),
+            link,
+            frames,
+        )
+    }
+
+    fn frame() -> Frame {
+        Frame {
+            id: Uuid::now_v7(),
+            json: "{}".into(),
+        }
+    }
+
+    #[test]
+    fn delivers_by_user_and_workspace() {
+        let hub = Hub::new("i".into());
+        let (_a, _, a_frames) = member(&hub, "alice", "acme", 4);
+        let (_b, _, b_frames) = member(&hub, "alice", "beta", 4);
+        let (_c, _, c_frames) = member(&hub, "carol", "acme", 4);
+        assert_eq!(hub.deliver("alice", Some("acme"), &frame()), 1);
+        assert_eq!(hub.deliver("alice", None, &frame()), 2);
+        assert_eq!((a_frames.len(), b_frames.len(), c_frames.len()), (2, 1, 0));
+    }
+
+    #[test]
+    fn a_full_queue_asks_for_4006_and_drop_unregisters() {
+        let hub = Hub::new("i".into());
+        let (registration, link, _frames) = member(&hub, "alice", "acme", 1);
+        hub.deliver("alice", None, &frame());
+        assert_eq!(link.close_requested(), None);
+        hub.deliver("alice", None, &frame());
+        assert_eq!(link.close_requested(), Some(CLOSE_TOO_SLOW));
+        drop(registration);
+        assert!(hub.is_empty());
+    }
+
+    #[test]
+    fn only_older_connections_are_replaced() {
+        let hub = Hub::new("i".into());
+        let (old, old_link, _) = member(&hub, "alice", "acme", 1);
+        let (new, new_link, _) = member(&hub, "alice", "acme", 1);
+        assert!(old.key() < new.key());
+        hub.replace_older("alice", "acme", new.key());
+        assert_eq!(old_link.close_requested(), Some(CLOSE_REPLACED));
+        assert_eq!(new_link.close_requested(), None);
+    }
+}

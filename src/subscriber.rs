@@ -1,0 +1,159 @@
+//! The subscriber: one thread per instance holding a Redis Pub/Sub connection,
+//! turning published notifications into hub deliveries (contract §5).
+//!
+//! Comes after `publisher` (on any instance) and before `hub`. One pattern
+//! subscription, `{prefix}notifications:*`, receives every user's channel and is
+//! filtered locally by the hub: fine for one Redis; past that, sharded Pub/Sub is the
+//! way. A second channel, `{prefix}notifd:control`, carries "newest connection wins"
+//! (4005) between instances. The thread survives Redis restarts: it reconnects with
+//! doubling backoff, subscribes again and asks every connection to catch up from
+//! PostgreSQL, since whatever was published meanwhile never reached this instance.
+
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use crate::hub::{ConnKey, Frame, Hub};
+use crate::notification::Envelope;
+use crate::shutdown::Shutdown;
+
+/// How often the thread looks up from a blocking read to check for shutdown.
+const READ_TIMEOUT: Duration = Duration::from_millis(500);
+/// Silence after which a PING checks that the connection is still alive.
+const PING_AFTER: Duration = Duration::from_secs(10);
+const MAX_BACKOFF: Duration = Duration::from_secs(10);
+
+/// The control channel's one message: a connection opened; older ones of the same
+/// user and workspace, on any instance, close with 4005.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Replace {
+    pub user_id: String,
+    pub workspace: String,
+    pub opened_us: u64,
+    pub instance: String,
+    pub id: u64,
+}
+
+impl Replace {
+    pub fn key(&self) -> ConnKey {
+        ConnKey {
+            opened_us: self.opened_us,
+            instance: self.instance.clone(),
+            id: self.id,
+        }
+    }
+}
+
+/// The control channel name.
+pub fn control_channel(prefix: &str) -> String {
+    format!("{prefix}notifd:control")
+}
+
+/// Starts the subscriber thread.
+pub fn spawn(
+    redis_url: &str,
+    prefix: &str,
+    hub: Hub,
+    shutdown: Shutdown,
+) -> std::io::Result<JoinHandle<()>> {
+    let client = redis::Client::open(redis_url).map_err(std::io::Error::other)?;
+    let prefix = prefix.to_string();
+    std::thread::Builder::new()
+        .name("notifd-subscriber".into())
+        .stack_size(256 * 1024)
+        .spawn(move || run(&client, &prefix, &hub, &shutdown))
+}
+
+fn run(client: &redis::Client, prefix: &str, hub: &Hub, shutdown: &Shutdown) {
+    let mut backoff = Duration::from_millis(100);
+    let mut first = true;
+    while !shutdown.is_fired() {
+        match session(client, prefix, hub, shutdown, first) {
+            Ok(()) => return,
+            Err(err) => {
+                log::warn!(error = err.to_string().as_str(), retry_ms = backoff.as_millis() as u64; "redis subscriber disconnected");
+            }
+        }
+        first = false;
+        if shutdown.wait(backoff) {
+            return;
+        }
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+/// One connection's life: subscribe, catch clients up, then dispatch until an error
+/// (returned, to reconnect) or shutdown (`Ok`).
+fn session(
+    client: &redis::Client,
+    prefix: &str,
+    hub: &Hub,
+    shutdown: &Shutdown,
+    first: bool,
+) -> redis::RedisResult<()> {
+    let mut conn = client.get_connection_with_timeout(Duration::from_secs(2))?;
+    conn.set_write_timeout(Some(Duration::from_secs(2)))?;
+    let mut pubsub = conn.as_pubsub();
+    pubsub.set_read_timeout(Some(Duration::from_secs(2)))?;
+    let pattern = format!("{prefix}notifications:*");
+    let control = control_channel(prefix);
+    pubsub.psubscribe(&pattern)?;
+    pubsub.subscribe(&control)?;
+    pubsub.set_read_timeout(Some(READ_TIMEOUT))?;
+    if first {
+        log::info!(pattern = pattern.as_str(); "redis subscriber ready");
+    } else {
+        log::info!(connections = hub.len(); "redis subscriber reconnected; catching clients up");
+    }
+    // Anything published while we were not subscribed is in PostgreSQL only.
+    hub.catch_up_all();
+    let mut last_heard = Instant::now();
+    loop {
+        if shutdown.is_fired() {
+            return Ok(());
+        }
+        match pubsub.get_message() {
+            Ok(message) => {
+                last_heard = Instant::now();
+                let payload: String = message.get_payload()?;
+                if message.get_channel_name() == control {
+                    on_control(hub, &payload);
+                } else {
+                    on_notification(hub, payload);
+                }
+            }
+            Err(err) if err.is_timeout() => {
+                if last_heard.elapsed() >= PING_AFTER {
+                    pubsub.ping::<String>()?;
+                    last_heard = Instant::now();
+                }
+            }
+            Err(err) => return Err(err),
+        }
+    }
+}
+
+fn on_notification(hub: &Hub, payload: String) {
+    let envelope: Envelope = match serde_json::from_str(&payload) {
+        Ok(envelope) => envelope,
+        Err(err) => {
+            log::warn!(error = err.to_string().as_str(); "ignoring a message that is not a notification");
+            return;
+        }
+    };
+    let frame = Frame {
+        id: envelope.id,
+        json: payload.into(),
+    };
+    hub.deliver(&envelope.user_id, envelope.workspace.as_deref(), &frame);
+}
+
+fn on_control(hub: &Hub, payload: &str) {
+    match serde_json::from_str::<Replace>(payload) {
+        Ok(replace) => hub.replace_older(&replace.user_id, &replace.workspace, &replace.key()),
+        Err(err) => {
+            log::warn!(error = err.to_string().as_str(); "ignoring an unknown control message")
+        }
+    }
+}

@@ -1,0 +1,433 @@
+//! One WebSocket connection's life on its own thread: optional `since` replay, then
+//! live delivery, heartbeats, idle and expiry timers, and the close handshake.
+//!
+//! The thread alone owns its `WebSocket`, so pongs, close replies and size limits stay
+//! tungstenite's job, with no locks. It sleeps only in one `select!` over its
+//! notification queue (from the hub), its pokes (from the readiness thread and the
+//! hub), shutdown, and the next timer: a notification is written the moment it
+//! arrives. The socket is non-blocking once live; epoll (`readiness`) says when to
+//! read or to retry a flush.
+
+use std::net::TcpStream;
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{never, select, Receiver};
+use tungstenite::protocol::frame::coding::CloseCode;
+use tungstenite::protocol::CloseFrame;
+use tungstenite::{Error as WsError, Message, WebSocket};
+use uuid::Uuid;
+
+use super::handshake::{Admitted, CLOSE_AT_CAPACITY, CLOSE_EXPIRED};
+use super::seen::{Seen, WINDOW_MS};
+use super::WsCtx;
+use crate::hub::{Frame, Link, CLOSE_TOO_SLOW};
+use crate::notification::{floor_id, id_millis};
+use crate::subscriber::Replace;
+
+pub const CLOSE_IDLE: u16 = 4000;
+pub const CLOSE_GOING_AWAY: u16 = 1001;
+pub const CLOSE_TOO_BIG: u16 = 1009;
+pub const CLOSE_INTERNAL: u16 = 1011;
+/// No close frame at all (the peer vanished).
+const CLOSE_ABNORMAL: u16 = 1006;
+
+/// Rows per replay query, and how many pages one replay may take.
+const REPLAY_PAGE: i64 = 500;
+const MAX_REPLAY_PAGES: usize = 200;
+/// Frames or inbound messages handled per wake-up before looking at everything else.
+const BATCH: usize = 64;
+/// How long to wait for the client's close reply.
+const CLOSE_GRACE: Duration = Duration::from_secs(2);
+/// Write timeout while the socket is still blocking (the `since` replay).
+const REPLAY_WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The connection is over; holds the close code for the log.
+struct Done(u16);
+
+type Step = Result<(), Done>;
+
+struct Session<'a> {
+    ctx: &'a WsCtx,
+    ws: WebSocket<TcpStream>,
+    user_id: String,
+    workspace: String,
+    link: Arc<Link>,
+    pokes: Receiver<()>,
+    queue: Receiver<Frame>,
+    seen: Seen,
+    /// Catch-up never goes further back than this: `since`, or the connect moment.
+    floor: Uuid,
+    flush_pending: bool,
+    /// Set once a close frame is sent: (code, give up waiting at).
+    closing: Option<(u16, Instant)>,
+    last_activity: Instant,
+    next_ping: Instant,
+    expires: Instant,
+}
+
+/// Runs a connection to its end. `admitted` passed the checks of `handshake`.
+pub fn run(ctx: &WsCtx, ws: WebSocket<TcpStream>, admitted: Admitted) {
+    let started = Instant::now();
+    let (poke, pokes) = crossbeam_channel::bounded(1);
+    let (queue_in, queue) = crossbeam_channel::bounded(ctx.queue_capacity);
+    let link = Arc::new(Link::new(poke));
+    let user_id = admitted.identity.user_id.clone();
+    let workspace = admitted.workspace.clone();
+    // Subscribe first, then read history: nothing created meanwhile can fall between.
+    let registration = ctx
+        .hub
+        .register(&user_id, &workspace, link.clone(), queue_in);
+    announce(ctx, &user_id, &workspace, registration.key());
+    log::info!(user = user_id.as_str(), workspace = workspace.as_str(), conn = registration.key().id; "ws opened");
+
+    let now = Instant::now();
+    let phase = ctx
+        .ping_interval
+        .mul_f64((registration.key().id % 997) as f64 / 997.0);
+    let mut session = Session {
+        ctx,
+        ws,
+        user_id,
+        workspace,
+        link,
+        pokes,
+        queue,
+        seen: Seen::default(),
+        floor: admitted
+            .since
+            .unwrap_or_else(|| floor_id(id_millis(&Uuid::now_v7()))),
+        flush_pending: false,
+        closing: None,
+        last_activity: now,
+        next_ping: now + phase.max(Duration::from_millis(1)),
+        expires: expiry(ctx, admitted.identity.expires_at),
+    };
+    let code = match session.start(admitted.since) {
+        Err(Done(code)) => code,
+        Ok(()) => match ctx
+            .readiness
+            .register(session.ws.get_ref().as_raw_fd(), session.link.clone())
+        {
+            Ok(watch) => {
+                let code = session.live(&watch);
+                // Leave epoll before the socket closes (its fd number may be reused).
+                drop(watch);
+                code
+            }
+            Err(_) => session.close_now(CLOSE_AT_CAPACITY, "server at capacity"),
+        },
+    };
+    let Session {
+        user_id,
+        workspace,
+        ws,
+        ..
+    } = session;
+    drop(registration);
+    drop(ws);
+    log::info!(
+        user = user_id.as_str(),
+        workspace = workspace.as_str(),
+        code = code,
+        duration_ms = started.elapsed().as_millis() as u64;
+        "ws closed"
+    );
+}
+
+/// Tells every instance (this one included) that older connections of this user and
+/// workspace must close with 4005.
+fn announce(ctx: &WsCtx, user_id: &str, workspace: &str, key: &crate::hub::ConnKey) {
+    ctx.hub.replace_older(user_id, workspace, key);
+    let message = Replace {
+        user_id: user_id.to_string(),
+        workspace: workspace.to_string(),
+        opened_us: key.opened_us,
+        instance: key.instance.clone(),
+        id: key.id,
+    };
+    let json = serde_json::to_string(&message).unwrap_or_default();
+    if let Err(err) = ctx.publisher.publish_control(&json) {
+        log::warn!(error = err.to_string().as_str(); "cannot announce connection to other instances");
+    }
+}
+
+/// When the token stops being valid: `exp` plus the leeway, as an `Instant`.
+fn expiry(ctx: &WsCtx, exp: u64) -> Instant {
+    let now = crate::auth::unix_now();
+    let left = (exp + ctx.leeway.as_secs()).saturating_sub(now);
+    Instant::now() + Duration::from_secs(left.min(10 * 365 * 24 * 3600))
+}
+
+impl Session<'_> {
+    /// The `since` replay, written while the socket is still blocking.
+    fn start(&mut self, since: Option<Uuid>) -> Step {
+        if let Some(since) = since {
+            let stream = self.ws.get_ref();
+            stream
+                .set_write_timeout(Some(REPLAY_WRITE_TIMEOUT))
+                .map_err(|_| Done(CLOSE_ABNORMAL))?;
+            self.replay(since)?;
+            self.flush()?;
+        }
+        self.ws
+            .get_ref()
+            .set_nonblocking(true)
+            .map_err(|_| Done(CLOSE_ABNORMAL))
+    }
+
+    /// The live loop; returns the close code.
+    fn live(&mut self, watch: &super::readiness::Registration) -> u16 {
+        let nothing: Receiver<Frame> = never();
+        let no_shutdown: Receiver<()> = never();
+        loop {
+            let queue = if self.flush_pending || self.closing.is_some() {
+                &nothing
+            } else {
+                &self.queue
+            };
+            let shutdown = if self.closing.is_some() {
+                &no_shutdown
+            } else {
+                self.ctx.shutdown.receiver()
+            };
+            let wait = self
+                .next_deadline()
+                .saturating_duration_since(Instant::now());
+            let step = select! {
+                recv(queue) -> frame => match frame {
+                    Ok(frame) => self.on_frames(frame),
+                    Err(_) => Err(Done(CLOSE_INTERNAL)),
+                },
+                recv(self.pokes) -> _ => self.on_poke(),
+                recv(shutdown) -> _ => self.begin_close(CLOSE_GOING_AWAY, "server shutting down"),
+                default(wait) => self.on_timer(),
+            };
+            let step = step.and_then(|()| {
+                watch
+                    .rearm(self.flush_pending)
+                    .map_err(|_| Done(CLOSE_ABNORMAL))
+            });
+            if let Err(Done(code)) = step {
+                return code;
+            }
+        }
+    }
+
+    fn next_deadline(&self) -> Instant {
+        match self.closing {
+            Some((_, give_up)) => give_up,
+            None => self
+                .next_ping
+                .min(self.last_activity + self.ctx.idle_timeout)
+                .min(self.expires),
+        }
+    }
+
+    /// Writes a frame and whatever else is queued, then flushes once.
+    fn on_frames(&mut self, first: Frame) -> Step {
+        self.send(first)?;
+        for _ in 1..BATCH {
+            match self.queue.try_recv() {
+                Ok(frame) => self.send(frame)?,
+                Err(_) => break,
+            }
+        }
+        self.flush()
+    }
+
+    /// Something may have happened: a close or catch-up request, readable data, or
+    /// room to finish a flush. Looks at all of it.
+    fn on_poke(&mut self) -> Step {
+        if self.closing.is_none() {
+            if let Some(code) = self.link.close_requested() {
+                let reason = match code {
+                    CLOSE_TOO_SLOW => "too slow: outbound queue full",
+                    _ => "replaced by a newer connection",
+                };
+                return self.begin_close(code, reason);
+            }
+            if self.link.take_catch_up() {
+                self.catch_up()?;
+            }
+        }
+        self.read_available()?;
+        self.flush()
+    }
+
+    fn on_timer(&mut self) -> Step {
+        let now = Instant::now();
+        if let Some((code, give_up)) = self.closing {
+            return if now >= give_up {
+                Err(Done(code))
+            } else {
+                Ok(())
+            };
+        }
+        if now >= self.expires {
+            return self.begin_close(CLOSE_EXPIRED, "token expired");
+        }
+        if now >= self.last_activity + self.ctx.idle_timeout {
+            return self.begin_close(CLOSE_IDLE, "idle timeout");
+        }
+        if now >= self.next_ping {
+            self.next_ping = now + self.ctx.ping_interval;
+            self.write(Message::Ping(Default::default()))?;
+            return self.flush();
+        }
+        Ok(())
+    }
+
+    /// Sends one notification unless this connection already sent it.
+    fn send(&mut self, frame: Frame) -> Step {
+        if self.seen.contains(&frame.id) {
+            return Ok(());
+        }
+        self.seen.insert(frame.id);
+        self.write(Message::Text(frame.json))
+    }
+
+    fn write(&mut self, message: Message) -> Step {
+        match self.ws.write(message) {
+            Ok(()) => Ok(()),
+            // The frame is queued inside tungstenite; the flush finishes it later.
+            Err(WsError::Io(e)) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                self.flush_pending = true;
+                Ok(())
+            }
+            Err(WsError::WriteBufferFull(_)) => {
+                self.begin_close(CLOSE_TOO_SLOW, "too slow: outbound buffer full")
+            }
+            Err(_) => Err(Done(CLOSE_ABNORMAL)),
+        }
+    }
+
+    fn flush(&mut self) -> Step {
+        match self.ws.flush() {
+            Ok(()) => {
+                self.flush_pending = false;
+                Ok(())
+            }
+            Err(WsError::Io(e)) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                self.flush_pending = true;
+                Ok(())
+            }
+            Err(WsError::ConnectionClosed) => {
+                Err(Done(self.closing.map_or(CLOSE_ABNORMAL, |(code, _)| code)))
+            }
+            Err(_) => Err(Done(CLOSE_ABNORMAL)),
+        }
+    }
+
+    /// Reads until the socket has nothing more (epoll cannot see frames tungstenite
+    /// already buffered, so stopping early needs a poke to self).
+    fn read_available(&mut self) -> Step {
+        for _ in 0..BATCH {
+            match self.ws.read() {
+                Ok(message) => {
+                    self.last_activity = Instant::now();
+                    match message {
+                        Message::Text(text) if text.as_str() == "ping" => {
+                            self.write(Message::text("pong"))?
+                        }
+                        Message::Close(frame) => {
+                            // tungstenite queued the reply; send it and finish.
+                            let _ = self.ws.flush();
+                            let code = self
+                                .closing
+                                .map(|(code, _)| code)
+                                .or_else(|| frame.map(|f| u16::from(f.code)))
+                                .unwrap_or(1005);
+                            return Err(Done(code));
+                        }
+                        _ => {}
+                    }
+                }
+                Err(WsError::Io(e)) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(()),
+                Err(WsError::Capacity(_)) => {
+                    return self.begin_close(CLOSE_TOO_BIG, "message over 64 KiB")
+                }
+                Err(WsError::ConnectionClosed) => {
+                    return Err(Done(self.closing.map_or(CLOSE_ABNORMAL, |(code, _)| code)))
+                }
+                Err(_) => return Err(Done(self.closing.map_or(CLOSE_ABNORMAL, |(code, _)| code))),
+            }
+        }
+        self.link.poke();
+        Ok(())
+    }
+
+    /// Sends a close frame and waits (in the loop) for the client's reply.
+    fn begin_close(&mut self, code: u16, reason: &str) -> Step {
+        if self.closing.is_some() {
+            return Ok(());
+        }
+        self.closing = Some((code, Instant::now() + CLOSE_GRACE));
+        let frame = CloseFrame {
+            code: CloseCode::from(code),
+            reason: reason.to_string().into(),
+        };
+        match self.ws.close(Some(frame)) {
+            Ok(()) => self.flush(),
+            Err(WsError::Io(e)) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                self.flush_pending = true;
+                Ok(())
+            }
+            Err(_) => Err(Done(code)),
+        }
+    }
+
+    /// Closes outside the live loop (the socket is not in epoll).
+    fn close_now(&mut self, code: u16, reason: &str) -> u16 {
+        let _ = self.ws.get_ref().set_nonblocking(false);
+        let _ = self.begin_close(code, reason);
+        code
+    }
+
+    /// Sends what PostgreSQL holds after `after` for this user and workspace, oldest
+    /// first, skipping what this connection already sent.
+    fn replay(&mut self, after: Uuid) -> Step {
+        let mut after = after;
+        for _ in 0..MAX_REPLAY_PAGES {
+            let rows = match self.ctx.store.newer_than(
+                &self.user_id,
+                &self.workspace,
+                after,
+                REPLAY_PAGE,
+            ) {
+                Ok(rows) => rows,
+                Err(err) => {
+                    log::error!(user = self.user_id.as_str(), error = err.to_string().as_str(); "replay failed");
+                    return self.begin_close(
+                        CLOSE_INTERNAL,
+                        "cannot read history now; reconnect with since",
+                    );
+                }
+            };
+            let full = rows.len() as i64 == REPLAY_PAGE;
+            for notification in rows {
+                after = notification.id;
+                self.send(Frame {
+                    id: notification.id,
+                    json: notification.to_json().into(),
+                })?;
+            }
+            if !full {
+                return Ok(());
+            }
+        }
+        Ok(())
+    }
+
+    /// After a Redis outage: everything since shortly before the newest id sent (or
+    /// since the connection's floor), de-duplicated by `seen`.
+    fn catch_up(&mut self) -> Step {
+        let from = match self.seen.newest() {
+            Some(newest) => floor_id(id_millis(&newest).saturating_sub(WINDOW_MS)).max(self.floor),
+            None => self.floor,
+        };
+        self.replay(from)?;
+        self.flush()
+    }
+}

@@ -1,0 +1,223 @@
+//! The opening of a WebSocket: the HTTP upgrade (bounded in time), then the checks of
+//! §3 that decide whether the connection may stay: token, workspace, `since`.
+//!
+//! The handshake always completes; a refused connection is then closed with its code
+//! and a reason, because browsers cannot read the status of a failed upgrade.
+
+use std::io::{self, Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use tungstenite::handshake::server::{ErrorResponse, Request, Response};
+use tungstenite::protocol::frame::coding::CloseCode;
+use tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
+use tungstenite::WebSocket;
+use uuid::Uuid;
+
+use crate::auth::{AuthError, Identity, Verifier};
+use crate::validate::is_workspace;
+
+/// Largest inbound message; larger ones close the connection with 1009 (§3).
+pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
+/// tungstenite's default read buffer is 128 KiB, resident per connection: keep it small.
+const READ_BUFFER_BYTES: usize = 4 * 1024;
+/// Most outbound bytes a connection may hold unsent before it counts as too slow.
+const MAX_UNSENT_BYTES: usize = 1024 * 1024;
+
+pub const CLOSE_UNAUTHORIZED: u16 = 4001;
+pub const CLOSE_NO_WORKSPACE: u16 = 4002;
+pub const CLOSE_EXPIRED: u16 = 4003;
+pub const CLOSE_FORBIDDEN: u16 = 4004;
+pub const CLOSE_AT_CAPACITY: u16 = 1013;
+pub const CLOSE_POLICY: u16 = 1008;
+
+/// What the client asked for in its upgrade request.
+#[derive(Debug, Default)]
+pub struct Upgrade {
+    pub token: Option<String>,
+    pub workspace: Option<String>,
+    pub since: Option<String>,
+    pub origin: Option<String>,
+}
+
+/// A connection that passed every check.
+pub struct Admitted {
+    pub identity: Identity,
+    pub workspace: String,
+    pub since: Option<Uuid>,
+}
+
+/// A refusal: the close code and its reason.
+#[derive(Debug)]
+pub struct Refusal {
+    pub code: u16,
+    pub reason: String,
+}
+
+pub fn config() -> WebSocketConfig {
+    WebSocketConfig::default()
+        .read_buffer_size(READ_BUFFER_BYTES)
+        .write_buffer_size(0)
+        .max_write_buffer_size(MAX_UNSENT_BYTES)
+        .max_message_size(Some(MAX_MESSAGE_BYTES))
+        .max_frame_size(Some(MAX_MESSAGE_BYTES))
+}
+
+/// Runs the HTTP upgrade; gives up when it takes longer than `limit` in total (a
+/// client that connects and sends nothing, or trickles bytes, is dropped).
+///
+/// With `allowed_origins` set, a browser request (one with `Origin`) from any other
+/// origin is refused with HTTP 403 before the upgrade.
+pub fn upgrade(
+    stream: TcpStream,
+    limit: Duration,
+    allowed_origins: &[String],
+) -> io::Result<(WebSocket<TcpStream>, Upgrade)> {
+    let deadline = Instant::now() + limit;
+    stream.set_write_timeout(Some(limit))?;
+    let mut asked = Upgrade::default();
+    // The signature is tungstenite's `Callback`; its error type is not ours to shrink.
+    #[allow(clippy::result_large_err)]
+    let callback = |request: &Request, response: Response| -> Result<Response, ErrorResponse> {
+        asked = read_upgrade(request);
+        if !origin_allowed(allowed_origins, asked.origin.as_deref()) {
+            let mut refusal = ErrorResponse::new(Some("origin not allowed".into()));
+            *refusal.status_mut() = tungstenite::http::StatusCode::FORBIDDEN;
+            return Err(refusal);
+        }
+        Ok(response)
+    };
+    let ws = tungstenite::accept_hdr_with_config(
+        Deadline { stream, deadline },
+        callback,
+        Some(config()),
+    )
+    .map_err(|e| io::Error::other(format!("handshake failed: {e}")))?;
+    // The handshake consumed exactly the request (tungstenite refuses bytes after it),
+    // so the raw socket carries on as a fresh WebSocket.
+    let stream = ws.into_inner().stream;
+    stream.set_read_timeout(None)?;
+    Ok((
+        WebSocket::from_raw_socket(stream, Role::Server, Some(config())),
+        asked,
+    ))
+}
+
+fn read_upgrade(request: &Request) -> Upgrade {
+    let mut asked = Upgrade::default();
+    if let Some(query) = request.uri().query() {
+        for (name, value) in form_urlencoded::parse(query.as_bytes()) {
+            match name.as_ref() {
+                "token" => asked.token = Some(value.into_owned()),
+                "workspaceSlug" => asked.workspace = Some(value.into_owned()),
+                "since" => asked.since = Some(value.into_owned()),
+                _ => {}
+            }
+        }
+    }
+    let header = |name: &str| request.headers().get(name).and_then(|v| v.to_str().ok());
+    if asked.token.as_deref().is_none_or(str::is_empty) {
+        asked.token = header("authorization")
+            .and_then(|v| v.trim().split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, token)| token.trim().to_string());
+    }
+    asked.origin = header("origin").map(String::from);
+    asked
+}
+
+/// The checks of §3, in the order of its table.
+pub fn admit(asked: &Upgrade, verifier: &Verifier) -> Result<Admitted, Refusal> {
+    let refuse = |code: u16, reason: &str| Refusal {
+        code,
+        reason: reason.to_string(),
+    };
+    let token = asked.token.as_deref().unwrap_or("");
+    let identity = verifier.verify(token).map_err(|e| match e {
+        AuthError::Expired => refuse(CLOSE_EXPIRED, "token expired"),
+        AuthError::Missing => refuse(CLOSE_UNAUTHORIZED, "missing token"),
+        AuthError::Invalid(why) => refuse(CLOSE_UNAUTHORIZED, &format!("invalid token: {why}")),
+    })?;
+    let workspace = asked.workspace.clone().unwrap_or_default();
+    if workspace.is_empty() {
+        return Err(refuse(CLOSE_NO_WORKSPACE, "missing workspaceSlug"));
+    }
+    if !is_workspace(&workspace) || !identity.grants_workspace(&workspace) {
+        return Err(refuse(
+            CLOSE_FORBIDDEN,
+            "the token does not grant this workspace",
+        ));
+    }
+    let since = match asked.since.as_deref() {
+        None | Some("") => None,
+        Some(text) => Some(
+            Uuid::parse_str(text)
+                .ok()
+                .filter(|id| id.get_version_num() == 7)
+                .ok_or_else(|| refuse(CLOSE_POLICY, "since: not a notification id"))?,
+        ),
+    };
+    Ok(Admitted {
+        identity,
+        workspace,
+        since,
+    })
+}
+
+/// Closes a connection with `code` and waits (briefly, blocking) for the client's
+/// close reply, so the client reads the code instead of a reset.
+pub fn close_blocking(mut ws: WebSocket<TcpStream>, code: u16, reason: &str) {
+    let _ = ws.get_mut().set_read_timeout(Some(Duration::from_secs(2)));
+    let frame = CloseFrame {
+        code: CloseCode::from(code),
+        reason: reason.to_string().into(),
+    };
+    if ws.close(Some(frame)).is_err() {
+        return;
+    }
+    // Bounded: a close handshake needs one frame back; stop after a few or at the timeout.
+    for _ in 0..16 {
+        if ws.read().is_err() {
+            return;
+        }
+    }
+}
+
+/// With CORS origins configured, a browser (which sends `Origin`) must come from one
+/// of them; clients without `Origin` (wscat, services) are unaffected.
+fn origin_allowed(allowed: &[String], origin: Option<&str>) -> bool {
+    match origin {
+        Some(origin) if !allowed.is_empty() => allowed.iter().any(|a| a == origin || a == "*"),
+        _ => true,
+    }
+}
+
+/// A stream whose reads give up at a fixed deadline.
+struct Deadline {
+    stream: TcpStream,
+    deadline: Instant,
+}
+
+impl Read for Deadline {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let left = self.deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "handshake deadline passed",
+            ));
+        }
+        self.stream.set_read_timeout(Some(left))?;
+        self.stream.read(buf)
+    }
+}
+
+impl Write for Deadline {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.stream.write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.stream.flush()
+    }
+}

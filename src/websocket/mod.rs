@@ -1,0 +1,204 @@
+//! The WebSocket endpoint (contract §3) on its own listener: accepts, runs each
+//! handshake on a short-lived thread, then each admitted connection on a long-lived
+//! thread of its own.
+//!
+//! tiny_http's upgrade is not used: it hides the `TcpStream`, and a connection here
+//! needs its fd (for epoll) and non-blocking mode. Comes after `hub` (which feeds the
+//! connection queues); `connection` is the per-socket loop.
+
+mod connection;
+pub mod handshake;
+mod readiness;
+mod seen;
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crate::auth::Verifier;
+use crate::config::Config;
+use crate::hub::Hub;
+use crate::publisher::Publisher;
+use crate::shutdown::Shutdown;
+use crate::store::Store;
+use handshake::CLOSE_AT_CAPACITY;
+
+/// A client must finish the HTTP upgrade within this time.
+const HANDSHAKE_LIMIT: Duration = Duration::from_secs(10);
+/// Stack of the handshake thread (HTTP parsing and JWT verification run here).
+const HANDSHAKE_STACK: usize = 256 * 1024;
+/// Stack of a connection thread: reserved, not resident; the live loop touches a few
+/// pages, a replay (PostgreSQL client) a few more.
+const CONNECTION_STACK: usize = 128 * 1024;
+/// How long shutdown waits for connections to finish their close handshakes.
+const DRAIN_LIMIT: Duration = Duration::from_secs(5);
+
+/// What every connection thread shares.
+pub struct WsCtx {
+    pub hub: Hub,
+    pub store: Store,
+    pub publisher: Publisher,
+    pub verifier: Verifier,
+    readiness: readiness::Readiness,
+    pub shutdown: Shutdown,
+    pub ping_interval: Duration,
+    pub idle_timeout: Duration,
+    pub leeway: Duration,
+    pub queue_capacity: usize,
+    pub max_connections: usize,
+    pub cors_origins: Vec<String>,
+    /// Connections from accept to close, handshakes included.
+    active: AtomicUsize,
+}
+
+/// The running WebSocket side.
+pub struct WsServer {
+    addr: SocketAddr,
+    ctx: Arc<WsCtx>,
+    stopping: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl WsServer {
+    pub fn start(
+        config: &Config,
+        hub: Hub,
+        store: Store,
+        publisher: Publisher,
+        verifier: Verifier,
+        shutdown: Shutdown,
+    ) -> std::io::Result<WsServer> {
+        let readiness = readiness::Readiness::new(config.max_connections)?;
+        let ctx = Arc::new(WsCtx {
+            hub,
+            store,
+            publisher,
+            verifier,
+            readiness: readiness.clone(),
+            shutdown: shutdown.clone(),
+            ping_interval: config.ping_interval,
+            idle_timeout: config.idle_timeout,
+            leeway: config.jwt.leeway,
+            queue_capacity: config.ws_queue,
+            max_connections: config.max_connections,
+            cors_origins: config.cors_origins.clone(),
+            active: AtomicUsize::new(0),
+        });
+        let listener = crate::net::listen(config.ws_addr, None)?;
+        let addr = listener.local_addr()?;
+        let stopping = Arc::new(AtomicBool::new(false));
+        let acceptor = {
+            let (ctx, stopping) = (ctx.clone(), stopping.clone());
+            std::thread::Builder::new()
+                .name("notifd-ws-accept".into())
+                .stack_size(128 * 1024)
+                .spawn(move || accept_loop(&listener, &ctx, &stopping))?
+        };
+        let threads = vec![acceptor, readiness.spawn(shutdown)?];
+        Ok(WsServer {
+            addr,
+            ctx,
+            stopping,
+            threads,
+        })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Connections open now (handshakes included).
+    pub fn connections(&self) -> usize {
+        self.ctx.active.load(Ordering::Acquire)
+    }
+
+    /// Stops accepting and waits (bounded) for connections to close; the shutdown
+    /// signal has already told each of them to close with 1001.
+    pub fn stop(self) {
+        self.stopping.store(true, Ordering::Release);
+        // Wake the blocking accept with a connection of our own.
+        let wake = match self.addr {
+            SocketAddr::V4(a) if a.ip().is_unspecified() => {
+                SocketAddr::from(([127, 0, 0, 1], a.port()))
+            }
+            SocketAddr::V6(a) if a.ip().is_unspecified() => {
+                SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, a.port()))
+            }
+            addr => addr,
+        };
+        let _ = TcpStream::connect_timeout(&wake, Duration::from_secs(1));
+        let give_up = Instant::now() + DRAIN_LIMIT;
+        while self.ctx.active.load(Ordering::Acquire) > 0 && Instant::now() < give_up {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        for thread in self.threads {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Counts a connection from accept to close.
+struct Slot(Arc<WsCtx>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.active.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+fn accept_loop(listener: &TcpListener, ctx: &Arc<WsCtx>, stopping: &AtomicBool) {
+    loop {
+        let stream = match listener.accept() {
+            Ok((stream, _)) => stream,
+            Err(err) => {
+                log::warn!(error = err.to_string().as_str(); "ws accept failed");
+                // Out of descriptors, most likely: back off instead of spinning.
+                std::thread::sleep(Duration::from_millis(50));
+                continue;
+            }
+        };
+        if stopping.load(Ordering::Acquire) {
+            return;
+        }
+        ctx.active.fetch_add(1, Ordering::AcqRel);
+        let slot = Slot(ctx.clone());
+        let spawned = std::thread::Builder::new()
+            .name("notifd-ws-handshake".into())
+            .stack_size(HANDSHAKE_STACK)
+            .spawn(move || open(stream, slot));
+        if let Err(err) = spawned {
+            log::warn!(error = err.to_string().as_str(); "cannot start a handshake thread");
+        }
+    }
+}
+
+/// Handshake thread: upgrade, check, then hand the socket to a connection thread.
+fn open(stream: TcpStream, slot: Slot) {
+    let ctx = slot.0.clone();
+    let _ = stream.set_nodelay(true);
+    let Ok((ws, asked)) = handshake::upgrade(stream, HANDSHAKE_LIMIT, &ctx.cors_origins) else {
+        return;
+    };
+    if ctx.active.load(Ordering::Acquire) > ctx.max_connections {
+        return handshake::close_blocking(ws, CLOSE_AT_CAPACITY, "server at capacity");
+    }
+    let admitted = match handshake::admit(&asked, &ctx.verifier) {
+        Ok(admitted) => admitted,
+        Err(refusal) => {
+            log::info!(code = refusal.code, reason = refusal.reason.as_str(); "ws refused");
+            return handshake::close_blocking(ws, refusal.code, &refusal.reason);
+        }
+    };
+    let spawned = std::thread::Builder::new()
+        .name("notifd-ws".into())
+        .stack_size(CONNECTION_STACK)
+        .spawn(move || {
+            let _slot = slot;
+            connection::run(&ctx, ws, admitted);
+        });
+    if let Err(err) = spawned {
+        log::warn!(error = err.to_string().as_str(); "cannot start a connection thread");
+    }
+}
