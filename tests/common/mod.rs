@@ -96,6 +96,27 @@ impl TestServer {
         self.server.as_ref().expect("running").http_addr()
     }
 
+    pub fn ws_addr(&self) -> SocketAddr {
+        self.server.as_ref().expect("running").ws_addr()
+    }
+
+    /// WebSocket connections the server holds now.
+    pub fn ws_connections(&self) -> usize {
+        self.server.as_ref().expect("running").ws_connections()
+    }
+
+    /// Opens a WebSocket with this query string (`token=…&workspaceSlug=…`).
+    pub fn ws(&self, query: &str) -> Ws {
+        ws_connect(self.ws_addr(), query, &[])
+    }
+
+    /// Stops the server now (graceful shutdown), as drop would.
+    pub fn stop(&mut self) {
+        if let Some(server) = self.server.take() {
+            server.shutdown();
+        }
+    }
+
     pub fn get(&self, path: &str, token: &str) -> Response {
         self.request(
             "GET",
@@ -163,6 +184,56 @@ impl Drop for TestServer {
     fn drop(&mut self) {
         if let Some(server) = self.server.take() {
             server.shutdown();
+        }
+    }
+}
+
+/// A test WebSocket client: a blocking socket with a 10 s read deadline.
+pub type Ws = tungstenite::WebSocket<TcpStream>;
+
+/// Opens a WebSocket to `addr` with `query` and extra request headers.
+pub fn ws_connect(addr: SocketAddr, query: &str, headers: &[(&str, &str)]) -> Ws {
+    use tungstenite::client::IntoClientRequest;
+    let mut request = format!("ws://{addr}/?{query}")
+        .into_client_request()
+        .expect("ws request");
+    for (name, value) in headers {
+        request.headers_mut().insert(
+            tungstenite::http::HeaderName::from_bytes(name.as_bytes()).expect("header name"),
+            value.parse().expect("header value"),
+        );
+    }
+    let stream = TcpStream::connect(addr).expect("ws connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let (ws, _) = tungstenite::client(request, stream).expect("ws handshake");
+    ws
+}
+
+/// The next notification on `ws`, skipping pings and pongs; panics on close or timeout.
+pub fn next_notification(ws: &mut Ws) -> Value {
+    loop {
+        match ws.read().expect("a notification before the deadline") {
+            tungstenite::Message::Text(text) => {
+                return serde_json::from_str(text.as_str()).expect("notification JSON")
+            }
+            tungstenite::Message::Close(frame) => panic!("closed while waiting: {frame:?}"),
+            _ => continue,
+        }
+    }
+}
+
+/// Reads until the server closes; returns the close code and reason.
+pub fn expect_close(ws: &mut Ws) -> (u16, String) {
+    loop {
+        match ws.read() {
+            Ok(tungstenite::Message::Close(Some(frame))) => {
+                return (u16::from(frame.code), frame.reason.to_string())
+            }
+            Ok(tungstenite::Message::Close(None)) => return (1005, String::new()),
+            Ok(_) => continue,
+            Err(err) => panic!("no close frame before the connection ended: {err}"),
         }
     }
 }
