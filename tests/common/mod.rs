@@ -153,30 +153,12 @@ impl TestServer {
         headers: &[(&str, &str)],
         body: Option<&[u8]>,
     ) -> Response {
-        let mut head = format!("{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n");
-        for (name, value) in headers {
-            head.push_str(&format!("{name}: {value}\r\n"));
-        }
-        if let Some(body) = body {
-            head.push_str(&format!("Content-Length: {}\r\n", body.len()));
-        }
-        head.push_str("\r\n");
-        let mut raw = head.into_bytes();
-        raw.extend_from_slice(body.unwrap_or_default());
-        self.raw(&raw)
+        request_to(self.http_addr(), method, path, headers, body)
     }
 
     /// Sends raw bytes and reads the whole response (the request must say `Connection: close`).
     pub fn raw(&self, bytes: &[u8]) -> Response {
-        let mut stream = TcpStream::connect(self.http_addr()).expect("connect");
-        stream
-            .set_read_timeout(Some(Duration::from_secs(20)))
-            .expect("timeout");
-        // The server may answer (413) and close before reading everything we send.
-        let _ = stream.write_all(bytes);
-        let mut response = Vec::new();
-        let _ = stream.read_to_end(&mut response);
-        Response::parse(&response)
+        raw_to(self.http_addr(), bytes)
     }
 }
 
@@ -186,6 +168,40 @@ impl Drop for TestServer {
             server.shutdown();
         }
     }
+}
+
+/// One HTTP/1.1 request on its own connection (`Connection: close`).
+pub fn request_to(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<&[u8]>,
+) -> Response {
+    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n");
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    if let Some(body) = body {
+        head.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    }
+    head.push_str("\r\n");
+    let mut raw = head.into_bytes();
+    raw.extend_from_slice(body.unwrap_or_default());
+    raw_to(addr, &raw)
+}
+
+/// Sends raw bytes to `addr` and reads the whole response.
+pub fn raw_to(addr: SocketAddr, bytes: &[u8]) -> Response {
+    let mut stream = TcpStream::connect(addr).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("timeout");
+    // The server may answer (413) and close before reading everything we send.
+    let _ = stream.write_all(bytes);
+    let mut response = Vec::new();
+    let _ = stream.read_to_end(&mut response);
+    Response::parse(&response)
 }
 
 /// A test WebSocket client: a blocking socket with a 10 s read deadline.
