@@ -17,6 +17,8 @@
 //! - [`websocket`]: the WebSocket listener, handshakes and per-connection loops.
 //! - [`api`]: the REST endpoints on `tiny_http` workers.
 //! - [`server`]: starts and stops all of it; [`shutdown`]: the closed-channel signal.
+//! - [`retention`]: deletes notifications past `NOTIFD_RETENTION_DAYS`.
+//! - [`metrics`]: Prometheus counters and histograms for `/metrics`.
 //! - [`logging`], [`process`], [`net`], [`error`]: plumbing.
 
 pub mod api;
@@ -26,10 +28,12 @@ pub mod config;
 pub mod error;
 pub mod hub;
 pub mod logging;
+pub mod metrics;
 pub mod net;
 pub mod notification;
 pub mod process;
 pub mod publisher;
+pub mod retention;
 pub mod server;
 pub mod shutdown;
 pub mod store;

@@ -16,6 +16,7 @@ const CONNECTION_TIMEOUT: Duration = Duration::from_millis(500);
 #[derive(Clone)]
 pub struct Publisher {
     pool: r2d2::Pool<Manager>,
+    manager: Manager,
     client: redis::Client,
     prefix: String,
 }
@@ -24,17 +25,19 @@ impl Publisher {
     pub fn new(url: &str, prefix: &str, pool_size: u32) -> Result<Publisher, Error> {
         let client =
             redis::Client::open(url).map_err(|e| Error::Internal(format!("bad Redis URL: {e}")))?;
+        let manager = Manager {
+            client: client.clone(),
+        };
         let pool = r2d2::Pool::builder()
             .max_size(pool_size)
             .min_idle(Some(0))
             .test_on_check_out(false)
             .connection_timeout(CONNECTION_TIMEOUT)
             .error_handler(Box::new(r2d2::NopErrorHandler))
-            .build_unchecked(Manager {
-                client: client.clone(),
-            });
+            .build_unchecked(manager.clone());
         Ok(Publisher {
             pool,
+            manager,
             client,
             prefix: prefix.to_string(),
         })
@@ -57,11 +60,15 @@ impl Publisher {
 
     fn publish_to(&self, channel: &str, payload: &str) -> Result<(), Error> {
         let mut conn = self.pool.get().map_err(unavailable)?;
-        let result: redis::RedisResult<i64> = redis::cmd("PUBLISH")
-            .arg(channel)
-            .arg(payload)
-            .query(&mut *conn);
-        result.map(|_| ()).map_err(unavailable)
+        if conn.publish(channel, payload).is_ok() {
+            return Ok(());
+        }
+        // A pooled connection goes stale when Redis restarts, and only a command finds
+        // out: this one is now marked broken (the pool drops it), and the publish gets
+        // one more try on a fresh connection rather than being lost.
+        drop(conn);
+        let mut fresh = r2d2::ManageConnection::connect(&self.manager).map_err(unavailable)?;
+        fresh.publish(channel, payload).map_err(unavailable)
     }
 
     /// True when Redis answers a PING within `timeout` (on a fresh connection, so a
@@ -79,31 +86,54 @@ impl Publisher {
     }
 }
 
+/// A pooled Redis connection that remembers a failed command.
+struct Connection {
+    conn: redis::Connection,
+    broken: bool,
+}
+
+impl Connection {
+    fn publish(&mut self, channel: &str, payload: &str) -> redis::RedisResult<()> {
+        let result = redis::cmd("PUBLISH")
+            .arg(channel)
+            .arg(payload)
+            .query::<i64>(&mut self.conn);
+        self.broken |= result.is_err();
+        result.map(|_| ())
+    }
+}
+
 /// Opens Redis connections for the pool with timeouts on connect, read and write, so
 /// a Redis that hangs delays a create by at most `CONNECTION_TIMEOUT`.
+#[derive(Clone)]
 struct Manager {
     client: redis::Client,
 }
 
 impl r2d2::ManageConnection for Manager {
-    type Connection = redis::Connection;
+    type Connection = Connection;
     type Error = redis::RedisError;
 
-    fn connect(&self) -> Result<redis::Connection, redis::RedisError> {
+    fn connect(&self) -> Result<Connection, redis::RedisError> {
         let conn = self
             .client
             .get_connection_with_timeout(CONNECTION_TIMEOUT)?;
         conn.set_read_timeout(Some(CONNECTION_TIMEOUT))?;
         conn.set_write_timeout(Some(CONNECTION_TIMEOUT))?;
-        Ok(conn)
+        Ok(Connection {
+            conn,
+            broken: false,
+        })
     }
 
-    fn is_valid(&self, conn: &mut redis::Connection) -> Result<(), redis::RedisError> {
-        redis::cmd("PING").query::<String>(conn).map(|_| ())
+    fn is_valid(&self, conn: &mut Connection) -> Result<(), redis::RedisError> {
+        redis::cmd("PING")
+            .query::<String>(&mut conn.conn)
+            .map(|_| ())
     }
 
-    fn has_broken(&self, conn: &mut redis::Connection) -> bool {
-        !redis::ConnectionLike::is_open(conn)
+    fn has_broken(&self, conn: &mut Connection) -> bool {
+        conn.broken || !redis::ConnectionLike::is_open(&conn.conn)
     }
 }
 

@@ -21,6 +21,8 @@ use crate::websocket::WsServer;
 
 /// Stack of a REST worker: handlers are shallow; JSON and SQL buffers live on the heap.
 const WORKER_STACK: usize = 256 * 1024;
+/// How long start-up waits for the first Redis subscription.
+const SUBSCRIBE_WAIT: Duration = Duration::from_secs(3);
 /// Longest pause between attempts to apply migrations while PostgreSQL is down.
 const MAX_MIGRATE_BACKOFF: Duration = Duration::from_secs(30);
 
@@ -56,10 +58,17 @@ impl Server {
                 config.db_pool_size,
             )?,
             verifier: Verifier::new(&config.jwt).map_err(Error::Internal)?,
+            cors_origins: config.cors_origins.clone(),
         });
 
+        if let Some(days) = config.retention_days {
+            let retention =
+                crate::retention::spawn(config.database_url.clone(), days, shutdown.clone())
+                    .map_err(|e| Error::Internal(format!("cannot start retention: {e}")))?;
+            background.push(retention);
+        }
         let hub = Hub::new(uuid::Uuid::now_v7().simple().to_string());
-        let subscriber = crate::subscriber::spawn(
+        let (subscriber, subscribed) = crate::subscriber::spawn(
             &config.redis_url,
             &config.redis_prefix,
             hub.clone(),
@@ -67,6 +76,11 @@ impl Server {
         )
         .map_err(|e| Error::Internal(format!("cannot start the Redis subscriber: {e}")))?;
         background.push(subscriber);
+        // Take connections once Redis deliveries (and 4005 from other instances) can
+        // reach them; with Redis down, start anyway and catch up when it is back.
+        if subscribed.recv_timeout(SUBSCRIBE_WAIT).is_err() {
+            log::warn!("redis subscriber not ready yet; serving anyway");
+        }
         let ws = WsServer::start(
             config,
             hub,

@@ -12,6 +12,7 @@
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use crossbeam_channel::{Receiver, Sender};
 use serde::{Deserialize, Serialize};
 
 use crate::hub::{ConnKey, Frame, Hub};
@@ -22,6 +23,7 @@ use crate::shutdown::Shutdown;
 const READ_TIMEOUT: Duration = Duration::from_millis(500);
 /// Silence after which a PING checks that the connection is still alive.
 const PING_AFTER: Duration = Duration::from_secs(10);
+const MIN_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
 
 /// The control channel's one message: a connection opened; older ones of the same
@@ -50,32 +52,48 @@ pub fn control_channel(prefix: &str) -> String {
     format!("{prefix}notifd:control")
 }
 
-/// Starts the subscriber thread.
+/// Starts the subscriber thread. The receiver gets a message once the first
+/// subscription is in place (so a server can wait for it before taking connections).
 pub fn spawn(
     redis_url: &str,
     prefix: &str,
     hub: Hub,
     shutdown: Shutdown,
-) -> std::io::Result<JoinHandle<()>> {
+) -> std::io::Result<(JoinHandle<()>, Receiver<()>)> {
     let client = redis::Client::open(redis_url).map_err(std::io::Error::other)?;
     let prefix = prefix.to_string();
-    std::thread::Builder::new()
+    let (ready, subscribed) = crossbeam_channel::bounded(1);
+    let thread = std::thread::Builder::new()
         .name("notifd-subscriber".into())
         .stack_size(256 * 1024)
-        .spawn(move || run(&client, &prefix, &hub, &shutdown))
+        .spawn(move || run(&client, &prefix, &hub, &shutdown, &ready))?;
+    Ok((thread, subscribed))
 }
 
-fn run(client: &redis::Client, prefix: &str, hub: &Hub, shutdown: &Shutdown) {
-    let mut backoff = Duration::from_millis(100);
-    let mut first = true;
+fn run(client: &redis::Client, prefix: &str, hub: &Hub, shutdown: &Shutdown, ready: &Sender<()>) {
+    let mut backoff = MIN_BACKOFF;
+    let mut sessions = 0u64;
     while !shutdown.is_fired() {
-        match session(client, prefix, hub, shutdown, first) {
+        let mut subscribed = false;
+        match session(
+            client,
+            prefix,
+            hub,
+            shutdown,
+            sessions,
+            &mut subscribed,
+            ready,
+        ) {
             Ok(()) => return,
             Err(err) => {
                 log::warn!(error = err.to_string().as_str(), retry_ms = backoff.as_millis() as u64; "redis subscriber disconnected");
             }
         }
-        first = false;
+        if subscribed {
+            // A session that got going resets the backoff: the next outage starts short.
+            sessions += 1;
+            backoff = MIN_BACKOFF;
+        }
         if shutdown.wait(backoff) {
             return;
         }
@@ -90,7 +108,9 @@ fn session(
     prefix: &str,
     hub: &Hub,
     shutdown: &Shutdown,
-    first: bool,
+    sessions: u64,
+    subscribed: &mut bool,
+    ready: &Sender<()>,
 ) -> redis::RedisResult<()> {
     let mut conn = client.get_connection_with_timeout(Duration::from_secs(2))?;
     conn.set_write_timeout(Some(Duration::from_secs(2)))?;
@@ -101,9 +121,12 @@ fn session(
     pubsub.psubscribe(&pattern)?;
     pubsub.subscribe(&control)?;
     pubsub.set_read_timeout(Some(READ_TIMEOUT))?;
-    if first {
+    *subscribed = true;
+    let _ = ready.try_send(());
+    if sessions == 0 {
         log::info!(pattern = pattern.as_str(); "redis subscriber ready");
     } else {
+        crate::metrics::inc(&crate::metrics::METRICS.redis_reconnects);
         log::info!(connections = hub.len(); "redis subscriber reconnected; catching clients up");
     }
     // Anything published while we were not subscribed is in PostgreSQL only.

@@ -10,6 +10,13 @@ pub fn healthz(_ctx: &Ctx) -> Result<Reply, Error> {
     Ok(Reply::ok(&json!({"status": "ok"})))
 }
 
+/// Prometheus text format 0.0.4.
+pub fn metrics(_ctx: &Ctx) -> Result<Reply, Error> {
+    let mut reply = Reply::json_text(200, crate::metrics::METRICS.render());
+    reply.content_type = "text/plain; version=0.0.4; charset=utf-8";
+    Ok(reply)
+}
+
 /// 200 when both dependencies answer; otherwise 503 naming each one that does not.
 pub fn readyz(ctx: &Ctx) -> Result<Reply, Error> {
     let postgresql = ctx.store.ping(READY_TIMEOUT);

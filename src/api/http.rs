@@ -11,19 +11,28 @@ use crate::error::Error;
 /// Largest request body, in bytes (contract §4).
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
-/// A handler's answer: status and JSON text.
+/// A handler's answer: status, body and headers (JSON unless said otherwise).
 #[derive(Debug)]
 pub struct Reply {
     pub status: u16,
     pub body: String,
+    pub content_type: &'static str,
+    pub headers: Vec<(&'static str, String)>,
 }
 
 impl Reply {
-    pub fn json(status: u16, value: &Value) -> Reply {
+    /// A reply whose body is already JSON text.
+    pub fn json_text(status: u16, body: String) -> Reply {
         Reply {
             status,
-            body: value.to_string(),
+            body,
+            content_type: "application/json",
+            headers: Vec::new(),
         }
+    }
+
+    pub fn json(status: u16, value: &Value) -> Reply {
+        Reply::json_text(status, value.to_string())
     }
 
     pub fn ok(value: &Value) -> Reply {
@@ -32,16 +41,29 @@ impl Reply {
 
     /// The error body of the contract: `{"error":{"code":…,"message":…}}`.
     pub fn error(err: &Error) -> Reply {
-        Reply::json(
+        let mut reply = Reply::json(
             err.status(),
             &serde_json::json!({"error": {"code": err.code(), "message": err.public_message()}}),
-        )
+        );
+        if let Error::MethodNotAllowed(allowed) = err {
+            reply.headers.push(("Allow", allowed.clone()));
+        }
+        reply
+    }
+
+    pub fn with_header(mut self, name: &'static str, value: impl Into<String>) -> Reply {
+        self.headers.push((name, value.into()));
+        self
     }
 
     pub fn into_response(self) -> Response<std::io::Cursor<Vec<u8>>> {
-        Response::from_data(self.body.into_bytes())
+        let mut response = Response::from_data(self.body.into_bytes())
             .with_status_code(self.status)
-            .with_header(header("Content-Type", "application/json"))
+            .with_header(header("Content-Type", self.content_type));
+        for (name, value) in &self.headers {
+            response.add_header(header(name, value));
+        }
+        response
     }
 }
 

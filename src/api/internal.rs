@@ -7,6 +7,7 @@ use super::http::{self, Reply};
 use super::Ctx;
 use crate::auth::Identity;
 use crate::error::Error;
+use crate::metrics::{self, METRICS};
 use crate::validate;
 
 pub fn create(ctx: &Ctx, _service: &Identity, request: &mut Request) -> Result<Reply, Error> {
@@ -17,11 +18,10 @@ pub fn create(ctx: &Ctx, _service: &Identity, request: &mut Request) -> Result<R
     let json = notification.to_json();
     // Stored is what counts: a Redis failure is logged and the client still gets its
     // 201; connected clients catch up from PostgreSQL once Redis is back.
+    metrics::inc(&METRICS.notifications_created);
     if let Err(err) = ctx.publisher.publish(&notification.user_id, &json) {
+        metrics::inc(&METRICS.redis_publish_failures);
         log::warn!(id = notification.id.to_string().as_str(), error = err.to_string().as_str(); "publish failed; notification is stored");
     }
-    Ok(Reply {
-        status: 201,
-        body: json,
-    })
+    Ok(Reply::json_text(201, json))
 }

@@ -4,6 +4,7 @@
 //! Runs on the `tiny_http` worker threads started by `server`. Handlers read through
 //! `store` and create through `validate` -> `store` -> `publisher`.
 
+mod cors;
 mod health;
 pub mod http;
 mod internal;
@@ -15,6 +16,7 @@ use tiny_http::{Method, Request};
 
 use crate::auth::{AuthError, Identity, Verifier, PUBLISH_SCOPE};
 use crate::error::Error;
+use crate::metrics::METRICS;
 use crate::publisher::Publisher;
 use crate::store::Store;
 use http::Reply;
@@ -24,6 +26,8 @@ pub struct Ctx {
     pub store: Store,
     pub publisher: Publisher,
     pub verifier: Verifier,
+    /// Browser origins allowed by CORS (`NOTIFD_CORS_ORIGINS`).
+    pub cors_origins: Vec<String>,
 }
 
 /// Who may call a route, and the handler that serves it.
@@ -52,6 +56,11 @@ const ROUTES: &[Route] = &[
         method: Method::Get,
         path: "/readyz",
         handler: Handler::Public(health::readyz),
+    },
+    Route {
+        method: Method::Get,
+        path: "/metrics",
+        handler: Handler::Public(health::metrics),
     },
     Route {
         method: Method::Get,
@@ -94,7 +103,10 @@ pub fn handle(ctx: &Ctx, mut request: Request) {
             (route, user, Reply::error(&err))
         }
     };
+    let origin = http::header_value(&request, "Origin");
+    let reply = cors::decorate(reply, &ctx.cors_origins, origin);
     let status = reply.status;
+    METRICS.http_request(route, status, started.elapsed());
     if let Err(e) = request.respond(reply.into_response()) {
         log::debug!(error = e.to_string().as_str(); "client went away before the response");
     }
@@ -120,11 +132,23 @@ fn dispatch(
         if candidates.is_empty() {
             return ("unknown", None, Err(Error::NotFound));
         }
-        let allowed: Vec<&str> = candidates.iter().map(|r| r.method.as_str()).collect();
+        let allowed = candidates
+            .iter()
+            .map(|r| r.method.as_str())
+            .collect::<Vec<_>>()
+            .join(", ");
+        if request.method() == &Method::Options {
+            let origin = http::header_value(request, "Origin");
+            return (
+                candidates[0].path,
+                None,
+                Ok(cors::preflight(&ctx.cors_origins, origin, &allowed)),
+            );
+        }
         return (
             candidates[0].path,
             None,
-            Err(Error::MethodNotAllowed(allowed.join(", "))),
+            Err(Error::MethodNotAllowed(allowed)),
         );
     };
     let result = match &route.handler {

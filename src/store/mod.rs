@@ -54,7 +54,12 @@ impl Store {
     }
 
     fn conn(&self) -> Result<r2d2::PooledConnection<pool::Manager>, Error> {
-        Ok(self.pool.get()?)
+        let started = std::time::Instant::now();
+        let conn = self.pool.get();
+        crate::metrics::METRICS
+            .db_pool_wait
+            .observe(started.elapsed());
+        Ok(conn?)
     }
 
     /// True when PostgreSQL answers within `timeout`.

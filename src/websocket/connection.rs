@@ -23,6 +23,7 @@ use super::handshake::{Admitted, CLOSE_AT_CAPACITY, CLOSE_EXPIRED};
 use super::seen::{Seen, WINDOW_MS};
 use super::WsCtx;
 use crate::hub::{Frame, Link, CLOSE_TOO_SLOW};
+use crate::metrics::{self, METRICS};
 use crate::notification::{floor_id, id_millis};
 use crate::subscriber::Replace;
 
@@ -60,6 +61,9 @@ struct Session<'a> {
     /// Catch-up never goes further back than this: `since`, or the connect moment.
     floor: Uuid,
     flush_pending: bool,
+    /// Set after a client frame over the limit: tungstenite must not read past a frame
+    /// it refused, so input is only drained from then on.
+    discard_input: bool,
     /// Set once a close frame is sent: (code, give up waiting at).
     closing: Option<(u16, Instant)>,
     last_activity: Instant,
@@ -80,6 +84,7 @@ pub fn run(ctx: &WsCtx, ws: WebSocket<TcpStream>, admitted: Admitted) {
         .hub
         .register(&user_id, &workspace, link.clone(), queue_in);
     announce(ctx, &user_id, &workspace, registration.key());
+    METRICS.ws_opened();
     log::info!(user = user_id.as_str(), workspace = workspace.as_str(), conn = registration.key().id; "ws opened");
 
     let now = Instant::now();
@@ -99,6 +104,7 @@ pub fn run(ctx: &WsCtx, ws: WebSocket<TcpStream>, admitted: Admitted) {
             .since
             .unwrap_or_else(|| floor_id(id_millis(&Uuid::now_v7()))),
         flush_pending: false,
+        discard_input: false,
         closing: None,
         last_activity: now,
         next_ping: now + phase.max(Duration::from_millis(1)),
@@ -127,6 +133,7 @@ pub fn run(ctx: &WsCtx, ws: WebSocket<TcpStream>, admitted: Admitted) {
     } = session;
     drop(registration);
     drop(ws);
+    METRICS.ws_closed(code);
     log::info!(
         user = user_id.as_str(),
         workspace = workspace.as_str(),
@@ -227,10 +234,21 @@ impl Session<'_> {
 
     /// Writes a frame and whatever else is queued, then flushes once.
     fn on_frames(&mut self, first: Frame) -> Step {
-        self.send(first)?;
+        // The subscriber asks for a catch-up before it delivers anything new after a
+        // reconnect: do it first, so catch-up starts from what was sent before the
+        // outage, not from the first live frame after it.
+        if self.link.take_catch_up() {
+            self.catch_up()?;
+        }
+        self.send(first, true)?;
+        // Stop at the first write that would block: the rest waits in the queue (where
+        // a full queue means 4006) instead of piling up inside tungstenite.
         for _ in 1..BATCH {
+            if self.flush_pending {
+                break;
+            }
             match self.queue.try_recv() {
-                Ok(frame) => self.send(frame)?,
+                Ok(frame) => self.send(frame, true)?,
                 Err(_) => break,
             }
         }
@@ -279,13 +297,21 @@ impl Session<'_> {
         Ok(())
     }
 
-    /// Sends one notification unless this connection already sent it.
-    fn send(&mut self, frame: Frame) -> Step {
+    /// Sends one notification unless this connection already sent it. Live frames
+    /// (not replayed history) feed the delivery-latency histogram.
+    fn send(&mut self, frame: Frame, live: bool) -> Step {
         if self.seen.contains(&frame.id) {
             return Ok(());
         }
         self.seen.insert(frame.id);
-        self.write(Message::Text(frame.json))
+        let id = frame.id;
+        self.write(Message::Text(frame.json))?;
+        metrics::inc(&METRICS.notifications_delivered);
+        if live {
+            let age_ms = id_millis(&Uuid::now_v7()).saturating_sub(id_millis(&id));
+            METRICS.delivery.observe(Duration::from_millis(age_ms));
+        }
+        Ok(())
     }
 
     fn write(&mut self, message: Message) -> Step {
@@ -323,6 +349,9 @@ impl Session<'_> {
     /// Reads until the socket has nothing more (epoll cannot see frames tungstenite
     /// already buffered, so stopping early needs a poke to self).
     fn read_available(&mut self) -> Step {
+        if self.discard_input {
+            return self.discard_available();
+        }
         for _ in 0..BATCH {
             match self.ws.read() {
                 Ok(message) => {
@@ -346,12 +375,33 @@ impl Session<'_> {
                 }
                 Err(WsError::Io(e)) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(()),
                 Err(WsError::Capacity(_)) => {
-                    return self.begin_close(CLOSE_TOO_BIG, "message over 64 KiB")
+                    // tungstenite stopped inside the refused frame; reading on would
+                    // trip its internal assertions (and misparse the rest).
+                    self.discard_input = true;
+                    return self.begin_close(CLOSE_TOO_BIG, "message over 64 KiB");
                 }
                 Err(WsError::ConnectionClosed) => {
                     return Err(Done(self.closing.map_or(CLOSE_ABNORMAL, |(code, _)| code)))
                 }
                 Err(_) => return Err(Done(self.closing.map_or(CLOSE_ABNORMAL, |(code, _)| code))),
+            }
+        }
+        self.link.poke();
+        Ok(())
+    }
+
+    /// After a refused frame: reads and drops what the client sends until it closes its
+    /// side or the close grace ends, so that closing the socket sends FIN, not a reset
+    /// that could cost the client the close frame.
+    fn discard_available(&mut self) -> Step {
+        let mut sink = [0u8; 4096];
+        for _ in 0..BATCH {
+            match std::io::Read::read(self.ws.get_mut(), &mut sink) {
+                Ok(0) => return Err(Done(self.closing.map_or(CLOSE_TOO_BIG, |(code, _)| code))),
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => return Err(Done(self.closing.map_or(CLOSE_TOO_BIG, |(code, _)| code))),
             }
         }
         self.link.poke();
@@ -408,10 +458,14 @@ impl Session<'_> {
             let full = rows.len() as i64 == REPLAY_PAGE;
             for notification in rows {
                 after = notification.id;
-                self.send(Frame {
+                if !self.seen.contains(&notification.id) {
+                    metrics::inc(&METRICS.replayed);
+                }
+                let frame = Frame {
                     id: notification.id,
                     json: notification.to_json().into(),
-                })?;
+                };
+                self.send(frame, false)?;
             }
             if !full {
                 return Ok(());

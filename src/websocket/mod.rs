@@ -58,6 +58,8 @@ pub struct WsServer {
     addr: SocketAddr,
     ctx: Arc<WsCtx>,
     stopping: Arc<AtomicBool>,
+    /// Stops the readiness thread, once the connections have drained.
+    readiness_stop: Arc<AtomicBool>,
     threads: Vec<JoinHandle<()>>,
 }
 
@@ -77,7 +79,7 @@ impl WsServer {
             publisher,
             verifier,
             readiness: readiness.clone(),
-            shutdown: shutdown.clone(),
+            shutdown,
             ping_interval: config.ping_interval,
             idle_timeout: config.idle_timeout,
             leeway: config.jwt.leeway,
@@ -96,11 +98,13 @@ impl WsServer {
                 .stack_size(128 * 1024)
                 .spawn(move || accept_loop(&listener, &ctx, &stopping))?
         };
-        let threads = vec![acceptor, readiness.spawn(shutdown)?];
+        let readiness_stop = Arc::new(AtomicBool::new(false));
+        let threads = vec![acceptor, readiness.spawn(readiness_stop.clone())?];
         Ok(WsServer {
             addr,
             ctx,
             stopping,
+            readiness_stop,
             threads,
         })
     }
@@ -133,6 +137,8 @@ impl WsServer {
         while self.ctx.active.load(Ordering::Acquire) > 0 && Instant::now() < give_up {
             std::thread::sleep(Duration::from_millis(20));
         }
+        // Only now: until here the connections need epoll to see the close replies.
+        self.readiness_stop.store(true, Ordering::Release);
         for thread in self.threads {
             let _ = thread.join();
         }

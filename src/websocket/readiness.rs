@@ -8,14 +8,14 @@
 
 use std::io;
 use std::os::fd::RawFd;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use crate::hub::Link;
-use crate::shutdown::Shutdown;
 
 const MAX_EVENTS: usize = 256;
-/// How long `epoll_wait` sleeps before looking at the shutdown signal.
+/// How long `epoll_wait` sleeps before looking at the stop flag.
 const WAIT_MS: i32 = 250;
 
 struct Slot {
@@ -98,18 +98,19 @@ impl Readiness {
         Ok(registration)
     }
 
-    /// Runs the event loop on a new thread until shutdown.
-    pub fn spawn(&self, shutdown: Shutdown) -> io::Result<JoinHandle<()>> {
+    /// Runs the event loop on a new thread until `stop` is set. Not at shutdown: the
+    /// connections still need their events then, to read the clients' close replies.
+    pub fn spawn(&self, stop: Arc<AtomicBool>) -> io::Result<JoinHandle<()>> {
         let this = self.clone();
         std::thread::Builder::new()
             .name("notifd-readiness".into())
             .stack_size(128 * 1024)
-            .spawn(move || this.run(&shutdown))
+            .spawn(move || this.run(&stop))
     }
 
-    fn run(&self, shutdown: &Shutdown) {
+    fn run(&self, stop: &AtomicBool) {
         let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; MAX_EVENTS];
-        while !shutdown.is_fired() {
+        while !stop.load(Ordering::Acquire) {
             // SAFETY: `events` has room for MAX_EVENTS entries.
             let n = unsafe {
                 libc::epoll_wait(

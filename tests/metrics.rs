@@ -1,0 +1,147 @@
+//! `GET /metrics`: Prometheus text format that a real parser reads, with values that
+//! move as traffic flows and label sets bounded to route templates.
+
+mod common;
+
+use common::{new_user, next_notification, user_token, TestServer};
+use prometheus_parse::{Scrape, Value as Metric};
+use serde_json::json;
+
+fn scrape(server: &TestServer) -> Scrape {
+    let response = server.request("GET", "/metrics", &[], None);
+    assert_eq!(response.status, 200);
+    assert!(response
+        .header("content-type")
+        .is_some_and(|v| v.starts_with("text/plain; version=0.0.4")));
+    let lines = response
+        .text()
+        .lines()
+        .map(|l| Ok(l.to_string()))
+        .collect::<Vec<_>>();
+    Scrape::parse(lines.into_iter()).expect("valid Prometheus text format")
+}
+
+/// The value of a sample with these labels (counter, gauge or untyped).
+fn value(scrape: &Scrape, name: &str, labels: &[(&str, &str)]) -> f64 {
+    scrape
+        .samples
+        .iter()
+        .filter(|s| s.metric == name)
+        .filter(|s| labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+        .map(|s| match &s.value {
+            Metric::Counter(v) | Metric::Gauge(v) | Metric::Untyped(v) => *v,
+            Metric::Histogram(buckets) => buckets.last().map_or(0.0, |b| b.count),
+            Metric::Summary(_) => 0.0,
+        })
+        .sum()
+}
+
+fn histogram_count(scrape: &Scrape, name: &str, labels: &[(&str, &str)]) -> f64 {
+    scrape
+        .samples
+        .iter()
+        .filter(|s| s.metric == name)
+        .filter(|s| labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+        .map(|s| match &s.value {
+            Metric::Histogram(buckets) => buckets.iter().map(|b| b.count).fold(0.0, f64::max),
+            _ => 0.0,
+        })
+        .sum()
+}
+
+#[test]
+fn metrics_parse_and_move_with_traffic() {
+    let server = TestServer::start();
+    let before = scrape(&server);
+    for name in [
+        "notifd_build_info",
+        "notifd_ws_connections",
+        "notifd_ws_connections_total",
+        "notifd_notifications_created_total",
+        "notifd_notifications_delivered_total",
+        "notifd_replayed_total",
+        "notifd_redis_reconnects_total",
+        "notifd_redis_publish_failures_total",
+    ] {
+        assert!(
+            before.samples.iter().any(|s| s.metric == name),
+            "{name} missing"
+        );
+    }
+    assert_eq!(
+        value(
+            &before,
+            "notifd_build_info",
+            &[("version", env!("CARGO_PKG_VERSION"))]
+        ),
+        1.0
+    );
+
+    let user = new_user("metrics");
+    let token = user_token(&user, &["acme"]);
+    let mut ws = server.ws(&format!("token={token}&workspaceSlug=acme"));
+    let created =
+        server.create(&json!({"user_id": user, "workspace": "acme", "kind": "k", "payload": {}}));
+    assert_eq!(next_notification(&mut ws)["id"], created["id"]);
+    let list = format!("/v1/notifications?user={user}&token=should-not-be-a-label");
+    assert_eq!(server.get(&list, &token).status, 200);
+    assert_eq!(server.get("/no/such/path", &token).status, 404);
+    let normal = tungstenite::protocol::CloseFrame {
+        code: tungstenite::protocol::frame::coding::CloseCode::Normal,
+        reason: "".into(),
+    };
+    ws.close(Some(normal)).expect("close");
+    while ws.read().is_ok() {}
+
+    // The server counts the close after the socket is gone: wait for it (bounded).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let after = loop {
+        let after = scrape(&server);
+        let closes = |s: &Scrape| value(s, "notifd_ws_closes_total", &[("code", "1000")]);
+        if closes(&after) > closes(&before) || std::time::Instant::now() > deadline {
+            break after;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let moved = |name: &str, labels: &[(&str, &str)]| {
+        value(&after, name, labels) - value(&before, name, labels)
+    };
+    assert!(moved("notifd_notifications_created_total", &[]) >= 1.0);
+    assert!(moved("notifd_notifications_delivered_total", &[]) >= 1.0);
+    assert!(moved("notifd_ws_connections_total", &[]) >= 1.0);
+    assert!(moved("notifd_ws_closes_total", &[("code", "1000")]) >= 1.0);
+    let created_route = [("route", "/v1/internal/notifications"), ("status", "201")];
+    assert!(moved("notifd_http_requests_total", &created_route) >= 1.0);
+    assert!(
+        moved(
+            "notifd_http_requests_total",
+            &[("route", "/v1/notifications"), ("status", "200")]
+        ) >= 1.0
+    );
+    assert!(
+        moved(
+            "notifd_http_requests_total",
+            &[("route", "unknown"), ("status", "404")]
+        ) >= 1.0
+    );
+    assert!(histogram_count(&after, "notifd_delivery_seconds", &[]) >= 1.0);
+    assert!(
+        histogram_count(
+            &after,
+            "notifd_http_request_seconds",
+            &[("route", "/v1/notifications")]
+        ) >= 1.0
+    );
+    assert!(histogram_count(&after, "notifd_db_pool_wait_seconds", &[]) >= 1.0);
+
+    // Labels are route templates only: no raw path, query, user id or token.
+    let text = server.request("GET", "/metrics", &[], None).text();
+    for leak in [
+        user.as_str(),
+        "should-not-be-a-label",
+        "/no/such/path",
+        token.as_str(),
+    ] {
+        assert!(!text.contains(leak), "metrics expose {leak:?}");
+    }
+}

@@ -1,0 +1,881 @@
+//! WebSocket delivery end to end: real notifd servers, real PostgreSQL and Redis, real
+//! clients. Each notification reaches exactly the connections it is meant for
+//! (user, workspace, user-level); `since=` replay joins live delivery with no gap
+//! and no duplicate while notifications keep being created; two instances on one
+//! Redis deliver across each other and enforce one connection per user and workspace
+//! (4005); a Redis restart loses nothing for a connected client; and the first
+//! source document's JavaScript `NotificationManager` works against notifd unchanged.
+//!
+//! Absence is proved by ordering, never by sleeping: after a notification a client
+//! must not get, the client is sent something it must get (another notification, or
+//! a text `ping` answered by `pong`), and the first thing it reads has to be that.
+
+mod common;
+
+use std::collections::{HashMap, HashSet};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use common::{expect_close, new_user, next_notification, user_token, TestServer, Ws};
+use serde_json::{json, Value};
+use tungstenite::Message;
+
+// ---------------------------------------------------------------------------
+// Helpers
+// ---------------------------------------------------------------------------
+
+/// Opens a connection of `user` (granted `grants`) on `workspace`.
+fn connect(server: &TestServer, user: &str, grants: &[&str], workspace: &str) -> Ws {
+    server.ws(&format!(
+        "token={}&workspaceSlug={workspace}",
+        user_token(user, grants)
+    ))
+}
+
+/// Creates one notification through REST (201 or panic) and returns it.
+fn create(server: &TestServer, user: &str, workspace: Option<&str>, kind: &str, n: usize) -> Value {
+    server.create(&json!({
+        "user_id": user,
+        "workspace": workspace,
+        "kind": kind,
+        "title": format!("{kind} #{n}"),
+        "payload": {"n": n},
+    }))
+}
+
+fn id_of(notification: &Value) -> String {
+    notification["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("notification without id: {notification}"))
+        .to_string()
+}
+
+/// The next text frame (control frames skipped); `Err` on close, error or timeout.
+fn next_text(ws: &mut Ws) -> Result<String, String> {
+    loop {
+        match ws.read() {
+            Ok(Message::Text(text)) => return Ok(text.to_string()),
+            Ok(Message::Close(frame)) => return Err(format!("closed: {frame:?}")),
+            Ok(_) => continue,
+            Err(err) => return Err(format!("read failed: {err}")),
+        }
+    }
+}
+
+/// Sends the text `ping`; the very next text frame must be `pong`. Proves that no
+/// notification was queued for this client before the round trip.
+fn assert_only_pong_pending(ws: &mut Ws, who: &str) {
+    ws.send(Message::text("ping")).expect("send ping");
+    let text = next_text(ws).unwrap_or_else(|e| panic!("{who}: no pong: {e}"));
+    assert_eq!(
+        text, "pong",
+        "{who}: got something before the pong (a notification not meant for it, or a duplicate)"
+    );
+}
+
+/// Reads notifications until `count` arrived or `deadline` passed; returns what came.
+fn collect(ws: &mut Ws, count: usize, deadline: Instant) -> Vec<Value> {
+    let mut got = Vec::with_capacity(count);
+    while got.len() < count {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        ws.get_ref()
+            .set_read_timeout(Some(left.min(Duration::from_secs(10))))
+            .expect("set read timeout");
+        match next_text(ws) {
+            Ok(text) => got.push(
+                serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}")),
+            ),
+            Err(err) => {
+                eprintln!("stopped reading after {} of {count}: {err}", got.len());
+                break;
+            }
+        }
+    }
+    got
+}
+
+/// Explains how `got` differs from `expected` (both lists of ids).
+fn describe_difference(expected: &[String], got: &[String]) -> String {
+    let want: HashSet<&String> = expected.iter().collect();
+    let mut counts: HashMap<&String, usize> = HashMap::new();
+    for id in got {
+        *counts.entry(id).or_default() += 1;
+    }
+    let missing = expected
+        .iter()
+        .filter(|id| !counts.contains_key(id))
+        .count();
+    let duplicated = counts.values().filter(|&&n| n > 1).count();
+    let foreign = counts.keys().filter(|id| !want.contains(*id)).count();
+    format!(
+        "expected {} ids, got {} frames: {missing} missing, {duplicated} duplicated, {foreign} unexpected",
+        expected.len(),
+        got.len()
+    )
+}
+
+/// Subscribers of `channel` on the Redis at `url` (PUBSUB NUMSUB).
+fn subscribers(url: &str, channel: &str) -> Option<i64> {
+    let client = redis::Client::open(url).ok()?;
+    let mut conn = client
+        .get_connection_with_timeout(Duration::from_secs(1))
+        .ok()?;
+    let (_, n): (String, i64) = redis::cmd("PUBSUB")
+        .arg("NUMSUB")
+        .arg(channel)
+        .query(&mut conn)
+        .ok()?;
+    Some(n)
+}
+
+/// Waits (bounded) until `count` notifd subscribers listen on the control channel of
+/// `prefix`: the instances' subscriber threads are up. Polling Redis for a state
+/// change, not sleeping for correctness.
+fn wait_for_subscribers(url: &str, prefix: &str, count: i64, within: Duration) {
+    let channel = format!("{prefix}notifd:control");
+    let deadline = Instant::now() + within;
+    loop {
+        let now = subscribers(url, &channel);
+        if now.is_some_and(|n| n >= count) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{count} subscriber(s) on {channel} within {within:?}; have {now:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Routing
+// ---------------------------------------------------------------------------
+
+#[test]
+fn a_notification_reaches_only_its_users_connection_on_its_workspace() {
+    let server = TestServer::start();
+    let u = new_user("route_u");
+    let v = new_user("route_v");
+    let mut u_a = connect(&server, &u, &["wa", "wb"], "wa");
+    let mut u_b = connect(&server, &u, &["wa", "wb"], "wb");
+    let mut v_a = connect(&server, &v, &["wa"], "wa");
+
+    // For U on wa: only U's wa connection.
+    let for_u_a = create(&server, &u, Some("wa"), "route", 1);
+    assert_eq!(next_notification(&mut u_a), for_u_a);
+    // For U on a workspace U has no connection on: nobody.
+    let _for_u_c = create(&server, &u, Some("wc"), "route", 2);
+    // U's wb connection: the first thing it gets is its own notification.
+    let for_u_b = create(&server, &u, Some("wb"), "route", 3);
+    assert_eq!(
+        next_notification(&mut u_b),
+        for_u_b,
+        "U's wb connection got another workspace's notification first"
+    );
+    // V's wa connection: not U's wa notification.
+    let for_v_a = create(&server, &v, Some("wa"), "route", 4);
+    assert_eq!(
+        next_notification(&mut v_a),
+        for_v_a,
+        "V's connection got another user's notification first"
+    );
+    // U's wa connection got neither wb's, wc's nor V's.
+    assert_only_pong_pending(&mut u_a, "U on wa");
+    assert_only_pong_pending(&mut u_b, "U on wb");
+    assert_only_pong_pending(&mut v_a, "V on wa");
+}
+
+#[test]
+fn a_user_level_notification_reaches_all_of_the_users_connections() {
+    let server = TestServer::start();
+    let u = new_user("ulevel_u");
+    let v = new_user("ulevel_v");
+    let mut u_a = connect(&server, &u, &["wa", "wb"], "wa");
+    let mut u_b = connect(&server, &u, &["wa", "wb"], "wb");
+    let mut v_a = connect(&server, &v, &["wa"], "wa");
+
+    let user_level = create(&server, &u, None, "account_updated", 1);
+    assert_eq!(user_level["workspace"], Value::Null);
+    assert_eq!(next_notification(&mut u_a), user_level, "U on wa");
+    assert_eq!(next_notification(&mut u_b), user_level, "U on wb");
+    // Once each, and not to V.
+    assert_only_pong_pending(&mut u_a, "U on wa");
+    assert_only_pong_pending(&mut u_b, "U on wb");
+    assert_only_pong_pending(&mut v_a, "V on wa");
+}
+
+// ---------------------------------------------------------------------------
+// since= replay joined to live delivery
+// ---------------------------------------------------------------------------
+
+#[test]
+fn since_replay_then_live_delivers_every_notification_exactly_once_in_order() {
+    const FIRST: usize = 200;
+    const READ_BEFORE_DROP: usize = 50;
+    const WHILE_AWAY: usize = 100;
+    const WHILE_RECONNECTING: usize = 100;
+    let server = TestServer::start();
+    let user = new_user("since");
+    let token = user_token(&user, &["acme"]);
+
+    // Connected: 200 created, the client reads 50 of them and drops the connection.
+    let mut ws = server.ws(&format!("token={token}&workspaceSlug=acme"));
+    let mut created: Vec<String> = (0..FIRST)
+        .map(|n| id_of(&create(&server, &user, Some("acme"), "since", n)))
+        .collect();
+    let before = collect(
+        &mut ws,
+        READ_BEFORE_DROP,
+        Instant::now() + Duration::from_secs(15),
+    );
+    let before: Vec<String> = before.iter().map(id_of).collect();
+    assert_eq!(
+        before,
+        created[..READ_BEFORE_DROP],
+        "the first 50 live frames, in creation order"
+    );
+    let _ = ws.get_ref().shutdown(std::net::Shutdown::Both);
+    drop(ws);
+    let last_seen = before.last().expect("read 50").clone();
+
+    // 100 more while away.
+    created.extend(
+        (FIRST..FIRST + WHILE_AWAY)
+            .map(|n| id_of(&create(&server, &user, Some("acme"), "since", n))),
+    );
+
+    // A writer keeps creating while the client reconnects with since=.
+    let (after, written, trailing) = std::thread::scope(|scope| {
+        let (started_tx, started_rx) = mpsc::channel();
+        let (server, user) = (&server, &user);
+        let writer = scope.spawn(move || {
+            let mut ids = Vec::new();
+            for n in 0..WHILE_RECONNECTING {
+                ids.push(id_of(&create(
+                    server,
+                    user,
+                    Some("acme"),
+                    "since",
+                    FIRST + WHILE_AWAY + n,
+                )));
+                if n == 10 {
+                    let _ = started_tx.send(());
+                }
+            }
+            ids
+        });
+        started_rx
+            .recv_timeout(Duration::from_secs(20))
+            .expect("the writer is creating");
+        let mut ws = server.ws(&format!(
+            "token={token}&workspaceSlug=acme&since={last_seen}"
+        ));
+        let expected = FIRST - READ_BEFORE_DROP + WHILE_AWAY + WHILE_RECONNECTING;
+        let after = collect(&mut ws, expected, Instant::now() + Duration::from_secs(30));
+        let written = writer.join().expect("writer thread");
+        // Then nothing more is queued (no trailing duplicate): checked last, below.
+        ws.send(Message::text("ping")).expect("send ping");
+        let trailing = next_text(&mut ws);
+        (after, written, trailing)
+    });
+    created.extend(written);
+    assert_eq!(created.len(), 400);
+
+    let after_ids: Vec<String> = after.iter().map(id_of).collect();
+    let mut all = before.clone();
+    all.extend(after_ids.iter().cloned());
+    let unique: HashSet<&String> = all.iter().collect();
+    assert!(
+        unique.len() == all.len() && unique == created.iter().collect::<HashSet<_>>(),
+        "before + after must be every created id exactly once: {}",
+        describe_difference(&created, &all)
+    );
+    assert_eq!(
+        after_ids,
+        created[READ_BEFORE_DROP..],
+        "after reconnecting: replay then live, in creation order"
+    );
+    let times: Vec<&str> = after
+        .iter()
+        .map(|n| n["created_at"].as_str().expect("created_at"))
+        .collect();
+    assert!(
+        times.windows(2).all(|w| w[0] <= w[1]),
+        "created_at ascending after reconnecting"
+    );
+    assert_eq!(
+        trailing.as_deref(),
+        Ok("pong"),
+        "nothing after the 350 but the pong (a duplicate would come first)"
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Two instances on one Redis
+// ---------------------------------------------------------------------------
+
+#[test]
+fn two_instances_on_one_redis_deliver_across_and_replace_across() {
+    let settings = common::settings();
+    let prefix = settings.redis_prefix.clone().expect("prefix");
+    let a = TestServer::with(settings.clone());
+    let b = TestServer::with(settings);
+    // Both subscriber threads listen (else a message published now reaches nobody).
+    wait_for_subscribers(&common::redis_url(), &prefix, 2, Duration::from_secs(10));
+
+    // A create through A reaches a client connected to B.
+    let reader = new_user("two_reader");
+    let mut on_b = connect(&b, &reader, &["acme"], "acme");
+    let created = create(&a, &reader, Some("acme"), "across", 1);
+    assert_eq!(next_notification(&mut on_b), created);
+
+    // The same user and workspace connect on A, then on B: A's connection is replaced.
+    let user = new_user("two_replace");
+    let mut first = connect(&a, &user, &["acme"], "acme");
+    assert_only_pong_pending(&mut first, "first connection (live on A)");
+    let mut second = connect(&b, &user, &["acme"], "acme");
+    let (code, reason) = expect_close(&mut first);
+    assert_eq!(
+        code, 4005,
+        "older connection on A closed as replaced ({reason})"
+    );
+    let created = create(&a, &user, Some("acme"), "across", 2);
+    assert_eq!(
+        next_notification(&mut second),
+        created,
+        "B's connection lives on"
+    );
+    assert_only_pong_pending(&mut second, "B's connection");
+}
+
+// ---------------------------------------------------------------------------
+// Redis restart
+// ---------------------------------------------------------------------------
+
+/// A `redis-server` of this test, killed on drop (a panicking test included).
+struct RedisProcess {
+    port: u16,
+    child: Option<Child>,
+}
+
+impl RedisProcess {
+    fn start(port: u16) -> RedisProcess {
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string()])
+            .args(["--save", "", "--appendonly", "no", "--bind", "127.0.0.1"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server runs");
+        let mut redis = RedisProcess {
+            port,
+            child: Some(child),
+        };
+        redis.wait_ready(Duration::from_secs(10));
+        redis
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Polls PING until PONG (bounded): the server is up.
+    fn wait_ready(&mut self, within: Duration) {
+        let deadline = Instant::now() + within;
+        loop {
+            if ping(self.port) {
+                return;
+            }
+            if let Some(child) = self.child.as_mut() {
+                if let Ok(Some(status)) = child.try_wait() {
+                    panic!("redis-server on port {} exited: {status}", self.port);
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "redis-server answers PING within {within:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for RedisProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn ping(port: u16) -> bool {
+    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
+    if stream.write_all(b"PING\r\n").is_err() {
+        return false;
+    }
+    let mut reply = [0u8; 7];
+    stream.read_exact(&mut reply).is_ok() && &reply == b"+PONG\r\n"
+}
+
+/// A port nobody listens on, below Linux's ephemeral range (32768 and up): while
+/// redis-server is down, the port must not be handed to some outgoing connection
+/// (this binary opens hundreds), or the restart could not bind it again.
+fn free_port() -> u16 {
+    let seed = std::process::id() as u64
+        ^ std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos() as u64)
+            .unwrap_or(0);
+    (0..2_000u64)
+        .map(|i| 20_000 + ((seed + i * 7_919) % 12_000) as u16)
+        .find(|&port| TcpListener::bind(("127.0.0.1", port)).is_ok())
+        .expect("a free port below the ephemeral range")
+}
+
+#[test]
+fn a_redis_restart_loses_nothing_for_a_connected_client() {
+    if Command::new("redis-server")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!("SKIPPED: redis-server is not on PATH");
+        return;
+    }
+    let port = free_port();
+    // Declared first, dropped last: the server shuts down while Redis still runs.
+    let mut redis = RedisProcess::start(port);
+    let mut settings = common::settings();
+    settings.redis_url = Some(redis.url());
+    let prefix = settings.redis_prefix.clone().expect("prefix");
+    let server = TestServer::with(settings);
+    wait_for_subscribers(&redis.url(), &prefix, 1, Duration::from_secs(10));
+
+    let user = new_user("restart");
+    let mut ws = connect(&server, &user, &["acme"], "acme");
+    let mut created = Vec::new();
+    for n in 0..3 {
+        let notification = create(&server, &user, Some("acme"), "before", n);
+        assert_eq!(next_notification(&mut ws), notification, "live before");
+        created.push(id_of(&notification));
+    }
+    let received_before = created.clone();
+
+    // Redis goes away: creates are still stored (201), publishing fails.
+    redis.kill();
+    for n in 0..3 {
+        created.push(id_of(&create(&server, &user, Some("acme"), "during", n)));
+    }
+    let back = Instant::now();
+    let mut redis = RedisProcess::start(port);
+    // Right after the restart, possibly before the subscriber is back.
+    for n in 0..3 {
+        created.push(id_of(&create(&server, &user, Some("acme"), "restarted", n)));
+    }
+    // Once the subscriber has subscribed again, delivery must be live again.
+    wait_for_subscribers(&redis.url(), &prefix, 1, Duration::from_secs(25));
+    for n in 0..3 {
+        created.push(id_of(&create(&server, &user, Some("acme"), "after", n)));
+    }
+    let expected_after = created.len() - received_before.len();
+    let after = collect(&mut ws, expected_after, back + Duration::from_secs(30));
+    let mut all = received_before.clone();
+    all.extend(after.iter().map(id_of));
+    let unique: HashSet<&String> = all.iter().collect();
+    assert!(
+        unique.len() == all.len() && unique == created.iter().collect::<HashSet<_>>(),
+        "every notification from before, during and after the outage, exactly once: {}",
+        describe_difference(&created, &all)
+    );
+    assert_only_pong_pending(&mut ws, "client after the outage");
+    drop(ws);
+    drop(server);
+    redis.kill();
+}
+
+#[test]
+fn after_a_quiet_redis_restart_new_notifications_are_live_again() {
+    if Command::new("redis-server")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!("SKIPPED: redis-server is not on PATH");
+        return;
+    }
+    let port = free_port();
+    let mut redis = RedisProcess::start(port);
+    let mut settings = common::settings();
+    settings.redis_url = Some(redis.url());
+    let prefix = settings.redis_prefix.clone().expect("prefix");
+    let server = TestServer::with(settings);
+    wait_for_subscribers(&redis.url(), &prefix, 1, Duration::from_secs(10));
+
+    let user = new_user("quiet");
+    let mut ws = connect(&server, &user, &["acme"], "acme");
+    // Several creates at once, so the publisher holds more than one Redis connection.
+    let before: Vec<Value> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..4)
+            .map(|n| {
+                let (server, user) = (&server, &user);
+                scope.spawn(move || create(server, user, Some("acme"), "before", n))
+            })
+            .collect();
+        workers
+            .into_iter()
+            .map(|w| w.join().expect("creator"))
+            .collect()
+    });
+    let got = collect(
+        &mut ws,
+        before.len(),
+        Instant::now() + Duration::from_secs(10),
+    );
+    assert_eq!(got.len(), before.len(), "live before the restart");
+
+    // Redis restarts while nothing is created; the subscriber comes back.
+    redis.kill();
+    let mut redis = RedisProcess::start(port);
+    wait_for_subscribers(&redis.url(), &prefix, 1, Duration::from_secs(25));
+    let created: Vec<String> = (0..6)
+        .map(|n| id_of(&create(&server, &user, Some("acme"), "after", n)))
+        .collect();
+    let got = collect(
+        &mut ws,
+        created.len(),
+        Instant::now() + Duration::from_secs(15),
+    );
+    let got: Vec<String> = got.iter().map(id_of).collect();
+    assert_eq!(
+        got,
+        created,
+        "every notification created after the restart arrives: {}",
+        describe_difference(&created, &got)
+    );
+    drop(ws);
+    drop(server);
+    redis.kill();
+}
+
+// ---------------------------------------------------------------------------
+// The first source document's JavaScript client
+// ---------------------------------------------------------------------------
+
+/// The first source document's `NotificationManager`, verbatim except that
+/// `WebSocket` comes from the `ws` package and the URL points at this test's server.
+const NOTIFICATION_MANAGER_JS: &str = r#"
+const WebSocket = require('ws');
+const PORT = process.argv[2];
+const TOKEN = process.argv[3];
+const WORKSPACE = process.argv[4];
+
+class NotificationManager {
+  constructor(getToken, workspaceSlug) {
+    this.getToken = getToken; // Function that returns a valid JWT token
+    this.workspaceSlug = workspaceSlug;
+    this.ws = null;
+    this.reconnectAttempts = 0;
+    this.maxReconnectAttempts = 5;
+    this.reconnectDelay = 1000; // Start with 1 second
+  }
+
+  async connect() {
+    const token = await this.getToken();
+    const url = `ws://127.0.0.1:${PORT}/?token=${encodeURIComponent(token)}&workspaceSlug=${this.workspaceSlug}`;
+    this.ws = new WebSocket(url);
+
+    this.ws.onopen = () => {
+      console.log('Connected to notifications');
+      this.reconnectAttempts = 0;
+      this.reconnectDelay = 1000;
+    };
+
+    this.ws.onmessage = (event) => {
+      const notification = JSON.parse(event.data);
+      this.handleNotification(notification);
+    };
+
+    this.ws.onclose = (event) => {
+      console.log('Connection closed', event.code);
+      if (event.code === 4001) {
+        console.error('Authentication failed — check your token');
+        return; // Don't reconnect on auth failure
+      }
+      // For 4003 (expired) or normal closes, reconnect with a fresh token
+      this.attemptReconnect();
+    };
+
+    this.ws.onerror = (error) => {
+      console.error('WebSocket error:', error);
+    };
+  }
+
+  attemptReconnect() {
+    if (this.reconnectAttempts >= this.maxReconnectAttempts) {
+      console.error('Max reconnection attempts reached');
+      return;
+    }
+
+    this.reconnectAttempts++;
+    console.log(`Reconnecting... Attempt ${this.reconnectAttempts}`);
+
+    setTimeout(() => {
+      this.connect();
+    }, this.reconnectDelay);
+
+    // Exponential backoff
+    this.reconnectDelay = Math.min(this.reconnectDelay * 2, 30000); // Max 30 seconds
+  }
+
+  handleNotification(notification) {
+    // Your notification handling logic
+    console.log('Notification received:', notification);
+  }
+
+  disconnect() {
+    if (this.ws) {
+      this.ws.close();
+    }
+  }
+}
+
+// The test's handler: one JSON line per notification.
+const manager = new NotificationManager(() => TOKEN, WORKSPACE);
+manager.handleNotification = (notification) => {
+  console.log(JSON.stringify(notification));
+};
+manager.connect().then(() => {
+  // A reconnect would start within reconnectDelay (1 s) of the first close.
+  manager.ws.addEventListener('close', () => setTimeout(() => process.exit(0), 1500));
+});
+setTimeout(() => process.exit(0), 20000);
+"#;
+
+/// A scratch directory and the child processes using it; cleaned up on drop.
+struct Scratch {
+    dir: PathBuf,
+    children: Vec<Child>,
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        for child in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Runs `command` to completion within `limit`; `None` on timeout (the process is
+/// killed) or when it cannot start.
+fn run_bounded(mut command: Command, limit: Duration) -> Option<std::process::Output> {
+    let mut child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .ok()?;
+    let deadline = Instant::now() + limit;
+    loop {
+        match child.try_wait() {
+            Ok(Some(_)) => return child.wait_with_output().ok(),
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(50)),
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return None;
+            }
+        }
+    }
+}
+
+/// Lines of a child's stream, delivered on a channel by a reader thread.
+fn lines_of(stream: impl Read + Send + 'static) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stream).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+/// Waits (bounded) for a line matching `wanted`; returns it, and the lines before it.
+fn wait_for_line(
+    lines: &mpsc::Receiver<String>,
+    within: Duration,
+    wanted: impl Fn(&str) -> bool,
+) -> (Option<String>, Vec<String>) {
+    let deadline = Instant::now() + within;
+    let mut seen = Vec::new();
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match lines.recv_timeout(left) {
+            Ok(line) if wanted(&line) => return (Some(line), seen),
+            Ok(line) => seen.push(line),
+            Err(_) => return (None, seen),
+        }
+    }
+}
+
+#[test]
+fn the_first_documents_notification_manager_receives_and_stops_on_4001() {
+    if Command::new("node").arg("--version").output().is_err() {
+        eprintln!("SKIPPED: node is not on PATH");
+        return;
+    }
+    let dir = std::env::temp_dir().join(new_user("notifd_js"));
+    std::fs::create_dir_all(&dir).expect("scratch dir");
+    let mut scratch = Scratch {
+        dir: dir.clone(),
+        children: Vec::new(),
+    };
+    let mut npm = Command::new("npm");
+    npm.args([
+        "install",
+        "--no-audit",
+        "--no-fund",
+        "--loglevel=error",
+        "ws@8",
+    ])
+    .current_dir(&dir);
+    match run_bounded(npm, Duration::from_secs(45)) {
+        Some(out) if out.status.success() => {}
+        Some(out) => {
+            eprintln!(
+                "SKIPPED: npm install ws failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            return;
+        }
+        None => {
+            eprintln!("SKIPPED: npm install ws did not finish (or npm is missing)");
+            return;
+        }
+    }
+    let script = dir.join("manager.js");
+    std::fs::write(&script, NOTIFICATION_MANAGER_JS).expect("write script");
+
+    let server = TestServer::start();
+    let port = server.ws_addr().port().to_string();
+    let user = new_user("js");
+
+    // A valid token: the manager connects and hands each notification to its handler.
+    let mut child = Command::new("node")
+        .arg(&script)
+        .args([&port, &user_token(&user, &["my-workspace"]), "my-workspace"])
+        .current_dir(&dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("node runs");
+    let stdout = lines_of(child.stdout.take().expect("stdout"));
+    let stderr = lines_of(child.stderr.take().expect("stderr"));
+    scratch.children.push(child);
+    let (open, early) = wait_for_line(&stdout, Duration::from_secs(15), |l| {
+        l == "Connected to notifications"
+    });
+    let errors: Vec<String> = stderr.try_iter().collect();
+    assert!(
+        open.is_some(),
+        "the manager connects; stdout {early:?}, stderr {errors:?}"
+    );
+    let created = server.create(&json!({
+        "user_id": user,
+        "workspace": "my-workspace",
+        "kind": "record_created",
+        "type": "success",
+        "title": "New Order",
+        "message": "Order #12345 has been placed",
+        "metadata": {"orderId": 12345},
+    }));
+    let (line, before) = wait_for_line(&stdout, Duration::from_secs(10), |l| l.starts_with('{'));
+    let line = line.unwrap_or_else(|| panic!("the manager printed a notification; got {before:?}"));
+    let received: Value = serde_json::from_str(&line).expect("JSON line");
+    assert_eq!(received, created, "what the manager's handler got");
+    for field in [
+        "id",
+        "title",
+        "message",
+        "type",
+        "read",
+        "timestamp",
+        "metadata",
+    ] {
+        assert!(
+            !received[field].is_null(),
+            "the document's field {field} is present"
+        );
+    }
+    for mut child in scratch.children.drain(..) {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+
+    // A bad token: 4001, 'Authentication failed', and no reconnect.
+    let child = Command::new("node")
+        .arg(&script)
+        .args([&port, "not-a-jwt", "my-workspace"])
+        .current_dir(&dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("node runs");
+    let output = {
+        scratch.children.push(child);
+        let deadline = Instant::now() + Duration::from_secs(15);
+        let child = scratch.children.last_mut().expect("child");
+        loop {
+            match child.try_wait().expect("try_wait") {
+                Some(_) => break,
+                None => {
+                    assert!(
+                        Instant::now() < deadline,
+                        "the manager script exits after its close"
+                    );
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            }
+        }
+        let child = scratch.children.pop().expect("child");
+        child.wait_with_output().expect("output")
+    };
+    let out = String::from_utf8_lossy(&output.stdout);
+    let err = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        out.contains("Connection closed 4001"),
+        "closed with 4001; stdout {out:?}"
+    );
+    assert!(
+        err.contains("Authentication failed"),
+        "the manager logs 'Authentication failed'; stderr {err:?}"
+    );
+    assert!(
+        !out.contains("Reconnecting"),
+        "the manager must not reconnect after 4001; stdout {out:?}"
+    );
+    assert_eq!(
+        out.matches("Connection closed").count(),
+        1,
+        "one connection attempt only; stdout {out:?}"
+    );
+    drop(server);
+}
