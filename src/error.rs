@@ -15,6 +15,13 @@ pub enum Error {
     Invalid { field: String, message: String },
     /// The body is not valid JSON, or not the JSON shape the endpoint takes (400).
     BadJson(String),
+    /// Items of a batch that failed validation (400 or 413): `message` describes the
+    /// first; `items` lists each as (index, code, message).
+    Batch {
+        status: u16,
+        message: String,
+        items: Vec<(usize, &'static str, String)>,
+    },
     /// A pagination cursor that this server did not issue, or that was altered (400).
     InvalidCursor,
     /// No token, or a token that fails verification (401). The message never holds
@@ -54,6 +61,7 @@ impl Error {
     pub fn status(&self) -> u16 {
         match self {
             Error::Invalid { .. } | Error::BadJson(_) | Error::InvalidCursor => 400,
+            Error::Batch { status, .. } => *status,
             Error::Unauthorized(_) | Error::TokenExpired => 401,
             Error::Forbidden { .. } => 403,
             Error::NotFound => 404,
@@ -69,6 +77,7 @@ impl Error {
     pub fn code(&self) -> &'static str {
         match self {
             Error::Invalid { .. } => "invalid_field",
+            Error::Batch { .. } => "invalid_batch",
             Error::BadJson(_) => "invalid_json",
             Error::InvalidCursor => "invalid_cursor",
             Error::Unauthorized(_) => "unauthorized",
@@ -97,6 +106,7 @@ impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Error::Invalid { field, message } => write!(f, "{field}: {message}"),
+            Error::Batch { message, .. } => f.write_str(message),
             Error::BadJson(message) => write!(f, "body is not valid JSON: {message}"),
             Error::InvalidCursor => f.write_str("cursor: malformed or altered cursor"),
             Error::Unauthorized(message) => f.write_str(message),

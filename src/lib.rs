@@ -12,6 +12,7 @@
 //! - [`auth`]: JWT verification and what a token grants.
 //! - [`notification`]: the one JSON shape; [`validate`]: create requests.
 //! - [`store`]: PostgreSQL (pool, migrations, keyset pages, read state).
+//! - [`committer`]: group commit of concurrent creates, then one Redis pipeline.
 //! - [`publisher`]: Redis publish after commit; [`subscriber`]: the one thread that
 //!   receives from Redis; [`hub`]: user -> this instance's connections.
 //! - [`websocket`]: the WebSocket listener, handshakes and per-connection loops.
@@ -24,6 +25,7 @@
 pub mod api;
 pub mod auth;
 pub mod cli;
+pub mod committer;
 pub mod config;
 pub mod error;
 pub mod hub;

@@ -53,14 +53,32 @@ impl Publisher {
         self.publish_to(&self.channel(user_id), json)
     }
 
+    /// Publishes many notifications in one round trip: `(user_id, json)` pairs.
+    pub fn publish_many(&self, messages: &[(&str, &str)]) -> Result<(), Error> {
+        let mut pipe = redis::pipe();
+        for (user_id, json) in messages {
+            pipe.cmd("PUBLISH")
+                .arg(self.channel(user_id))
+                .arg(*json)
+                .ignore();
+        }
+        self.run(&pipe)
+    }
+
     /// Publishes a message between instances (see `subscriber::Replace`).
     pub fn publish_control(&self, json: &str) -> Result<(), Error> {
         self.publish_to(&crate::subscriber::control_channel(&self.prefix), json)
     }
 
     fn publish_to(&self, channel: &str, payload: &str) -> Result<(), Error> {
+        let mut pipe = redis::pipe();
+        pipe.cmd("PUBLISH").arg(channel).arg(payload).ignore();
+        self.run(&pipe)
+    }
+
+    fn run(&self, pipe: &redis::Pipeline) -> Result<(), Error> {
         let mut conn = self.pool.get().map_err(unavailable)?;
-        if conn.publish(channel, payload).is_ok() {
+        if conn.run(pipe).is_ok() {
             return Ok(());
         }
         // A pooled connection goes stale when Redis restarts, and only a command finds
@@ -68,7 +86,7 @@ impl Publisher {
         // one more try on a fresh connection rather than being lost.
         drop(conn);
         let mut fresh = r2d2::ManageConnection::connect(&self.manager).map_err(unavailable)?;
-        fresh.publish(channel, payload).map_err(unavailable)
+        fresh.run(pipe).map_err(unavailable)
     }
 
     /// True when Redis answers a PING within `timeout` (on a fresh connection, so a
@@ -93,13 +111,10 @@ struct Connection {
 }
 
 impl Connection {
-    fn publish(&mut self, channel: &str, payload: &str) -> redis::RedisResult<()> {
-        let result = redis::cmd("PUBLISH")
-            .arg(channel)
-            .arg(payload)
-            .query::<i64>(&mut self.conn);
+    fn run(&mut self, pipe: &redis::Pipeline) -> redis::RedisResult<()> {
+        let result = pipe.query::<()>(&mut self.conn);
         self.broken |= result.is_err();
-        result.map(|_| ())
+        result
     }
 }
 

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use crate::api::{self, Ctx};
 use crate::auth::Verifier;
+use crate::committer::Committer;
 use crate::config::Config;
 use crate::error::Error;
 use crate::hub::Hub;
@@ -50,13 +51,16 @@ impl Server {
                 migrate_until_done(&url, &shutdown)
             })?);
         }
+        let store = Store::new(&config.database_url, config.db_pool_size)?;
+        let publisher =
+            Publisher::new(&config.redis_url, &config.redis_prefix, config.db_pool_size)?;
+        let (committer, committers) = Committer::start(store.clone(), publisher.clone())
+            .map_err(|e| Error::Internal(format!("cannot start committers: {e}")))?;
+        background.extend(committers);
         let ctx = Arc::new(Ctx {
-            store: Store::new(&config.database_url, config.db_pool_size)?,
-            publisher: Publisher::new(
-                &config.redis_url,
-                &config.redis_prefix,
-                config.db_pool_size,
-            )?,
+            store,
+            publisher,
+            committer,
             verifier: Verifier::new(&config.jwt).map_err(Error::Internal)?,
             cors_origins: config.cors_origins.clone(),
         });

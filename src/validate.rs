@@ -38,8 +38,9 @@ pub fn is_workspace(text: &str) -> bool {
     is_name(text, MAX_WORKSPACE)
 }
 
-/// Builds a new notification from a create body.
-pub fn new_notification(body: Value) -> Result<Notification, Error> {
+/// Builds a new notification from a create body; returns it with its JSON (serialized
+/// once here, for the size check, and reused for Redis and the reply).
+pub fn new_notification(body: Value) -> Result<(Notification, String), Error> {
     let Value::Object(mut fields) = body else {
         return Err(Error::BadJson("the body must be a JSON object".into()));
     };
@@ -101,14 +102,15 @@ pub fn new_notification(body: Value) -> Result<Notification, Error> {
         created_at,
         updated_at: created_at,
     };
-    let size = notification.to_json().len();
+    let json = notification.to_json();
+    let size = json.len();
     if size > MAX_SERIALIZED_BYTES {
         return Err(Error::TooLarge(format!(
             "payload: the notification would be {size} bytes serialized; the limit is {MAX_SERIALIZED_BYTES} \
              (payload is sent twice, as payload and metadata)"
         )));
     }
-    Ok(notification)
+    Ok((notification, json))
 }
 
 fn required_string(fields: &mut Map<String, Value>, name: &str) -> Result<String, Error> {
@@ -184,7 +186,7 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn field_of(result: Result<Notification, Error>) -> String {
+    fn field_of(result: Result<(Notification, String), Error>) -> String {
         match result {
             Err(Error::Invalid { field, .. }) => field,
             other => panic!("expected a validation error, got {other:?}"),
@@ -194,7 +196,8 @@ mod tests {
     #[test]
     fn defaults_fill_title_message_and_type() {
         let n = new_notification(json!({"user_id": "u", "kind": "JOB_FAILED", "payload": {}}))
-            .expect("valid");
+            .expect("valid")
+            .0;
         assert_eq!(n.title, "JOB_FAILED");
         assert_eq!(n.message, "");
         assert_eq!(n.level, Level::Info);
@@ -205,10 +208,12 @@ mod tests {
     #[test]
     fn payload_string_holding_an_object_is_accepted() {
         let n = new_notification(json!({"user_id": "u", "kind": "k", "payload": "{\"a\":1}"}))
-            .expect("valid");
+            .expect("valid")
+            .0;
         assert_eq!(n.payload["a"], 1);
         let n = new_notification(json!({"user_id": "u", "kind": "k", "metadata": {"b": 2}}))
-            .expect("valid");
+            .expect("valid")
+            .0;
         assert_eq!(n.payload["b"], 2);
     }
 

@@ -48,6 +48,15 @@ impl Reply {
         if let Error::MethodNotAllowed(allowed) = err {
             reply.headers.push(("Allow", allowed.clone()));
         }
+        if let Error::Batch { items, .. } = err {
+            let items: Vec<Value> = items
+                .iter()
+                .map(|(index, code, message)| serde_json::json!({"index": index, "code": code, "message": message}))
+                .collect();
+            let mut body: Value = serde_json::from_str(&reply.body).unwrap_or_default();
+            body["error"]["items"] = Value::Array(items);
+            reply.body = body.to_string();
+        }
         reply
     }
 
@@ -120,6 +129,11 @@ pub fn param<'q>(params: &'q [(String, String)], name: &str) -> Option<&'q str> 
 /// (checked against the declared length first, then while reading, since a chunked
 /// body declares none), 400 when it does not parse. `None` for an empty body.
 pub fn json_body(request: &mut Request) -> Result<Option<Value>, Error> {
+    json_body_limited(request, MAX_BODY_BYTES)
+}
+
+/// `json_body` with another size limit (the batch endpoint takes more).
+pub fn json_body_limited(request: &mut Request, limit: usize) -> Result<Option<Value>, Error> {
     // No length and no chunking means no body (HTTP/1.1): `curl -X POST` sends that.
     let chunked = header_value(request, "Transfer-Encoding").is_some();
     if request.body_length() == Some(0) || (request.body_length().is_none() && !chunked) {
@@ -137,20 +151,17 @@ pub fn json_body(request: &mut Request) -> Result<Option<Value>, Error> {
     if !is_json {
         return Err(Error::UnsupportedMediaType);
     }
-    let too_large = || Error::TooLarge(format!("body: larger than {MAX_BODY_BYTES} bytes"));
-    if request
-        .body_length()
-        .is_some_and(|len| len > MAX_BODY_BYTES)
-    {
+    let too_large = || Error::TooLarge(format!("body: larger than {limit} bytes"));
+    if request.body_length().is_some_and(|len| len > limit) {
         return Err(too_large());
     }
-    let mut body = Vec::with_capacity(request.body_length().unwrap_or(1024).min(MAX_BODY_BYTES));
+    let mut body = Vec::with_capacity(request.body_length().unwrap_or(1024).min(limit));
     request
         .as_reader()
-        .take(MAX_BODY_BYTES as u64 + 1)
+        .take(limit as u64 + 1)
         .read_to_end(&mut body)
         .map_err(|e| Error::BadJson(format!("cannot read body: {e}")))?;
-    if body.len() > MAX_BODY_BYTES {
+    if body.len() > limit {
         return Err(too_large());
     }
     if body.iter().all(u8::is_ascii_whitespace) {

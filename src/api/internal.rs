@@ -1,27 +1,98 @@
-//! The service endpoint `POST /v1/internal/notifications`: validate, store, publish,
-//! then answer 201 with the notification.
+//! The service endpoints: `POST /v1/internal/notifications` (one) and
+//! `POST /v1/internal/notifications/batch` (up to 1,000, all or none). Validate, then
+//! hand to the committer (store, then publish), then answer 201.
 
+use std::sync::Arc;
+
+use serde_json::Value;
 use tiny_http::Request;
 
 use super::http::{self, Reply};
 use super::Ctx;
 use crate::auth::Identity;
+use crate::committer::Ready;
 use crate::error::Error;
-use crate::metrics::{self, METRICS};
 use crate::validate;
+
+/// Most notifications in one batch.
+pub const MAX_BATCH: usize = 1000;
+/// Largest batch body: 1,000 notifications of about 1 KiB each.
+pub const MAX_BATCH_BODY_BYTES: usize = 1024 * 1024;
 
 pub fn create(ctx: &Ctx, _service: &Identity, request: &mut Request) -> Result<Reply, Error> {
     let body =
         http::json_body(request)?.ok_or_else(|| Error::BadJson("the body is empty".into()))?;
-    let notification = validate::new_notification(body)?;
-    ctx.store.insert(&notification)?;
-    let json = notification.to_json();
-    // Stored is what counts: a Redis failure is logged and the client still gets its
-    // 201; connected clients catch up from PostgreSQL once Redis is back.
-    metrics::inc(&METRICS.notifications_created);
-    if let Err(err) = ctx.publisher.publish(&notification.user_id, &json) {
-        metrics::inc(&METRICS.redis_publish_failures);
-        log::warn!(id = notification.id.to_string().as_str(), error = err.to_string().as_str(); "publish failed; notification is stored");
+    let ready = prepare(body)?;
+    let json = ready.json.clone();
+    ctx.committer.commit(vec![ready])?;
+    Ok(Reply::json_text(201, json.to_string()))
+}
+
+/// `{"notifications":[…]}`: every item is validated first; one invalid item refuses
+/// the whole batch (400 naming each bad item by index) and nothing is stored.
+pub fn create_batch(ctx: &Ctx, _service: &Identity, request: &mut Request) -> Result<Reply, Error> {
+    let body = http::json_body_limited(request, MAX_BATCH_BODY_BYTES)?
+        .ok_or_else(|| Error::invalid("notifications", "is required"))?;
+    let Value::Object(mut fields) = body else {
+        return Err(Error::BadJson("the body must be a JSON object".into()));
+    };
+    if let Some(unknown) = fields.keys().find(|k| k.as_str() != "notifications") {
+        return Err(Error::invalid(
+            unknown.clone(),
+            "unknown field; allowed: notifications",
+        ));
     }
-    Ok(Reply::json_text(201, json))
+    let Some(Value::Array(items)) = fields.remove("notifications") else {
+        return Err(Error::invalid(
+            "notifications",
+            "is required: an array of 1 to 1000 notifications",
+        ));
+    };
+    if items.is_empty() || items.len() > MAX_BATCH {
+        return Err(Error::invalid(
+            "notifications",
+            format!(
+                "must hold 1 to {MAX_BATCH} notifications, got {}",
+                items.len()
+            ),
+        ));
+    }
+    let mut ready = Vec::with_capacity(items.len());
+    let mut problems = Vec::new();
+    for (index, item) in items.into_iter().enumerate() {
+        match prepare(item) {
+            Ok(item) => ready.push(item),
+            Err(err) => problems.push((index, err)),
+        }
+    }
+    if let Some((index, first)) = problems.first() {
+        return Err(Error::Batch {
+            status: first.status(),
+            message: format!("notifications[{index}].{first}"),
+            items: problems
+                .iter()
+                .map(|(index, err)| (*index, err.code(), err.to_string()))
+                .collect(),
+        });
+    }
+    let json: Vec<Arc<str>> = ready.iter().map(|r| r.json.clone()).collect();
+    ctx.committer.commit(ready)?;
+    let mut body = String::with_capacity(json.iter().map(|j| j.len() + 1).sum::<usize>() + 20);
+    body.push_str("{\"notifications\":[");
+    for (i, one) in json.iter().enumerate() {
+        if i > 0 {
+            body.push(',');
+        }
+        body.push_str(one);
+    }
+    body.push_str("]}");
+    Ok(Reply::json_text(201, body))
+}
+
+fn prepare(body: Value) -> Result<Ready, Error> {
+    let (notification, json) = validate::new_notification(body)?;
+    Ok(Ready {
+        notification,
+        json: json.into(),
+    })
 }

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use tiny_http::{Method, Request};
 
 use crate::auth::{AuthError, Identity, Verifier, PUBLISH_SCOPE};
+use crate::committer::Committer;
 use crate::error::Error;
 use crate::metrics::METRICS;
 use crate::publisher::Publisher;
@@ -25,6 +26,7 @@ use http::Reply;
 pub struct Ctx {
     pub store: Store,
     pub publisher: Publisher,
+    pub committer: Committer,
     pub verifier: Verifier,
     /// Browser origins allowed by CORS (`NOTIFD_CORS_ORIGINS`).
     pub cors_origins: Vec<String>,
@@ -86,6 +88,11 @@ const ROUTES: &[Route] = &[
         method: Method::Post,
         path: "/v1/internal/notifications",
         handler: Handler::Service(internal::create),
+    },
+    Route {
+        method: Method::Post,
+        path: "/v1/internal/notifications/batch",
+        handler: Handler::Service(internal::create_batch),
     },
 ];
 

@@ -10,6 +10,7 @@ mod pool;
 
 use std::time::Duration;
 
+use postgres::types::Json;
 use postgres::Row;
 use serde_json::Value;
 use time::OffsetDateTime;
@@ -69,25 +70,29 @@ impl Store {
         Ok(())
     }
 
-    /// Stores a new notification (one transaction: the single INSERT).
-    pub fn insert(&self, n: &Notification) -> Result<(), Error> {
+    /// Stores new notifications: all of them or none (one statement).
+    pub fn insert(&self, batch: &[&Notification]) -> Result<(), Error> {
         let mut conn = self.conn()?;
         let conn = &mut *conn;
-        let payload = Value::Object(n.payload.clone());
+        let column =
+            |f: fn(&Notification) -> &str| batch.iter().map(|n| f(n)).collect::<Vec<&str>>();
+        let ids: Vec<Uuid> = batch.iter().map(|n| n.id).collect();
+        let workspaces: Vec<Option<&str>> = batch.iter().map(|n| n.workspace.as_deref()).collect();
+        let payloads: Vec<Json<&serde_json::Map<String, Value>>> =
+            batch.iter().map(|n| Json(&n.payload)).collect();
+        let created: Vec<OffsetDateTime> = batch.iter().map(|n| n.created_at).collect();
         conn.client.execute(
             &conn.statements.insert,
             &[
-                &n.id,
-                &n.user_id,
-                &n.workspace,
-                &n.kind,
-                &n.level.as_str(),
-                &n.title,
-                &n.message,
-                &payload,
-                &n.read_at,
-                &n.created_at,
-                &n.updated_at,
+                &ids,
+                &column(|n| &n.user_id),
+                &workspaces,
+                &column(|n| &n.kind),
+                &column(|n| n.level.as_str()),
+                &column(|n| &n.title),
+                &column(|n| &n.message),
+                &payloads,
+                &created,
             ],
         )?;
         Ok(())

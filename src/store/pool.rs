@@ -21,6 +21,7 @@ const FILTERS: &str =
 
 /// Every statement notifd runs, prepared on each pooled connection.
 pub struct Statements {
+    /// New notifications, many at once.
     pub insert: Statement,
     /// List pages: [unread only][after a cursor]. Separate statements because an
     /// `OR $cursor IS NULL` form stops PostgreSQL from using the keyset index.
@@ -47,9 +48,16 @@ impl Statements {
             )
         };
         Ok(Statements {
-            insert: client.prepare(&format!(
-                "INSERT INTO notifications ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
-            ))?,
+            // Any number of rows in one statement (one implicit transaction): a group
+            // of creates commits once.
+            insert: client.prepare(
+                "INSERT INTO notifications \
+                 (id, user_id, workspace, kind, type, title, message, payload, created_at, updated_at) \
+                 SELECT id, user_id, workspace, kind, type, title, message, payload, created_at, created_at \
+                 FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], \
+                             $7::text[], $8::jsonb[], $9::timestamptz[]) \
+                 AS new(id, user_id, workspace, kind, type, title, message, payload, created_at)",
+            )?,
             list: [
                 [client.prepare(&list(false, false))?, client.prepare(&list(false, true))?],
                 [client.prepare(&list(true, false))?, client.prepare(&list(true, true))?],

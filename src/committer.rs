@@ -1,0 +1,145 @@
+//! Group commit: creates that arrive together are stored in one statement (one
+//! commit) and published to Redis in one pipeline, then each caller gets its answer.
+//!
+//! Sits between `api` (which validated the notifications) and `store` + `publisher`.
+//! A lone create pays nothing extra but a hand-off to a committer thread; under load
+//! the commit cost, the dominant cost of a create, is shared by everyone waiting.
+
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use crossbeam_channel::{bounded, Receiver, Sender};
+
+use crate::error::Error;
+use crate::metrics::{self, METRICS};
+use crate::notification::Notification;
+use crate::publisher::Publisher;
+use crate::store::Store;
+
+/// Most rows one commit takes.
+const MAX_ROWS: usize = 1000;
+/// Creates waiting for a committer; senders block beyond this (REST workers are few).
+const QUEUE: usize = 1024;
+/// Committer threads: one commits while the other gathers the next group.
+const THREADS: usize = 2;
+
+/// Validated notifications with their JSON, serialized once for Redis and the reply.
+pub struct Ready {
+    pub notification: Notification,
+    pub json: Arc<str>,
+}
+
+struct Job {
+    items: Vec<Ready>,
+    done: Sender<Result<(), Error>>,
+}
+
+/// A handle on the committer threads; cheap to clone.
+#[derive(Clone)]
+pub struct Committer {
+    jobs: Sender<Job>,
+}
+
+impl Committer {
+    /// Starts the committer threads.
+    pub fn start(
+        store: Store,
+        publisher: Publisher,
+    ) -> std::io::Result<(Committer, Vec<JoinHandle<()>>)> {
+        let (jobs, queue) = bounded(QUEUE);
+        let mut threads = Vec::with_capacity(THREADS);
+        for i in 0..THREADS {
+            let (store, publisher, queue) = (store.clone(), publisher.clone(), queue.clone());
+            threads.push(
+                std::thread::Builder::new()
+                    .name(format!("notifd-commit-{i}"))
+                    .stack_size(512 * 1024)
+                    .spawn(move || run(&store, &publisher, &queue))?,
+            );
+        }
+        Ok((Committer { jobs }, threads))
+    }
+
+    /// Stores and publishes `items` (all or none), returning once they are committed.
+    pub fn commit(&self, items: Vec<Ready>) -> Result<(), Error> {
+        let (done, answer) = bounded(1);
+        self.jobs
+            .send(Job { items, done })
+            .map_err(|_| Error::Internal("committer stopped".into()))?;
+        answer
+            .recv()
+            .map_err(|_| Error::Internal("committer stopped".into()))?
+    }
+}
+
+fn run(store: &Store, publisher: &Publisher, queue: &Receiver<Job>) {
+    loop {
+        // Ends when every `Committer` is gone (the REST workers have finished), not at
+        // the shutdown signal: in-flight creates still get committed.
+        let Ok(first) = queue.recv() else {
+            return;
+        };
+        let mut jobs = vec![first];
+        let mut rows = jobs[0].items.len();
+        while rows < MAX_ROWS {
+            match queue.try_recv() {
+                Ok(job) => {
+                    rows += job.items.len();
+                    jobs.push(job);
+                }
+                Err(_) => break,
+            }
+        }
+        commit_group(store, publisher, jobs);
+    }
+}
+
+/// Commits a group of jobs; if the group fails as a whole, each job is tried alone so
+/// one bad job cannot sink the others.
+fn commit_group(store: &Store, publisher: &Publisher, jobs: Vec<Job>) {
+    let rows: Vec<&Notification> = jobs
+        .iter()
+        .flat_map(|job| job.items.iter().map(|item| &item.notification))
+        .collect();
+    match store.insert(&rows) {
+        Ok(()) => {
+            publish(publisher, &jobs);
+            for job in jobs {
+                let _ = job.done.send(Ok(()));
+            }
+        }
+        Err(err) if jobs.len() == 1 => {
+            let _ = jobs[0].done.send(Err(err));
+        }
+        Err(_) => {
+            drop(rows);
+            for job in jobs {
+                let alone: Vec<&Notification> = job.items.iter().map(|i| &i.notification).collect();
+                let result = store.insert(&alone);
+                if result.is_ok() {
+                    publish(publisher, std::slice::from_ref(&job));
+                }
+                let _ = job.done.send(result);
+            }
+        }
+    }
+}
+
+/// Publishes every committed notification. A Redis failure never fails the create:
+/// the rows are stored, and connected clients catch up once Redis is back.
+fn publish(publisher: &Publisher, jobs: &[Job]) {
+    let messages: Vec<(&str, &str)> = jobs
+        .iter()
+        .flat_map(|job| job.items.iter())
+        .map(|item| (item.notification.user_id.as_str(), &*item.json))
+        .collect();
+    METRICS
+        .notifications_created
+        .fetch_add(messages.len() as u64, std::sync::atomic::Ordering::Relaxed);
+    if let Err(err) = publisher.publish_many(&messages) {
+        for _ in &messages {
+            metrics::inc(&METRICS.redis_publish_failures);
+        }
+        log::warn!(count = messages.len(), error = err.to_string().as_str(); "publish failed; notifications are stored");
+    }
+}
