@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use crossbeam_channel::{Sender, TrySendError};
+use crossbeam_channel::Sender;
 use tungstenite::Utf8Bytes;
 use uuid::Uuid;
 
@@ -89,6 +89,9 @@ struct Member {
     workspace: String,
     link: Arc<Link>,
     queue: Sender<Frame>,
+    /// Most frames `queue` may hold; the hub is its only sender, so checking the
+    /// length before sending is exact.
+    capacity: usize,
 }
 
 struct Inner {
@@ -129,6 +132,7 @@ impl Hub {
         workspace: &str,
         link: Arc<Link>,
         queue: Sender<Frame>,
+        capacity: usize,
     ) -> Registration {
         let key = ConnKey {
             opened_us: crate::notification::now().unix_timestamp_nanos() as u64 / 1_000,
@@ -140,6 +144,7 @@ impl Hub {
             workspace: workspace.to_string(),
             link,
             queue,
+            capacity,
         };
         self.users()
             .entry(user_id.to_string())
@@ -164,10 +169,12 @@ impl Hub {
             if workspace.is_some_and(|w| w != member.workspace) {
                 continue;
             }
-            match member.queue.try_send(frame.clone()) {
-                Ok(()) => delivered += 1,
-                Err(TrySendError::Full(_)) => member.link.close(CLOSE_TOO_SLOW),
-                Err(TrySendError::Disconnected(_)) => {}
+            if member.queue.len() >= member.capacity {
+                member.link.close(CLOSE_TOO_SLOW);
+                continue;
+            }
+            if member.queue.try_send(frame.clone()).is_ok() {
+                delivered += 1;
             }
         }
         delivered
@@ -239,9 +246,9 @@ mod tests {
     ) -> (Registration, Arc<Link>, crossbeam_channel::Receiver<Frame>) {
         let (poke, _) = crossbeam_channel::bounded(1);
         let link = Arc::new(Link::new(poke));
-        let (queue, frames) = crossbeam_channel::bounded(capacity);
+        let (queue, frames) = crossbeam_channel::unbounded();
         (
-            hub.register(user, workspace, link.clone(), queue),
+            hub.register(user, workspace, link.clone(), queue, capacity),
             link,
             frames,
         )

@@ -12,6 +12,9 @@ use crate::error::Error;
 /// How long a create waits for a Redis connection before giving up on publishing.
 const CONNECTION_TIMEOUT: Duration = Duration::from_millis(500);
 
+/// How long an announcement between instances waits for a pooled connection.
+const CONTROL_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// A handle on the Redis publishing side; cheap to clone.
 #[derive(Clone)]
 pub struct Publisher {
@@ -65,9 +68,21 @@ impl Publisher {
         self.run(&pipe)
     }
 
-    /// Publishes a message between instances (see `subscriber::Replace`).
+    /// Publishes a message between instances (see `subscriber::Replace`). Waits
+    /// longer for a connection than a create does: a burst of thousands of new
+    /// WebSockets announces itself at once, and an announcement lost means two
+    /// connections of one user and workspace on two instances.
     pub fn publish_control(&self, json: &str) -> Result<(), Error> {
-        self.publish_to(&crate::subscriber::control_channel(&self.prefix), json)
+        let mut pipe = redis::pipe();
+        pipe.cmd("PUBLISH")
+            .arg(crate::subscriber::control_channel(&self.prefix))
+            .arg(json)
+            .ignore();
+        let mut conn = self
+            .pool
+            .get_timeout(CONTROL_TIMEOUT)
+            .map_err(unavailable)?;
+        conn.run(&pipe).map_err(unavailable)
     }
 
     fn publish_to(&self, channel: &str, payload: &str) -> Result<(), Error> {

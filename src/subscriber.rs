@@ -148,7 +148,8 @@ fn session(
             }
             Err(err) if err.is_timeout() => {
                 if last_heard.elapsed() >= PING_AFTER {
-                    pubsub.ping::<String>()?;
+                    // In subscribed mode Redis answers PING with ["pong", ""], not "PONG".
+                    pubsub.ping::<redis::Value>()?;
                     last_heard = Instant::now();
                 }
             }

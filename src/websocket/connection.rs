@@ -75,14 +75,20 @@ struct Session<'a> {
 pub fn run(ctx: &WsCtx, ws: WebSocket<TcpStream>, admitted: Admitted) {
     let started = Instant::now();
     let (poke, pokes) = crossbeam_channel::bounded(1);
-    let (queue_in, queue) = crossbeam_channel::bounded(ctx.queue_capacity);
+    // Unbounded in type, bounded by the hub (which checks its length before sending):
+    // a bounded channel allocates every slot up front, 14 KiB per idle connection.
+    let (queue_in, queue) = crossbeam_channel::unbounded();
     let link = Arc::new(Link::new(poke));
     let user_id = admitted.identity.user_id.clone();
     let workspace = admitted.workspace.clone();
     // Subscribe first, then read history: nothing created meanwhile can fall between.
-    let registration = ctx
-        .hub
-        .register(&user_id, &workspace, link.clone(), queue_in);
+    let registration = ctx.hub.register(
+        &user_id,
+        &workspace,
+        link.clone(),
+        queue_in,
+        ctx.queue_capacity,
+    );
     announce(ctx, &user_id, &workspace, registration.key());
     METRICS.ws_opened();
     log::info!(user = user_id.as_str(), workspace = workspace.as_str(), conn = registration.key().id; "ws opened");
