@@ -22,7 +22,7 @@ use uuid::Uuid;
 use super::handshake::{Admitted, CLOSE_AT_CAPACITY, CLOSE_EXPIRED};
 use super::seen::{Seen, WINDOW_MS};
 use super::WsCtx;
-use crate::hub::{Frame, Link, CLOSE_TOO_SLOW};
+use crate::hub::{Frame, Link, Registration, CLOSE_TOO_SLOW};
 use crate::metrics::{self, METRICS};
 use crate::notification::{floor_id, id_millis};
 use crate::subscriber::Replace;
@@ -71,28 +71,66 @@ struct Session<'a> {
     expires: Instant,
 }
 
-/// Runs a connection to its end. `admitted` passed the checks of `handshake`.
-pub fn run(ctx: &WsCtx, ws: WebSocket<TcpStream>, admitted: Admitted) {
+/// A connection registered with the hub and announced, ready for its own thread.
+pub struct Opened {
+    registration: Registration,
+    link: Arc<Link>,
+    pokes: Receiver<()>,
+    queue: Receiver<Frame>,
+    admitted: Admitted,
+    started: Instant,
+}
+
+/// Registers an admitted connection with the hub and tells other instances (4005).
+///
+/// Runs on the handshake thread: the Redis client and the log formatting need deep
+/// stacks, and pages a thread touches stay resident for its life. Keeping them off
+/// the long-lived connection thread keeps each connection's memory small.
+pub fn open(ctx: &WsCtx, admitted: Admitted) -> Opened {
     let started = Instant::now();
     let (poke, pokes) = crossbeam_channel::bounded(1);
     // Unbounded in type, bounded by the hub (which checks its length before sending):
     // a bounded channel allocates every slot up front, 14 KiB per idle connection.
     let (queue_in, queue) = crossbeam_channel::unbounded();
     let link = Arc::new(Link::new(poke));
-    let user_id = admitted.identity.user_id.clone();
-    let workspace = admitted.workspace.clone();
+    let (user_id, workspace) = (&admitted.identity.user_id, &admitted.workspace);
     // Subscribe first, then read history: nothing created meanwhile can fall between.
     let registration = ctx.hub.register(
-        &user_id,
-        &workspace,
+        user_id,
+        workspace,
         link.clone(),
         queue_in,
         ctx.queue_capacity,
     );
-    announce(ctx, &user_id, &workspace, registration.key());
+    announce(ctx, user_id, workspace, registration.key());
     METRICS.ws_opened();
     log::info!(user = user_id.as_str(), workspace = workspace.as_str(), conn = registration.key().id; "ws opened");
+    Opened {
+        registration,
+        link,
+        pokes,
+        queue,
+        admitted,
+        started,
+    }
+}
 
+/// Runs an opened connection to its end, on its own thread.
+pub fn run(ctx: &WsCtx, ws: WebSocket<TcpStream>, opened: Opened) {
+    let Opened {
+        registration,
+        link,
+        pokes,
+        queue,
+        admitted,
+        started,
+    } = opened;
+    let Admitted {
+        identity,
+        workspace,
+        since,
+    } = admitted;
+    let user_id = identity.user_id;
     let now = Instant::now();
     let phase = ctx
         .ping_interval
@@ -106,17 +144,15 @@ pub fn run(ctx: &WsCtx, ws: WebSocket<TcpStream>, admitted: Admitted) {
         pokes,
         queue,
         seen: Seen::default(),
-        floor: admitted
-            .since
-            .unwrap_or_else(|| floor_id(id_millis(&Uuid::now_v7()))),
+        floor: since.unwrap_or_else(|| floor_id(id_millis(&Uuid::now_v7()))),
         flush_pending: false,
         discard_input: false,
         closing: None,
         last_activity: now,
         next_ping: now + phase.max(Duration::from_millis(1)),
-        expires: expiry(ctx, admitted.identity.expires_at),
+        expires: expiry(ctx, identity.expires_at),
     };
-    let code = match session.start(admitted.since) {
+    let code = match session.start(since) {
         Err(Done(code)) => code,
         Ok(()) => match ctx
             .readiness

@@ -19,8 +19,10 @@ use crate::validate::is_workspace;
 
 /// Largest inbound message; larger ones close the connection with 1009 (§3).
 pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
-/// tungstenite's default read buffer is 128 KiB, resident per connection: keep it small.
-const READ_BUFFER_BYTES: usize = 4 * 1024;
+/// tungstenite's default read buffer is 128 KiB, resident per connection. Clients send
+/// pongs and the odd text `ping`: 1 KiB holds those, and a larger message still reads
+/// (in more calls).
+const READ_BUFFER_BYTES: usize = 1024;
 /// Most outbound bytes a connection may hold unsent before it counts as too slow.
 const MAX_UNSENT_BYTES: usize = 1024 * 1024;
 

@@ -27,8 +27,11 @@ use handshake::CLOSE_AT_CAPACITY;
 
 /// A client must finish the HTTP upgrade within this time.
 const HANDSHAKE_LIMIT: Duration = Duration::from_secs(10);
-/// Stack of the handshake thread (HTTP parsing and JWT verification run here).
-const HANDSHAKE_STACK: usize = 256 * 1024;
+/// Stack of the handshake thread (HTTP parsing, JWT verification, the Redis
+/// announcement run here). More than four times `CONNECTION_STACK` on purpose: glibc
+/// reuses a cached stack for a new thread only up to four times the size asked for,
+/// so a connection thread never inherits the pages a handshake touched.
+const HANDSHAKE_STACK: usize = 1024 * 1024;
 /// Stack of a connection thread: reserved, not resident; the live loop touches a few
 /// pages, a replay (PostgreSQL client) a few more.
 const CONNECTION_STACK: usize = 128 * 1024;
@@ -197,12 +200,13 @@ fn open(stream: TcpStream, slot: Slot) {
             return handshake::close_blocking(ws, refusal.code, &refusal.reason);
         }
     };
+    let opened = connection::open(&ctx, admitted);
     let spawned = std::thread::Builder::new()
         .name("notifd-ws".into())
         .stack_size(CONNECTION_STACK)
         .spawn(move || {
             let _slot = slot;
-            connection::run(&ctx, ws, admitted);
+            connection::run(&ctx, ws, opened);
         });
     if let Err(err) = spawned {
         log::warn!(error = err.to_string().as_str(); "cannot start a connection thread");
