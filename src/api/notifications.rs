@@ -46,10 +46,19 @@ pub fn list(ctx: &Ctx, who: &Identity, request: &mut Request) -> Result<Reply, E
         unread_only,
     };
     let page = ctx.store.list(who, &filter, limit, after)?;
-    Ok(Reply::ok(&json!({
-        "notifications": page.notifications,
-        "cursor": page.next.map(|c| c.encode()),
-    })))
+    // Serialized straight from the rows: no intermediate `Value` tree per page.
+    #[derive(serde::Serialize)]
+    struct Body<'a> {
+        notifications: &'a [crate::notification::Notification],
+        cursor: Option<String>,
+    }
+    let body = Body {
+        notifications: &page.notifications,
+        cursor: page.next.map(|c| c.encode()),
+    };
+    let text = serde_json::to_string(&body)
+        .map_err(|e| Error::Internal(format!("page serialization: {e}")))?;
+    Ok(Reply::json_text(200, text))
 }
 
 /// `PATCH /v1/notifications/read`: `{"ids":[…]}`, 1 to 100 UUIDs.
