@@ -117,6 +117,7 @@ pub fn open(ctx: &WsCtx, admitted: Admitted) -> Opened {
 
 /// Runs an opened connection to its end, on its own thread.
 pub fn run(ctx: &WsCtx, ws: WebSocket<TcpStream>, opened: Opened) {
+    crate::process::relax_timers();
     let Opened {
         registration,
         link,
