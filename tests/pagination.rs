@@ -8,7 +8,7 @@ use std::collections::HashSet;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use common::{new_user, user_token, Response, TestServer};
+use common::{assert_error, new_user, user_token, TestServer};
 use serde_json::{json, Value};
 
 /// Creates `count` notifications for `user`, one after another; returns their ids in
@@ -83,19 +83,6 @@ fn owned(ids: &[&String]) -> Vec<String> {
 
 fn newest_first(created: &[String]) -> Vec<String> {
     created.iter().rev().cloned().collect()
-}
-
-fn assert_error(response: &Response, status: u16, code: &str, message_start: &str, what: &str) {
-    assert_eq!(response.status, status, "{what}: {}", response.text());
-    assert_eq!(response.error_code(), code, "{what}: {}", response.text());
-    let message = response.json()["error"]["message"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
-    assert!(
-        message.starts_with(message_start),
-        "{what}: message {message:?} should start with {message_start:?}"
-    );
 }
 
 fn mark_read(server: &TestServer, token: &str, ids: &[&String]) {

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{new_user, user_token, Response, TestServer};
+use common::{assert_error, new_user, user_token, Response, TestServer};
 use serde_json::{json, Value};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
@@ -79,19 +79,6 @@ fn unread_ids(server: &TestServer, token: &str) -> Vec<String> {
         .filter(|n| n["read"] == false)
         .map(|n| n["id"].as_str().expect("id").to_string())
         .collect()
-}
-
-fn assert_error(response: &Response, status: u16, code: &str, message_start: &str, what: &str) {
-    assert_eq!(response.status, status, "{what}: {}", response.text());
-    assert_eq!(response.error_code(), code, "{what}: {}", response.text());
-    let message = response.json()["error"]["message"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
-    assert!(
-        message.starts_with(message_start),
-        "{what}: message {message:?} should start with {message_start:?}"
-    );
 }
 
 fn timestamp(n: &Value, field: &str) -> OffsetDateTime {

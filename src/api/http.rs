@@ -125,6 +125,39 @@ pub fn param<'q>(params: &'q [(String, String)], name: &str) -> Option<&'q str> 
         .map(|(_, v)| v.as_str())
 }
 
+/// The one array field of a body `{"<name>":[…]}` holding 1 to `max` items (`what`
+/// names them in messages); anything else is a 400 naming the field.
+pub fn sole_array(
+    body: Option<Value>,
+    name: &str,
+    max: usize,
+    what: &str,
+) -> Result<Vec<Value>, Error> {
+    let body = body.ok_or_else(|| Error::invalid(name, "is required"))?;
+    let Value::Object(mut fields) = body else {
+        return Err(Error::BadJson("the body must be a JSON object".into()));
+    };
+    if let Some(unknown) = fields.keys().find(|k| k.as_str() != name) {
+        return Err(Error::invalid(
+            unknown.clone(),
+            format!("unknown field; allowed: {name}"),
+        ));
+    }
+    let Some(Value::Array(items)) = fields.remove(name) else {
+        return Err(Error::invalid(
+            name,
+            format!("is required: an array of 1 to {max} {what}"),
+        ));
+    };
+    if items.is_empty() || items.len() > max {
+        return Err(Error::invalid(
+            name,
+            format!("must hold 1 to {max} {what}, got {}", items.len()),
+        ));
+    }
+    Ok(items)
+}
+
 /// Reads a JSON body: 415 without a JSON content type, 413 over `MAX_BODY_BYTES`
 /// (checked against the declared length first, then while reading, since a chunked
 /// body declares none), 400 when it does not parse. `None` for an empty body.

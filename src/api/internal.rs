@@ -31,32 +31,8 @@ pub fn create(ctx: &Ctx, _service: &Identity, request: &mut Request) -> Result<R
 /// `{"notifications":[…]}`: every item is validated first; one invalid item refuses
 /// the whole batch (400 naming each bad item by index) and nothing is stored.
 pub fn create_batch(ctx: &Ctx, _service: &Identity, request: &mut Request) -> Result<Reply, Error> {
-    let body = http::json_body_limited(request, MAX_BATCH_BODY_BYTES)?
-        .ok_or_else(|| Error::invalid("notifications", "is required"))?;
-    let Value::Object(mut fields) = body else {
-        return Err(Error::BadJson("the body must be a JSON object".into()));
-    };
-    if let Some(unknown) = fields.keys().find(|k| k.as_str() != "notifications") {
-        return Err(Error::invalid(
-            unknown.clone(),
-            "unknown field; allowed: notifications",
-        ));
-    }
-    let Some(Value::Array(items)) = fields.remove("notifications") else {
-        return Err(Error::invalid(
-            "notifications",
-            "is required: an array of 1 to 1000 notifications",
-        ));
-    };
-    if items.is_empty() || items.len() > MAX_BATCH {
-        return Err(Error::invalid(
-            "notifications",
-            format!(
-                "must hold 1 to {MAX_BATCH} notifications, got {}",
-                items.len()
-            ),
-        ));
-    }
+    let body = http::json_body_limited(request, MAX_BATCH_BODY_BYTES)?;
+    let items = http::sole_array(body, "notifications", MAX_BATCH, "notifications")?;
     let mut ready = Vec::with_capacity(items.len());
     let mut problems = Vec::new();
     for (index, item) in items.into_iter().enumerate() {

@@ -63,28 +63,7 @@ pub fn list(ctx: &Ctx, who: &Identity, request: &mut Request) -> Result<Reply, E
 
 /// `PATCH /v1/notifications/read`: `{"ids":[…]}`, 1 to 100 UUIDs.
 pub fn mark_read(ctx: &Ctx, who: &Identity, request: &mut Request) -> Result<Reply, Error> {
-    let body = http::json_body(request)?.ok_or_else(|| Error::invalid("ids", "is required"))?;
-    let Value::Object(mut fields) = body else {
-        return Err(Error::BadJson("the body must be a JSON object".into()));
-    };
-    if let Some(unknown) = fields.keys().find(|k| k.as_str() != "ids") {
-        return Err(Error::invalid(
-            unknown.clone(),
-            "unknown field; allowed: ids",
-        ));
-    }
-    let Some(Value::Array(items)) = fields.remove("ids") else {
-        return Err(Error::invalid(
-            "ids",
-            "is required: an array of 1 to 100 notification ids",
-        ));
-    };
-    if items.is_empty() || items.len() > MAX_IDS {
-        return Err(Error::invalid(
-            "ids",
-            format!("must hold 1 to {MAX_IDS} ids, got {}", items.len()),
-        ));
-    }
+    let items = http::sole_array(http::json_body(request)?, "ids", MAX_IDS, "ids")?;
     let ids = items
         .iter()
         .enumerate()

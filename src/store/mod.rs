@@ -10,7 +10,7 @@ mod pool;
 
 use std::time::Duration;
 
-use postgres::types::Json;
+use postgres::types::{Json, ToSql};
 use postgres::Row;
 use serde_json::Value;
 use time::OffsetDateTime;
@@ -113,32 +113,18 @@ impl Store {
         let fetch = limit + 1;
         let statement =
             &conn.statements.list[usize::from(filter.unread_only)][usize::from(after.is_some())];
-        let rows = match after {
-            None => conn.client.query(
-                statement,
-                &[
-                    &who.user_id,
-                    &all,
-                    &granted,
-                    &filter.kind,
-                    &filter.workspace,
-                    &fetch,
-                ],
-            )?,
-            Some(cursor) => conn.client.query(
-                statement,
-                &[
-                    &who.user_id,
-                    &all,
-                    &granted,
-                    &filter.kind,
-                    &filter.workspace,
-                    &fetch,
-                    &cursor.created_at,
-                    &cursor.id,
-                ],
-            )?,
-        };
+        let mut params: Vec<&(dyn ToSql + Sync)> = vec![
+            &who.user_id,
+            &all,
+            &granted,
+            &filter.kind,
+            &filter.workspace,
+            &fetch,
+        ];
+        if let Some(cursor) = &after {
+            params.extend([&cursor.created_at as &(dyn ToSql + Sync), &cursor.id]);
+        }
+        let rows = conn.client.query(statement, &params)?;
         let mut notifications = rows
             .iter()
             .map(row_to_notification)

@@ -375,3 +375,17 @@ pub fn service_token() -> String {
 pub fn new_user(tag: &str) -> String {
     unique(tag)
 }
+
+/// Asserts an error reply: status, `error.code`, and the start of `error.message`.
+pub fn assert_error(response: &Response, status: u16, code: &str, message_start: &str, what: &str) {
+    assert_eq!(response.status, status, "{what}: {}", response.text());
+    assert_eq!(response.error_code(), code, "{what}: {}", response.text());
+    let message = response.json()["error"]["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        message.starts_with(message_start),
+        "{what}: message {message:?} should start with {message_start:?}"
+    );
+}
