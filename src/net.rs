@@ -30,10 +30,19 @@ pub fn listen(addr: SocketAddr, client_timeout: Option<Duration>) -> std::io::Re
     Ok(socket.into())
 }
 
-/// Keeps a listener with a receive timeout from ever timing out in `accept()`: opens
-/// and closes a connection to it every `every` (a third of the timeout), so the
-/// accept always returns a socket. The connection sends nothing; tiny_http reads EOF
-/// and drops it.
+/// Longest pause between pacer connections.
+///
+/// tiny_http's task pool can lose a wake-up when several connections arrive at once:
+/// the extra ones wait in its queue until some pool thread comes free, which with
+/// keep-alive clients can take until a connection times out (seen: 5 to 15 s for the
+/// first answer to a burst of 16 new keep-alive connections). Every pacer connection
+/// ends at once and frees a thread that then takes the oldest waiting connection, so
+/// pacing bounds that stall.
+pub const MAX_PACE: Duration = Duration::from_millis(200);
+
+/// Keeps a listener with a receive timeout from ever timing out in `accept()`, and
+/// tiny_http's task pool from stalling (see `MAX_PACE`): opens and closes a connection
+/// to it every `every`. The connection sends nothing; tiny_http reads EOF and drops it.
 pub fn pace_accepts(addr: SocketAddr, every: Duration, shutdown: &Shutdown) {
     let target = match addr {
         SocketAddr::V4(a) if a.ip().is_unspecified() => {

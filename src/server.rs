@@ -105,7 +105,7 @@ impl Server {
                 .map_err(|e| Error::Internal(format!("cannot start HTTP server: {e}")))?,
         );
         let pacer_shutdown = shutdown.clone();
-        let pace = config.http_timeout / 3;
+        let pace = (config.http_timeout / 3).min(crate::net::MAX_PACE);
         background.push(spawn("notifd-http-pacer", 128 * 1024, move || {
             crate::net::pace_accepts(http_addr, pace, &pacer_shutdown)
         })?);

@@ -476,3 +476,39 @@ fn a_connection_stalled_mid_request_is_closed() {
     let text = String::from_utf8_lossy(&rest);
     assert!(!text.contains("\"status\":\"ok\""), "{text}");
 }
+
+/// tiny_http's task pool can leave some of a burst of new keep-alive connections
+/// waiting for a free thread; the accept pacer bounds that wait. Every connection of
+/// each burst must get its first answer well inside a second.
+#[test]
+fn a_burst_of_keep_alive_connections_is_answered_promptly() {
+    use std::io::{Read, Write};
+    let server = TestServer::start();
+    for burst in 0..4 {
+        let mut streams: Vec<std::net::TcpStream> = (0..16)
+            .map(|_| {
+                let stream = std::net::TcpStream::connect(server.http_addr()).expect("connect");
+                stream
+                    .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+                    .expect("timeout");
+                stream
+            })
+            .collect();
+        let started = std::time::Instant::now();
+        for stream in &mut streams {
+            stream
+                .write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
+                .expect("send");
+        }
+        for stream in &mut streams {
+            let mut buf = [0u8; 256];
+            let n = stream.read(&mut buf).expect("an answer");
+            assert!(buf[..n].starts_with(b"HTTP/1.1 200"), "burst {burst}");
+        }
+        let took = started.elapsed();
+        assert!(
+            took < std::time::Duration::from_secs(1),
+            "burst {burst} took {took:?}"
+        );
+    }
+}

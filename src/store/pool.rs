@@ -62,9 +62,13 @@ impl Statements {
                 [client.prepare(&list(false, false))?, client.prepare(&list(false, true))?],
                 [client.prepare(&list(true, false))?, client.prepare(&list(true, true))?],
             ],
+            // Driven by the ids (a join on the primary key), so the plan PostgreSQL
+            // caches for this statement cannot turn into a scan of the user's unread
+            // rows, as `id = ANY($4)` did once the table grew.
             mark_read: client.prepare(&format!(
                 "UPDATE notifications SET read_at = $5, updated_at = $5 \
-                 WHERE {VISIBLE} AND id = ANY($4) AND read_at IS NULL"
+                 FROM unnest($4::uuid[]) AS wanted(id) \
+                 WHERE notifications.id = wanted.id AND {VISIBLE} AND read_at IS NULL"
             ))?,
             mark_all_read: client.prepare(&format!(
                 "UPDATE notifications SET read_at = $6, updated_at = $6 \

@@ -72,7 +72,12 @@ impl HttpConn {
         self.ready().await?;
         let result = tokio::time::timeout(REQUEST_LIMIT, self.exchange(method, path, token, body))
             .await
-            .unwrap_or_else(|_| Err(io::Error::new(io::ErrorKind::TimedOut, "no response in time")));
+            .unwrap_or_else(|_| {
+                Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "no response in time",
+                ))
+            });
         self.last_used = Instant::now();
         match result {
             Ok((response, keep)) => {
@@ -140,7 +145,10 @@ impl HttpConn {
         for _ in 0..100 {
             self.line.clear();
             if stream.read_line(&mut self.line).await? == 0 {
-                return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "EOF in headers"));
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "EOF in headers",
+                ));
             }
             let line = self.line.trim_end();
             if line.is_empty() {
@@ -202,10 +210,7 @@ impl HttpConn {
             stream.read_exact(&mut body).await?;
         } else if status >= 200 && status != 204 && status != 304 {
             // No length: the body runs to EOF.
-            stream
-                .take(MAX_BODY as u64)
-                .read_to_end(&mut body)
-                .await?;
+            stream.take(MAX_BODY as u64).read_to_end(&mut body).await?;
             keep = false;
         }
         Ok((Response { status, body }, keep))

@@ -25,7 +25,10 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "notifd-bench", about = "Load generator for notifd (run by scripts/bench)")]
+#[command(
+    name = "notifd-bench",
+    about = "Load generator for notifd (run by scripts/bench)"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -121,15 +124,9 @@ fn main() -> ExitCode {
     match cli.command {
         Command::FreePorts { count } => free_ports(count),
         Command::Run(args) => run(args),
+        // Targets missed are a result, not a failure of the tool: exit 0 either way.
         Command::Report(args) => match report::write(&args) {
-            Ok(all_met) => {
-                if all_met {
-                    ExitCode::SUCCESS
-                } else {
-                    // Targets missed are a result, not a failure of the tool.
-                    ExitCode::SUCCESS
-                }
-            }
+            Ok(_all_met) => ExitCode::SUCCESS,
             Err(err) => {
                 eprintln!("notifd-bench report: {err}");
                 ExitCode::from(2)

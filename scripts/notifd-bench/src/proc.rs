@@ -43,12 +43,6 @@ pub struct Sample {
     pub threads: u64,
 }
 
-impl Sample {
-    pub fn cpu_seconds(&self) -> f64 {
-        self.cpu_ticks as f64 / clk_tck()
-    }
-}
-
 pub fn sample(pid: u32) -> Result<Sample, String> {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat"))
         .map_err(|e| format!("cannot read /proc/{pid}/stat (did notifd exit?): {e}"))?;
@@ -98,20 +92,32 @@ fn stat_cpu_ticks(stat: &str) -> Option<u64> {
     parse_stat(stat).map(|(_, t)| t)
 }
 
-/// CPU ticks per thread of a process: tid -> (name, ticks).
+/// CPU time per thread of a process: tid -> (name, ns on CPU). From schedstat (exact
+/// ns): /proc tick counts round each of thousands of mostly idle threads down to 0.
 pub fn threads_cpu(pid: u32) -> HashMap<u32, (String, u64)> {
     let mut out = HashMap::new();
     let Ok(dir) = fs::read_dir(format!("/proc/{pid}/task")) else {
         return out;
     };
     for entry in dir.flatten() {
-        let Some(tid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+        let Some(tid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
             continue;
         };
-        if let Ok(stat) = fs::read_to_string(entry.path().join("stat")) {
-            if let Some((comm, ticks)) = parse_stat(&stat) {
-                out.insert(tid, (comm.to_string(), ticks));
-            }
+        let path = entry.path();
+        let ns = fs::read_to_string(path.join("schedstat"))
+            .ok()
+            .and_then(|s| {
+                s.split_whitespace()
+                    .next()
+                    .and_then(|n| n.parse::<u64>().ok())
+            });
+        let name = fs::read_to_string(path.join("comm")).ok();
+        if let (Some(ns), Some(name)) = (ns, name) {
+            out.insert(tid, (name.trim_end().to_string(), ns));
         }
     }
     out
@@ -128,30 +134,32 @@ pub fn thread_group(name: &str) -> String {
     }
 }
 
-/// CPU seconds per thread group between two `threads_cpu` readings; threads that
-/// exited in between are only in the process total, reported as `(exited threads)`.
+/// CPU seconds per thread group between two `threads_cpu` readings. Threads that
+/// exited in between are only in the process total: the rest of it is reported as
+/// `(exited threads)`.
 pub fn thread_groups_delta(
     before: &HashMap<u32, (String, u64)>,
     after: &HashMap<u32, (String, u64)>,
-    process_total_ticks: u64,
+    process_total_seconds: f64,
 ) -> Vec<(String, f64)> {
     let mut groups: HashMap<String, u64> = HashMap::new();
     let mut counted = 0u64;
-    for (tid, (name, ticks)) in after {
+    for (tid, (name, ns)) in after {
         let start = before.get(tid).map(|(_, t)| *t).unwrap_or(0);
-        let delta = ticks.saturating_sub(start);
+        let delta = ns.saturating_sub(start);
         counted += delta;
         *groups.entry(thread_group(name)).or_default() += delta;
     }
-    if process_total_ticks > counted {
-        groups.insert("(exited threads)".into(), process_total_ticks - counted);
-    }
-    let tck = clk_tck();
     let mut list: Vec<(String, f64)> = groups
         .into_iter()
         .filter(|(_, t)| *t > 0)
-        .map(|(n, t)| (n, t as f64 / tck))
+        .map(|(n, t)| (n, t as f64 / 1e9))
         .collect();
+    // Tick-based process totals are coarse: ignore a remainder under 1% of it.
+    let rest = process_total_seconds - counted as f64 / 1e9;
+    if rest > 0.01 * process_total_seconds && rest > 0.02 {
+        list.push(("(exited threads)".into(), rest));
+    }
     list.sort_by(|a, b| b.1.total_cmp(&a.1));
     list
 }
@@ -163,7 +171,11 @@ pub fn processes_cpu(names: &[&str]) -> HashMap<u32, (String, u64)> {
         return out;
     };
     for entry in dir.flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
             continue;
         };
         let Ok(stat) = fs::read_to_string(entry.path().join("stat")) else {
@@ -269,11 +281,15 @@ impl Window {
         Ok(WindowCpu {
             seconds,
             notifd_cpu_seconds: notifd_ticks as f64 / tck,
-            notifd_threads: thread_groups_delta(&self.threads, &threads, notifd_ticks),
+            notifd_threads: thread_groups_delta(&self.threads, &threads, notifd_ticks as f64 / tck),
             postgres_cpu_seconds: others.get("postgres").copied().unwrap_or(0.0),
             redis_cpu_seconds: others.get("redis-server").copied().unwrap_or(0.0),
             generator_cpu_seconds: me.saturating_sub(self.me) as f64 / tck,
-            machine_busy_pct: if total > 0.0 { busy / total * 100.0 } else { 0.0 },
+            machine_busy_pct: if total > 0.0 {
+                busy / total * 100.0
+            } else {
+                0.0
+            },
             after: notifd,
         })
     }
@@ -306,6 +322,17 @@ impl WindowCpu {
             "redis_cpu_pct_of_core": per_core(self.redis_cpu_seconds),
             "generator_cpu_pct_of_core": per_core(self.generator_cpu_seconds),
             "machine_busy_pct_of_all_cores": round(self.machine_busy_pct, 1),
+            // Busy CPU not spent by notifd, PostgreSQL, Redis or the generator: anything
+            // else running on the machine (a build, another test) disturbs the figures.
+            "other_cpu_pct_of_core": round(
+                (self.machine_busy_pct * cpus() as f64
+                    - per_core(self.notifd_cpu_seconds)
+                    - per_core(self.postgres_cpu_seconds)
+                    - per_core(self.redis_cpu_seconds)
+                    - per_core(self.generator_cpu_seconds))
+                .max(0.0),
+                1,
+            ),
             "cores": cpus(),
             "notifd_threads_pct_of_core": self.notifd_threads.iter()
                 .map(|(n, s)| serde_json::json!({"threads": n, "pct": per_core(*s)}))

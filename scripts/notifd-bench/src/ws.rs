@@ -39,6 +39,7 @@ pub struct Tracker {
     pub close_codes: Mutex<BTreeMap<String, u64>>,
     /// Delivery latency (create request sent -> frame received), ns.
     pub latency: Mutex<Histogram<u64>>,
+    pub outliers: Mutex<Vec<Outlier>>,
     /// Bits: a frame of this seq arrived.
     seen: Vec<AtomicU64>,
     /// Bits: the create of this seq was answered 201.
@@ -47,7 +48,29 @@ pub struct Tracker {
 
 #[derive(Deserialize)]
 struct Frame {
+    id: String,
     payload: Payload,
+}
+
+/// Deliveries slower than this are kept as outliers, with where their time went.
+const OUTLIER_NS: u64 = 500_000_000;
+/// Outliers kept per run.
+const MAX_OUTLIERS: usize = 20;
+
+/// A slow delivery: create sent -> id minted (the ms in the UUIDv7, i.e. notifd had
+/// read and validated the request) -> frame received.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Outlier {
+    pub seq: u64,
+    pub total_ms: f64,
+    pub sent_to_id_ms: f64,
+    pub id_to_frame_ms: f64,
+}
+
+/// Milliseconds since the epoch in a UUIDv7's first 48 bits.
+fn uuid_v7_ms(id: &str) -> Option<u64> {
+    let hex: String = id.chars().filter(|c| *c != '-').take(12).collect();
+    u64::from_str_radix(&hex, 16).ok()
 }
 
 #[derive(Deserialize)]
@@ -68,6 +91,7 @@ impl Tracker {
             closing: AtomicBool::new(false),
             close_codes: Mutex::new(BTreeMap::new()),
             latency: Mutex::new(stats::histogram()),
+            outliers: Mutex::new(Vec::new()),
             seen: (0..words).map(|_| AtomicU64::new(0)).collect(),
             acked: (0..words).map(|_| AtomicU64::new(0)).collect(),
         })
@@ -85,6 +109,24 @@ impl Tracker {
                     return;
                 }
                 let latency = received.saturating_sub(frame.payload.sent_ns).max(1);
+                if latency > OUTLIER_NS {
+                    if let (Some(id_ms), Ok(mut list)) =
+                        (uuid_v7_ms(&frame.id), self.outliers.lock())
+                    {
+                        if list.len() < MAX_OUTLIERS {
+                            let sent_ms = frame.payload.sent_ns as f64 / 1e6;
+                            list.push(Outlier {
+                                seq,
+                                total_ms: crate::proc::round(latency as f64 / 1e6, 1),
+                                sent_to_id_ms: crate::proc::round(id_ms as f64 - sent_ms, 1),
+                                id_to_frame_ms: crate::proc::round(
+                                    received as f64 / 1e6 - id_ms as f64,
+                                    1,
+                                ),
+                            });
+                        }
+                    }
+                }
                 if let Ok(mut h) = self.latency.lock() {
                     let _ = h.record(latency.min(stats::HIST_MAX));
                 }
@@ -117,11 +159,21 @@ impl Tracker {
         (acked, both, extra)
     }
 
-    /// Delivered (acked) count over `range`: cheap enough to poll while draining.
     pub fn reset_latency(&self) {
         if let Ok(mut h) = self.latency.lock() {
             h.reset();
         }
+        if let Ok(mut list) = self.outliers.lock() {
+            list.clear();
+        }
+    }
+
+    /// Deliveries slower than 0.5 s since the last reset (at most 20).
+    pub fn outliers(&self) -> serde_json::Value {
+        self.outliers
+            .lock()
+            .map(|l| serde_json::json!(*l))
+            .unwrap_or(serde_json::Value::Null)
     }
 
     pub fn latency_snapshot(&self) -> Histogram<u64> {

@@ -1,0 +1,192 @@
+//! The four scenarios of issue 4 and what they share: the run context, waiting for
+//! notifd, creating a stamped notification, draining deliveries.
+
+mod connections;
+mod history;
+mod latency;
+mod throughput;
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::http::HttpConn;
+use crate::proc;
+use crate::stats;
+use crate::token::{Minter, WORKSPACE};
+use crate::ws::{Tracker, MAX_SEQ};
+use crate::RunArgs;
+
+/// How long notifd may take to answer /readyz after start.
+const READY_LIMIT: Duration = Duration::from_secs(60);
+
+pub struct Ctx {
+    pub args: RunArgs,
+    pub minter: Minter,
+    pub service_token: String,
+    pub tracker: Arc<Tracker>,
+    next_seq: AtomicU64,
+}
+
+impl Ctx {
+    /// The next sequence number, or None once the bitmaps are full (a bound on loops).
+    pub fn seq(&self) -> Option<u64> {
+        let seq = self.next_seq.fetch_add(1, Ordering::AcqRel);
+        (seq < MAX_SEQ).then_some(seq)
+    }
+
+    pub fn seq_now(&self) -> u64 {
+        self.next_seq.load(Ordering::Acquire).min(MAX_SEQ)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.args.pid
+    }
+}
+
+pub async fn run(args: RunArgs) -> Result<Value, String> {
+    let ctx = Arc::new(Ctx {
+        minter: Minter::new(&args.secret),
+        service_token: Minter::new(&args.secret).service(),
+        tracker: Tracker::new(),
+        next_seq: AtomicU64::new(0),
+        args,
+    });
+    wait_ready(&ctx).await?;
+    let started = stats::now_ns();
+    let mut result = match ctx.args.scenario.as_str() {
+        "connections" => connections::run(&ctx).await,
+        "latency" => latency::run(&ctx).await,
+        "throughput" => throughput::run(&ctx).await,
+        "history" => history::run(&ctx).await,
+        other => Err(format!(
+            "unknown scenario {other:?}: connections, latency, throughput or history"
+        )),
+    }?;
+    if !proc::alive(ctx.pid()) {
+        return Err("notifd exited during the scenario".into());
+    }
+    if let Value::Object(map) = &mut result {
+        map.insert("scenario".into(), json!(ctx.args.scenario));
+        map.insert(
+            "duration_s".into(),
+            json!(proc::round((stats::now_ns() - started) as f64 / 1e9, 1)),
+        );
+    }
+    Ok(result)
+}
+
+async fn wait_ready(ctx: &Ctx) -> Result<(), String> {
+    let started = Instant::now();
+    let mut last = String::from("no answer");
+    while started.elapsed() < READY_LIMIT {
+        if !proc::alive(ctx.pid()) {
+            return Err("notifd exited before it was ready (see its log)".into());
+        }
+        match crate::http::get_status(ctx.args.http, "/readyz").await {
+            Ok(200) => {
+                eprintln!(
+                    "notifd-bench: notifd ready after {:.1}s",
+                    started.elapsed().as_secs_f64()
+                );
+                return Ok(());
+            }
+            Ok(status) => last = format!("status {status}"),
+            Err(err) => last = err.to_string(),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Err(format!(
+        "notifd did not answer /readyz 200 within {}s (last: {last})",
+        READY_LIMIT.as_secs()
+    ))
+}
+
+/// Creates one notification for `user`, stamped with its send time; returns the REST
+/// round trip in ns.
+pub async fn create(ctx: &Ctx, conn: &mut HttpConn, user: &str, seq: u64) -> Result<u64, String> {
+    conn.ready()
+        .await
+        .map_err(|e| format!("connect: {}", e.kind()))?;
+    let sent = stats::now_ns();
+    let body = format!(
+        r#"{{"user_id":"{user}","workspace":"{WORKSPACE}","kind":"bench","payload":{{"sent_ns":{sent},"seq":{seq}}}}}"#
+    );
+    let started = Instant::now();
+    let response = conn
+        .request(
+            "POST",
+            "/v1/internal/notifications",
+            &ctx.service_token,
+            Some(body.as_bytes()),
+        )
+        .await
+        .map_err(|e| format!("io: {}", e.kind()))?;
+    let took = started.elapsed().as_nanos() as u64;
+    if response.status == 201 {
+        ctx.tracker.ack(seq);
+        Ok(took)
+    } else {
+        Err(format!("status {}", response.status))
+    }
+}
+
+/// Opens `n` keep-alive REST connections one after the other, each proven by one
+/// answered `GET /healthz`, so the timed load starts on connections notifd serves.
+/// (Opened in a burst, some of them can wait seconds for a tiny_http pool thread.)
+/// Returns the connections and the slowest first answer in ms.
+pub async fn open_conns(ctx: &Ctx, n: usize) -> Result<(Vec<HttpConn>, f64), String> {
+    let mut conns = Vec::with_capacity(n);
+    let mut slowest = 0f64;
+    for _ in 0..n {
+        let mut conn = HttpConn::new(ctx.args.http);
+        let started = Instant::now();
+        let response = conn
+            .request("GET", "/healthz", "-", None)
+            .await
+            .map_err(|e| format!("opening a REST connection: {e}"))?;
+        if response.status != 200 {
+            return Err(format!("GET /healthz: status {}", response.status));
+        }
+        slowest = slowest.max(started.elapsed().as_secs_f64() * 1e3);
+        conns.push(conn);
+    }
+    Ok((conns, proc::round(slowest, 2)))
+}
+
+/// Waits (bounded) until every acked create in `range` arrived; returns
+/// (acked, delivered of those, delivered but not acked).
+pub async fn drain(ctx: &Ctx, range: std::ops::Range<u64>, limit: Duration) -> (u64, u64, u64) {
+    let started = Instant::now();
+    loop {
+        let tally = ctx.tracker.tally(range.clone());
+        if tally.1 >= tally.0 || started.elapsed() >= limit {
+            return tally;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+pub fn count_map(map: &BTreeMap<String, u64>) -> Value {
+    json!(map)
+}
+
+pub fn sum(map: &BTreeMap<String, u64>) -> u64 {
+    map.values().sum()
+}
+
+/// Sleeps `seconds` in short steps, stopping early if notifd exits.
+pub async fn hold(ctx: &Ctx, seconds: f64) -> Result<(), String> {
+    let end = Instant::now() + Duration::from_secs_f64(seconds);
+    while Instant::now() < end {
+        if !proc::alive(ctx.pid()) {
+            return Err("notifd exited".into());
+        }
+        let left = end.saturating_duration_since(Instant::now());
+        tokio::time::sleep(left.min(Duration::from_millis(500))).await;
+    }
+    Ok(())
+}
