@@ -447,24 +447,33 @@ fn free_port() -> u16 {
         .expect("a free port below the ephemeral range")
 }
 
-#[test]
-fn a_redis_restart_loses_nothing_for_a_connected_client() {
+/// A notifd on a `redis-server` of the test's own (on a free port), once its
+/// subscriber listens; `None` (test skipped) where redis-server is not installed.
+fn server_on_own_redis() -> Option<(RedisProcess, u16, String, TestServer)> {
     if Command::new("redis-server")
         .arg("--version")
         .output()
         .is_err()
     {
         eprintln!("SKIPPED: redis-server is not on PATH");
-        return;
+        return None;
     }
     let port = free_port();
-    // Declared first, dropped last: the server shuts down while Redis still runs.
-    let mut redis = RedisProcess::start(port);
+    let redis = RedisProcess::start(port);
     let mut settings = common::settings();
     settings.redis_url = Some(redis.url());
     let prefix = settings.redis_prefix.clone().expect("prefix");
     let server = TestServer::with(settings);
     wait_for_subscribers(&redis.url(), &prefix, 1, Duration::from_secs(10));
+    Some((redis, port, prefix, server))
+}
+
+#[test]
+fn a_redis_restart_loses_nothing_for_a_connected_client() {
+    // Declared first, dropped last: the server shuts down while Redis still runs.
+    let Some((mut redis, port, prefix, server)) = server_on_own_redis() else {
+        return;
+    };
 
     let user = new_user("restart");
     let mut ws = connect(&server, &user, &["acme"], "acme");
@@ -510,21 +519,10 @@ fn a_redis_restart_loses_nothing_for_a_connected_client() {
 
 #[test]
 fn after_a_quiet_redis_restart_new_notifications_are_live_again() {
-    if Command::new("redis-server")
-        .arg("--version")
-        .output()
-        .is_err()
-    {
-        eprintln!("SKIPPED: redis-server is not on PATH");
+    // Declared first, dropped last: the server shuts down while Redis still runs.
+    let Some((mut redis, port, prefix, server)) = server_on_own_redis() else {
         return;
-    }
-    let port = free_port();
-    let mut redis = RedisProcess::start(port);
-    let mut settings = common::settings();
-    settings.redis_url = Some(redis.url());
-    let prefix = settings.redis_prefix.clone().expect("prefix");
-    let server = TestServer::with(settings);
-    wait_for_subscribers(&redis.url(), &prefix, 1, Duration::from_secs(10));
+    };
 
     let user = new_user("quiet");
     let mut ws = connect(&server, &user, &["acme"], "acme");
