@@ -5,7 +5,7 @@
 //! A lone create pays nothing extra but a hand-off to a committer thread; under load
 //! the commit cost, the dominant cost of a create, is shared by everyone waiting.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 
@@ -56,17 +56,16 @@ impl Drop for Job {
 struct Answer {
     result: Mutex<Option<Result<(), Error>>>,
     ready: Condvar,
-    given: AtomicBool,
 }
 
 impl Answer {
     /// Sets the result; only the first call counts.
     fn give(&self, result: Result<(), Error>) {
-        if self.given.swap(true, Ordering::AcqRel) {
-            return;
+        let mut slot = self.result.lock().unwrap_or_else(|e| e.into_inner());
+        if slot.is_none() {
+            *slot = Some(result);
+            self.ready.notify_one();
         }
-        *self.result.lock().unwrap_or_else(|e| e.into_inner()) = Some(result);
-        self.ready.notify_one();
     }
 
     fn wait(&self) -> Result<(), Error> {
@@ -154,8 +153,21 @@ fn commit_group(store: &Store, publisher: &Publisher, jobs: Vec<Job>) {
                 job.answer(Ok(()));
             }
         }
-        Err(err) if jobs.len() == 1 => {
-            jobs[0].answer(Err(err));
+        // Alone or with PostgreSQL unreachable, retrying job by job cannot help: every
+        // job gets the error at once.
+        Err(err) if jobs.len() == 1 || matches!(err, Error::Unavailable { .. }) => {
+            drop(rows);
+            let message = err.to_string();
+            let mut jobs = jobs.into_iter();
+            if let Some(first) = jobs.next() {
+                first.answer(Err(err));
+            }
+            for job in jobs {
+                job.answer(Err(Error::Unavailable {
+                    dependency: "postgresql",
+                    detail: message.clone(),
+                }));
+            }
         }
         Err(_) => {
             drop(rows);

@@ -54,8 +54,20 @@ pub fn pace_accepts(addr: SocketAddr, every: Duration, shutdown: &Shutdown) {
         other => other,
     };
     while !shutdown.wait(every) {
-        if let Err(err) = TcpStream::connect_timeout(&target, Duration::from_secs(1)) {
-            log::warn!(error = err.to_string().as_str(); "cannot reach the REST listener");
+        // Several at once: each frees a pool thread (releasing one stalled connection)
+        // and the pool keeps that many idle threads ready for the next burst.
+        let mut open = Vec::with_capacity(PACE_CONNECTIONS);
+        for _ in 0..PACE_CONNECTIONS {
+            match TcpStream::connect_timeout(&target, Duration::from_secs(1)) {
+                Ok(stream) => open.push(stream),
+                Err(err) => {
+                    log::warn!(error = err.to_string().as_str(); "cannot reach the REST listener");
+                    break;
+                }
+            }
         }
     }
 }
+
+/// Connections the pacer opens per round.
+const PACE_CONNECTIONS: usize = 8;

@@ -51,11 +51,6 @@ impl Publisher {
         channel_name(&self.prefix, user_id)
     }
 
-    /// Publishes one notification's JSON to its user's channel.
-    pub fn publish(&self, user_id: &str, json: &str) -> Result<(), Error> {
-        self.publish_to(&self.channel(user_id), json)
-    }
-
     /// Publishes many notifications in one round trip: `(user_id, json)` pairs.
     pub fn publish_many(&self, messages: &[(&str, &str)]) -> Result<(), Error> {
         let mut pipe = redis::pipe();
@@ -65,7 +60,7 @@ impl Publisher {
                 .arg(*json)
                 .ignore();
         }
-        self.run(&pipe)
+        self.run(&pipe, CONNECTION_TIMEOUT)
     }
 
     /// Publishes a message between instances (see `subscriber::Replace`). Waits
@@ -78,21 +73,12 @@ impl Publisher {
             .arg(crate::subscriber::control_channel(&self.prefix))
             .arg(json)
             .ignore();
-        let mut conn = self
-            .pool
-            .get_timeout(CONTROL_TIMEOUT)
-            .map_err(unavailable)?;
-        conn.run(&pipe).map_err(unavailable)
+        self.run(&pipe, CONTROL_TIMEOUT)
     }
 
-    fn publish_to(&self, channel: &str, payload: &str) -> Result<(), Error> {
-        let mut pipe = redis::pipe();
-        pipe.cmd("PUBLISH").arg(channel).arg(payload).ignore();
-        self.run(&pipe)
-    }
-
-    fn run(&self, pipe: &redis::Pipeline) -> Result<(), Error> {
-        let mut conn = self.pool.get().map_err(unavailable)?;
+    /// Runs a pipeline on a pooled connection (waiting at most `wait` for one).
+    fn run(&self, pipe: &redis::Pipeline, wait: Duration) -> Result<(), Error> {
+        let mut conn = self.pool.get_timeout(wait).map_err(unavailable)?;
         if conn.run(pipe).is_ok() {
             return Ok(());
         }

@@ -15,8 +15,11 @@ static SERIAL: Mutex<()> = Mutex::new(());
 
 /// Inserts a notification created `days_ago` days ago, as notifd would have stored it.
 fn insert_backdated(client: &mut postgres::Client, user: &str, days_ago: u64) -> Uuid {
-    let millis = notifd::notification::id_millis(&Uuid::now_v7()) - days_ago * 86_400_000;
-    let id = Uuid::from_u128((u128::from(millis) << 80) | (0x7u128 << 76) | (0x8u128 << 60) | 1);
+    // A fresh UUIDv7 (random low bits, so ids never collide) moved back in time.
+    let fresh = Uuid::now_v7();
+    let millis = notifd::notification::id_millis(&fresh) - days_ago * 86_400_000;
+    let low_bits = fresh.as_u128() & ((1u128 << 80) - 1);
+    let id = Uuid::from_u128((u128::from(millis) << 80) | low_bits);
     let created_at = notifd::notification::created_at_of(&id);
     client
         .execute(

@@ -35,8 +35,8 @@ pub const CLOSE_INTERNAL: u16 = 1011;
 const CLOSE_ABNORMAL: u16 = 1006;
 
 /// Rows per replay query, and how many pages one replay may take.
-const REPLAY_PAGE: i64 = 500;
-const MAX_REPLAY_PAGES: usize = 200;
+const REPLAY_PAGE: i64 = 100;
+const MAX_REPLAY_PAGES: usize = 1000;
 /// Frames or inbound messages handled per wake-up before looking at everything else.
 const BATCH: usize = 64;
 /// How long to wait for the client's close reply.
@@ -61,6 +61,8 @@ struct Session<'a> {
     /// Catch-up never goes further back than this: `since`, or the connect moment.
     floor: Uuid,
     flush_pending: bool,
+    /// True while the socket is still blocking (the `since` replay).
+    blocking: bool,
     /// Set after a client frame over the limit: tungstenite must not read past a frame
     /// it refused, so input is only drained from then on.
     discard_input: bool,
@@ -79,6 +81,8 @@ pub struct Opened {
     queue: Receiver<Frame>,
     admitted: Admitted,
     started: Instant,
+    /// The connect moment as a position: catch-up never reaches further back.
+    floor: Uuid,
 }
 
 /// Registers an admitted connection with the hub and tells other instances (4005).
@@ -88,6 +92,11 @@ pub struct Opened {
 /// the long-lived connection thread keeps each connection's memory small.
 pub fn open(ctx: &WsCtx, admitted: Admitted) -> Opened {
     let started = Instant::now();
+    // Taken before registering: anything created from here on is owed to this client,
+    // even if Redis is down and the announcement below waits.
+    let floor = admitted
+        .since
+        .unwrap_or_else(|| floor_id(id_millis(&Uuid::now_v7())));
     let (poke, pokes) = crossbeam_channel::bounded(1);
     // Unbounded in type, bounded by the hub (which checks its length before sending):
     // a bounded channel allocates every slot up front, 14 KiB per idle connection.
@@ -112,6 +121,7 @@ pub fn open(ctx: &WsCtx, admitted: Admitted) -> Opened {
         queue,
         admitted,
         started,
+        floor,
     }
 }
 
@@ -125,6 +135,7 @@ pub fn run(ctx: &WsCtx, ws: WebSocket<TcpStream>, opened: Opened) {
         queue,
         admitted,
         started,
+        floor,
     } = opened;
     let Admitted {
         identity,
@@ -145,8 +156,9 @@ pub fn run(ctx: &WsCtx, ws: WebSocket<TcpStream>, opened: Opened) {
         pokes,
         queue,
         seen: Seen::default(),
-        floor: since.unwrap_or_else(|| floor_id(id_millis(&Uuid::now_v7()))),
+        floor,
         flush_pending: false,
+        blocking: false,
         discard_input: false,
         closing: None,
         last_activity: now,
@@ -206,7 +218,7 @@ fn announce(ctx: &WsCtx, user_id: &str, workspace: &str, key: &crate::hub::ConnK
 /// When the token stops being valid: `exp` plus the leeway, as an `Instant`.
 fn expiry(ctx: &WsCtx, exp: u64) -> Instant {
     let now = crate::auth::unix_now();
-    let left = (exp + ctx.leeway.as_secs()).saturating_sub(now);
+    let left = exp.saturating_add(ctx.leeway.as_secs()).saturating_sub(now);
     Instant::now() + Duration::from_secs(left.min(10 * 365 * 24 * 3600))
 }
 
@@ -218,8 +230,10 @@ impl Session<'_> {
             stream
                 .set_write_timeout(Some(REPLAY_WRITE_TIMEOUT))
                 .map_err(|_| Done(CLOSE_ABNORMAL))?;
+            self.blocking = true;
             self.replay(since)?;
             self.flush()?;
+            self.blocking = false;
         }
         self.ws
             .get_ref()
@@ -307,12 +321,13 @@ impl Session<'_> {
                     CLOSE_TOO_SLOW => "too slow: outbound queue full",
                     _ => "replaced by a newer connection",
                 };
-                return self.begin_close(code, reason);
-            }
-            if self.link.take_catch_up() {
+                self.begin_close(code, reason)?;
+            } else if self.link.take_catch_up() {
                 self.catch_up()?;
             }
         }
+        // Read even when closing: the client's close reply may already sit in
+        // tungstenite's buffer, where epoll cannot see it.
         self.read_available()?;
         self.flush()
     }
@@ -343,7 +358,9 @@ impl Session<'_> {
     /// Sends one notification unless this connection already sent it. Live frames
     /// (not replayed history) feed the delivery-latency histogram.
     fn send(&mut self, frame: Frame, live: bool) -> Step {
-        if self.seen.contains(&frame.id) {
+        // After a close frame nothing more may be sent; a closing connection has
+        // nothing left to deliver.
+        if self.closing.is_some() || self.seen.contains(&frame.id) {
             return Ok(());
         }
         self.seen.insert(frame.id);
@@ -365,9 +382,8 @@ impl Session<'_> {
                 self.flush_pending = true;
                 Ok(())
             }
-            Err(WsError::WriteBufferFull(_)) => {
-                self.begin_close(CLOSE_TOO_SLOW, "too slow: outbound buffer full")
-            }
+            // The close frame would not fit either: the client hears nothing more.
+            Err(WsError::WriteBufferFull(_)) => Err(Done(CLOSE_TOO_SLOW)),
             Err(_) => Err(Done(CLOSE_ABNORMAL)),
         }
     }
@@ -509,12 +525,20 @@ impl Session<'_> {
                     json: notification.to_json().into(),
                 };
                 self.send(frame, false)?;
+                // A blocking write that timed out: the client stopped reading its
+                // history, and waiting on it would pin this thread.
+                if self.blocking && self.flush_pending {
+                    return Err(Done(CLOSE_TOO_SLOW));
+                }
             }
             if !full {
                 return Ok(());
             }
         }
-        Ok(())
+        self.begin_close(
+            CLOSE_INTERNAL,
+            "history too long to replay: page through the REST API, then reconnect with since",
+        )
     }
 
     /// After a Redis outage: everything since shortly before the newest id sent (or

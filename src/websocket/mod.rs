@@ -35,6 +35,8 @@ const HANDSHAKE_STACK: usize = 1024 * 1024;
 /// Stack of a connection thread: reserved, not resident; the live loop touches a few
 /// pages, a replay (PostgreSQL client) a few more.
 const CONNECTION_STACK: usize = 128 * 1024;
+/// Handshakes allowed beyond the connection cap, to answer them with 1013.
+const HANDSHAKE_MARGIN: usize = 64;
 /// How long shutdown waits for connections to finish their close handshakes.
 const DRAIN_LIMIT: Duration = Duration::from_secs(5);
 
@@ -162,6 +164,9 @@ fn accept_loop(listener: &TcpListener, ctx: &Arc<WsCtx>, stopping: &AtomicBool) 
         let stream = match listener.accept() {
             Ok((stream, _)) => stream,
             Err(err) => {
+                if stopping.load(Ordering::Acquire) {
+                    return;
+                }
                 log::warn!(error = err.to_string().as_str(); "ws accept failed");
                 // Out of descriptors, most likely: back off instead of spinning.
                 std::thread::sleep(Duration::from_millis(50));
@@ -170,6 +175,13 @@ fn accept_loop(listener: &TcpListener, ctx: &Arc<WsCtx>, stopping: &AtomicBool) 
         };
         if stopping.load(Ordering::Acquire) {
             return;
+        }
+        // Far past the cap (clients that connect and never finish a handshake): drop
+        // at once instead of spending a thread on each; a few over the cap still get
+        // their handshake and a 1013.
+        if ctx.active.load(Ordering::Acquire) >= ctx.max_connections + HANDSHAKE_MARGIN {
+            drop(stream);
+            continue;
         }
         ctx.active.fetch_add(1, Ordering::AcqRel);
         let slot = Slot(ctx.clone());
