@@ -7,7 +7,8 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::thread::Thread;
 
 use crossbeam_channel::Sender;
 use tungstenite::Utf8Bytes;
@@ -25,26 +26,53 @@ pub struct Frame {
     pub json: Utf8Bytes,
 }
 
-/// What another thread can ask of a connection: "wake up and look". The flags say
-/// what to look at; `poke` has capacity 1, so many pokes coalesce into one wake-up.
+/// What other threads can ask of a connection: flags saying what to look at, and a
+/// wake-up. The connection thread parks (a futex wait, no spinning) and every request
+/// unparks it; an unpark before it parks is kept, so none is lost, and many coalesce.
+#[derive(Default)]
 pub struct Link {
-    poke: Sender<()>,
+    thread: OnceLock<Thread>,
+    io_ready: AtomicBool,
     close_code: AtomicU16,
     catch_up: AtomicBool,
 }
 
 impl Link {
-    pub fn new(poke: Sender<()>) -> Link {
-        Link {
-            poke,
-            close_code: AtomicU16::new(0),
-            catch_up: AtomicBool::new(false),
+    pub fn new() -> Link {
+        Link::default()
+    }
+
+    /// Makes the calling thread the one woken (the connection thread, once at start).
+    /// Requests made before are kept in the flags and the queue.
+    pub fn attach(&self) {
+        let _ = self.thread.set(std::thread::current());
+    }
+
+    /// Wakes the connection thread: its queue has a new frame, or a flag was set.
+    pub fn wake(&self) {
+        if let Some(thread) = self.thread.get() {
+            thread.unpark();
         }
     }
 
-    /// Wakes the connection thread (a full channel means a wake-up is already pending).
-    pub fn poke(&self) {
-        let _ = self.poke.try_send(());
+    /// The socket may be readable or writable (from the readiness thread).
+    pub fn io_ready(&self) {
+        self.io_ready.store(true, Ordering::Release);
+        self.wake();
+    }
+
+    /// True when a signal waits: the socket ready, or (for a connection not yet
+    /// closing) a close or catch-up request.
+    pub fn pending(&self, with_requests: bool) -> bool {
+        self.io_ready.load(Ordering::Acquire)
+            || (with_requests
+                && (self.catch_up.load(Ordering::Acquire)
+                    || self.close_code.load(Ordering::Acquire) != 0))
+    }
+
+    /// Takes the "socket ready" signal, if any.
+    pub fn take_io_ready(&self) -> bool {
+        self.io_ready.swap(false, Ordering::AcqRel)
     }
 
     /// Asks the connection to close with `code`; the first code asked for wins.
@@ -52,7 +80,7 @@ impl Link {
         let _ = self
             .close_code
             .compare_exchange(0, code, Ordering::AcqRel, Ordering::Acquire);
-        self.poke();
+        self.wake();
     }
 
     /// The close code asked for, if any.
@@ -66,7 +94,7 @@ impl Link {
     /// Asks the connection to catch up from PostgreSQL (after a Redis outage).
     pub fn request_catch_up(&self) {
         self.catch_up.store(true, Ordering::Release);
-        self.poke();
+        self.wake();
     }
 
     /// Takes the catch-up request, if any.
@@ -174,6 +202,7 @@ impl Hub {
                 continue;
             }
             if member.queue.try_send(frame.clone()).is_ok() {
+                member.link.wake();
                 delivered += 1;
             }
         }
@@ -196,6 +225,13 @@ impl Hub {
     pub fn catch_up_all(&self) {
         for member in self.users().values().flatten() {
             member.link.request_catch_up();
+        }
+    }
+
+    /// Wakes every connection (shutdown: each then sees the signal and closes).
+    pub fn wake_all(&self) {
+        for member in self.users().values().flatten() {
+            member.link.wake();
         }
     }
 
@@ -244,8 +280,7 @@ mod tests {
         workspace: &str,
         capacity: usize,
     ) -> (Registration, Arc<Link>, crossbeam_channel::Receiver<Frame>) {
-        let (poke, _) = crossbeam_channel::bounded(1);
-        let link = Arc::new(Link::new(poke));
+        let link = Arc::new(Link::new());
         let (queue, frames) = crossbeam_channel::unbounded();
         (
             hub.register(user, workspace, link.clone(), queue, capacity),

@@ -2,18 +2,20 @@
 //! live delivery, heartbeats, idle and expiry timers, and the close handshake.
 //!
 //! The thread alone owns its `WebSocket`, so pongs, close replies and size limits stay
-//! tungstenite's job, with no locks. It sleeps only in one `select!` over its
-//! notification queue (from the hub), its pokes (from the readiness thread and the
-//! hub), shutdown, and the next timer: a notification is written the moment it
-//! arrives. The socket is non-blocking once live; epoll (`readiness`) says when to
-//! read or to retry a flush.
+//! tungstenite's job, with no locks. It sleeps only in one park, until its next
+//! timer or until woken through its `Link`: by the hub (a frame queued, a close or
+//! catch-up request), the readiness thread (socket ready) or shutdown. A notification
+//! is written the moment it arrives. A park is a plain futex wait: unlike a channel
+//! `select!`, it does not spin and yield first, which with thousands of threads on
+//! two cores was most of the idle CPU. The socket is non-blocking once live; epoll
+//! (`readiness`) says when to read or to retry a flush.
 
 use std::net::TcpStream;
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{never, select, Receiver};
+use crossbeam_channel::Receiver;
 use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::protocol::CloseFrame;
 use tungstenite::{Error as WsError, Message, WebSocket};
@@ -55,7 +57,6 @@ struct Session<'a> {
     user_id: String,
     workspace: String,
     link: Arc<Link>,
-    pokes: Receiver<()>,
     queue: Receiver<Frame>,
     seen: Seen,
     /// Catch-up never goes further back than this: `since`, or the connect moment.
@@ -77,7 +78,6 @@ struct Session<'a> {
 pub struct Opened {
     registration: Registration,
     link: Arc<Link>,
-    pokes: Receiver<()>,
     queue: Receiver<Frame>,
     admitted: Admitted,
     started: Instant,
@@ -97,11 +97,10 @@ pub fn open(ctx: &WsCtx, admitted: Admitted) -> Opened {
     let floor = admitted
         .since
         .unwrap_or_else(|| floor_id(id_millis(&Uuid::now_v7())));
-    let (poke, pokes) = crossbeam_channel::bounded(1);
     // Unbounded in type, bounded by the hub (which checks its length before sending):
     // a bounded channel allocates every slot up front, 14 KiB per idle connection.
     let (queue_in, queue) = crossbeam_channel::unbounded();
-    let link = Arc::new(Link::new(poke));
+    let link = Arc::new(Link::new());
     let (user_id, workspace) = (&admitted.identity.user_id, &admitted.workspace);
     // Subscribe first, then read history: nothing created meanwhile can fall between.
     let registration = ctx.hub.register(
@@ -117,7 +116,6 @@ pub fn open(ctx: &WsCtx, admitted: Admitted) -> Opened {
     Opened {
         registration,
         link,
-        pokes,
         queue,
         admitted,
         started,
@@ -131,7 +129,6 @@ pub fn run(ctx: &WsCtx, ws: WebSocket<TcpStream>, opened: Opened) {
     let Opened {
         registration,
         link,
-        pokes,
         queue,
         admitted,
         started,
@@ -153,7 +150,6 @@ pub fn run(ctx: &WsCtx, ws: WebSocket<TcpStream>, opened: Opened) {
         user_id,
         workspace,
         link,
-        pokes,
         queue,
         seen: Seen::default(),
         floor,
@@ -241,42 +237,69 @@ impl Session<'_> {
             .map_err(|_| Done(CLOSE_ABNORMAL))
     }
 
-    /// The live loop; returns the close code.
+    /// The live loop; returns the close code. Each turn looks at everything that may
+    /// have happened, then the thread parks until woken or its next timer is due.
     fn live(&mut self, watch: &super::readiness::Registration) -> u16 {
-        let nothing: Receiver<Frame> = never();
-        let no_shutdown: Receiver<()> = never();
+        self.link.attach();
         loop {
-            let queue = if self.flush_pending || self.closing.is_some() {
-                &nothing
-            } else {
-                &self.queue
-            };
-            let shutdown = if self.closing.is_some() {
-                &no_shutdown
-            } else {
-                self.ctx.shutdown.receiver()
-            };
-            let wait = self
-                .next_deadline()
-                .saturating_duration_since(Instant::now());
-            let step = select! {
-                recv(queue) -> frame => match frame {
-                    Ok(frame) => self.on_frames(frame),
-                    Err(_) => Err(Done(CLOSE_INTERNAL)),
-                },
-                recv(self.pokes) -> _ => self.on_poke(),
-                recv(shutdown) -> _ => self.begin_close(CLOSE_GOING_AWAY, "server shutting down"),
-                default(wait) => self.on_timer(),
-            };
-            let step = step.and_then(|()| {
-                watch
-                    .rearm(self.flush_pending)
-                    .map_err(|_| Done(CLOSE_ABNORMAL))
+            let was_pending = self.flush_pending;
+            let io = self.link.take_io_ready();
+            let step = self.turn(io).and_then(|()| {
+                // Every "ready" ends in a re-arm (one-shot); so does a new need to
+                // hear "writable".
+                if io || (self.flush_pending && !was_pending) {
+                    watch
+                        .rearm(self.flush_pending)
+                        .map_err(|_| Done(CLOSE_ABNORMAL))
+                } else {
+                    Ok(())
+                }
             });
             if let Err(Done(code)) = step {
                 return code;
             }
+            // Anything that arrived during the turn (code run by the turn, such as the
+            // PostgreSQL client, may have used up this thread's wake-up) gets a turn now.
+            let open = self.closing.is_none();
+            if self.link.pending(open) || (open && !self.flush_pending && !self.queue.is_empty()) {
+                continue;
+            }
+            let wait = self
+                .next_deadline()
+                .saturating_duration_since(Instant::now());
+            if !wait.is_zero() {
+                std::thread::park_timeout(wait);
+            }
         }
+    }
+
+    /// One turn: close and catch-up requests, the socket (when epoll said so), queued
+    /// frames, then timers.
+    fn turn(&mut self, io: bool) -> Step {
+        if self.closing.is_none() {
+            if self.ctx.shutdown.is_fired() {
+                self.begin_close(CLOSE_GOING_AWAY, "server shutting down")?;
+            } else if let Some(code) = self.link.close_requested() {
+                let reason = match code {
+                    CLOSE_TOO_SLOW => "too slow: outbound queue full",
+                    _ => "replaced by a newer connection",
+                };
+                self.begin_close(code, reason)?;
+            } else if self.link.take_catch_up() {
+                // Before any queued frame: the subscriber asks for a catch-up before
+                // it delivers anything new after a reconnect, so catch-up starts from
+                // what was sent before the outage.
+                self.catch_up()?;
+            }
+        }
+        if io {
+            // Read even when closing: the client's close reply may already sit in
+            // tungstenite's buffer, where epoll cannot see it.
+            self.read_available()?;
+        }
+        self.send_queued()?;
+        self.flush()?;
+        self.on_timer()
     }
 
     fn next_deadline(&self) -> Instant {
@@ -289,47 +312,22 @@ impl Session<'_> {
         }
     }
 
-    /// Writes a frame and whatever else is queued, then flushes once.
-    fn on_frames(&mut self, first: Frame) -> Step {
-        // The subscriber asks for a catch-up before it delivers anything new after a
-        // reconnect: do it first, so catch-up starts from what was sent before the
-        // outage, not from the first live frame after it.
-        if self.link.take_catch_up() {
-            self.catch_up()?;
-        }
-        self.send(first, true)?;
-        // Stop at the first write that would block: the rest waits in the queue (where
-        // a full queue means 4006) instead of piling up inside tungstenite.
-        for _ in 1..BATCH {
-            if self.flush_pending {
-                break;
+    /// Writes queued frames, up to a batch per turn. Stops at the first write that
+    /// would block: the rest waits in the queue (where a full queue means 4006) rather
+    /// than piling up inside tungstenite.
+    fn send_queued(&mut self) -> Step {
+        for _ in 0..BATCH {
+            if self.flush_pending || self.closing.is_some() {
+                return Ok(());
             }
             match self.queue.try_recv() {
                 Ok(frame) => self.send(frame, true)?,
-                Err(_) => break,
+                Err(_) => return Ok(()),
             }
         }
-        self.flush()
-    }
-
-    /// Something may have happened: a close or catch-up request, readable data, or
-    /// room to finish a flush. Looks at all of it.
-    fn on_poke(&mut self) -> Step {
-        if self.closing.is_none() {
-            if let Some(code) = self.link.close_requested() {
-                let reason = match code {
-                    CLOSE_TOO_SLOW => "too slow: outbound queue full",
-                    _ => "replaced by a newer connection",
-                };
-                self.begin_close(code, reason)?;
-            } else if self.link.take_catch_up() {
-                self.catch_up()?;
-            }
-        }
-        // Read even when closing: the client's close reply may already sit in
-        // tungstenite's buffer, where epoll cannot see it.
-        self.read_available()?;
-        self.flush()
+        // More than a batch waiting: take another turn before parking.
+        std::thread::current().unpark();
+        Ok(())
     }
 
     fn on_timer(&mut self) -> Step {
@@ -406,7 +404,7 @@ impl Session<'_> {
     }
 
     /// Reads until the socket has nothing more (epoll cannot see frames tungstenite
-    /// already buffered, so stopping early needs a poke to self).
+    /// already buffered, so stopping early needs a wake-up of its own).
     fn read_available(&mut self) -> Step {
         if self.discard_input {
             return self.discard_available();
@@ -445,7 +443,7 @@ impl Session<'_> {
                 Err(_) => return Err(Done(self.closing.map_or(CLOSE_ABNORMAL, |(code, _)| code))),
             }
         }
-        self.link.poke();
+        self.link.io_ready();
         Ok(())
     }
 
@@ -463,7 +461,7 @@ impl Session<'_> {
                 Err(_) => return Err(Done(self.closing.map_or(CLOSE_TOO_BIG, |(code, _)| code))),
             }
         }
-        self.link.poke();
+        self.link.io_ready();
         Ok(())
     }
 

@@ -127,6 +127,8 @@ impl WsServer {
     /// signal has already told each of them to close with 1001.
     pub fn stop(self) {
         self.stopping.store(true, Ordering::Release);
+        // Parked connection threads look at the shutdown signal once woken.
+        self.ctx.hub.wake_all();
         // Wake the blocking accept with a connection of our own.
         let wake = match self.addr {
             SocketAddr::V4(a) if a.ip().is_unspecified() => {

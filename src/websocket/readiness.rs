@@ -1,5 +1,5 @@
 //! The readiness thread: one epoll instance for every WebSocket, turning "socket
-//! readable/writable" into a poke on the connection's link.
+//! readable/writable" into a wake-up on the connection's link.
 //!
 //! Registrations are one-shot: each event disarms the socket until its connection
 //! thread has read everything and calls `rearm`, so one thread owns each socket and
@@ -136,7 +136,7 @@ impl Readiness {
                 let entry = entry.lock().unwrap_or_else(|e| e.into_inner());
                 if entry.generation == generation {
                     if let Some(link) = &entry.link {
-                        link.poke();
+                        link.io_ready();
                     }
                 }
             }
