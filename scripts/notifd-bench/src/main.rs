@@ -85,6 +85,10 @@ pub struct RunArgs {
     /// Keep-alive REST clients of each throughput step, comma-separated.
     #[arg(long, env = "BENCH_THROUGHPUT_CLIENTS", default_value = "8,16,32")]
     pub throughput_clients: String,
+    /// Notifications per throughput request: 1 posts single creates; N > 1 posts N at a
+    /// time through `POST /v1/internal/notifications/batch` (at most 1,000).
+    #[arg(long, env = "BENCH_BATCH", default_value_t = 1)]
+    pub batch: usize,
     /// Rows seeded for the history scenario's 10,000 users.
     #[arg(long, env = "BENCH_HISTORY_ROWS", default_value_t = 1_000_000)]
     pub history_rows: u64,

@@ -117,6 +117,14 @@ fn fmt(v: &Value, digits: usize) -> String {
     }
 }
 
+/// A throughput step's name: "16 clients", or "16 clients x batch 100".
+fn step_label(step: &Value) -> String {
+    match step["label"].as_str() {
+        Some(label) => label.to_string(),
+        None => format!("{} clients", step["clients"]),
+    }
+}
+
 fn table_rows(name: &str, v: &Value) -> Vec<Row> {
     let s = leak(name);
     let mut rows = Vec::new();
@@ -274,8 +282,9 @@ fn table_rows(name: &str, v: &Value) -> Vec<Row> {
         "throughput" => {
             if let Some(steps) = v["steps"].as_array() {
                 for st in steps {
+                    let label = step_label(st);
                     row(
-                        &format!("{} clients: creates/s, deliveries/s, lost", st["clients"]),
+                        &format!("{label}: creates/s, deliveries/s, lost"),
                         format!(
                             "{}, {}, {}",
                             fmt(&st["creates_per_s"], 0),
@@ -286,10 +295,7 @@ fn table_rows(name: &str, v: &Value) -> Vec<Row> {
                         None,
                     );
                     row(
-                        &format!(
-                            "{} clients: CPU us/notif, e2e p50/p99 ms, other procs %",
-                            st["clients"]
-                        ),
+                        &format!("{label}: CPU us/notif, e2e p50/p99 ms, other procs %"),
                         format!(
                             "{}, {} / {}, {}",
                             fmt(&st["notifd_cpu_us_per_notification"], 1),
@@ -303,27 +309,27 @@ fn table_rows(name: &str, v: &Value) -> Vec<Row> {
                 }
             }
             let b = &v["best"];
-            let clients = &b["clients"];
+            let clients = step_label(b);
             row(
-                &format!("best ({clients} clients): creates/s"),
+                &format!("best ({clients}): creates/s"),
                 fmt(&b["creates_per_s"], 0),
                 ">= 10,000",
                 f(&b["creates_per_s"]).map(|x| x >= 10_000.0),
             );
             row(
-                &format!("best ({clients} clients): deliveries/s"),
+                &format!("best ({clients}): deliveries/s"),
                 fmt(&b["deliveries_per_s"], 0),
                 ">= 10,000",
                 f(&b["deliveries_per_s"]).map(|x| x >= 10_000.0),
             );
             row(
-                &format!("best ({clients} clients): lost"),
+                &format!("best ({clients}): lost"),
                 fmt(&b["lost"], 0),
                 "0",
                 Some(b["lost"] == 0),
             );
             row(
-                &format!("best ({clients} clients): notifd CPU us/notification"),
+                &format!("best ({clients}): notifd CPU us/notification"),
                 fmt(&b["notifd_cpu_us_per_notification"], 1),
                 "<= 30",
                 f(&b["notifd_cpu_us_per_notification"]).map(|x| x <= 30.0),

@@ -134,6 +134,54 @@ pub async fn create(ctx: &Ctx, conn: &mut HttpConn, user: &str, seq: u64) -> Res
     }
 }
 
+/// Creates one notification per `(user, seq)` of `items` in one
+/// `POST /v1/internal/notifications/batch` (all or none), each stamped with the
+/// request's send time; returns the REST round trip in ns. `body` is scratch space
+/// kept by the caller between calls.
+pub async fn create_batch(
+    ctx: &Ctx,
+    conn: &mut HttpConn,
+    items: &[(String, u64)],
+    body: &mut String,
+) -> Result<u64, String> {
+    use std::fmt::Write;
+    conn.ready()
+        .await
+        .map_err(|e| format!("connect: {}", e.kind()))?;
+    let sent = stats::now_ns();
+    body.clear();
+    body.push_str(r#"{"notifications":["#);
+    for (i, (user, seq)) in items.iter().enumerate() {
+        if i > 0 {
+            body.push(',');
+        }
+        let _ = write!(
+            body,
+            r#"{{"user_id":"{user}","workspace":"{WORKSPACE}","kind":"bench","payload":{{"sent_ns":{sent},"seq":{seq}}}}}"#
+        );
+    }
+    body.push_str("]}");
+    let started = Instant::now();
+    let response = conn
+        .request(
+            "POST",
+            "/v1/internal/notifications/batch",
+            &ctx.service_token,
+            Some(body.as_bytes()),
+        )
+        .await
+        .map_err(|e| format!("io: {}", e.kind()))?;
+    let took = started.elapsed().as_nanos() as u64;
+    if response.status == 201 {
+        for &(_, seq) in items {
+            ctx.tracker.ack(seq);
+        }
+        Ok(took)
+    } else {
+        Err(format!("status {}", response.status))
+    }
+}
+
 /// Opens `n` keep-alive REST connections one after the other, each proven by one
 /// answered `GET /healthz`, so the timed load starts on connections notifd serves.
 /// (Opened in a burst, some of them can wait seconds for a tiny_http pool thread.)

@@ -1,6 +1,8 @@
 //! Scenario 3: as many creates per second as notifd sustains, from several closed-loop
 //! keep-alive clients, each notification to a connected user; deliveries counted on
 //! the WebSockets. One step per client count; the best step is the result.
+//! BENCH_BATCH=N (N > 1) makes each request a batch of N notifications (to random
+//! connected users) through the batch endpoint; creates still count notifications.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -9,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use super::{count_map, create, drain, hold, sum, Ctx};
+use super::{count_map, create, create_batch, drain, hold, sum, Ctx};
 use crate::proc::{self, round};
 use crate::stats::{self, Rng};
 use crate::ws;
@@ -18,9 +20,17 @@ use crate::ws;
 const WARM_UP: Duration = Duration::from_secs(2);
 /// Longest wait for the last deliveries of a step.
 const DRAIN_LIMIT: Duration = Duration::from_secs(15);
+/// Most notifications in one batch request (notifd's limit).
+const MAX_BATCH: usize = 1000;
 
 pub async fn run(ctx: &Arc<Ctx>) -> Result<Value, String> {
     let users = ctx.args.users;
+    if !(1..=MAX_BATCH).contains(&ctx.args.batch) {
+        return Err(format!(
+            "BENCH_BATCH is {}: give 1 (single creates) to {MAX_BATCH}",
+            ctx.args.batch
+        ));
+    }
     eprintln!("notifd-bench: throughput: connecting {users} users");
     let (clients, failures) =
         ws::connect_many(ctx.args.ws, &ctx.minter, "t", users, 100, &ctx.tracker).await;
@@ -87,9 +97,20 @@ pub async fn run(ctx: &Arc<Ctx>) -> Result<Value, String> {
     }))
 }
 
+/// "16 clients", or "16 clients x batch 100" in batch mode.
+fn label(clients: usize, batch: usize) -> String {
+    if batch > 1 {
+        format!("{clients} clients x batch {batch}")
+    } else {
+        format!("{clients} clients")
+    }
+}
+
 async fn step(ctx: &Arc<Ctx>, users: usize, n: usize, perf: bool) -> Result<Value, String> {
+    let batch = ctx.args.batch;
+    let label = label(n, batch);
     eprintln!(
-        "notifd-bench: throughput: {n} clients, {}s warm-up + {}s measured",
+        "notifd-bench: throughput: {label}, {}s warm-up + {}s measured",
         WARM_UP.as_secs(),
         ctx.args.seconds
     );
@@ -109,16 +130,32 @@ async fn step(ctx: &Arc<Ctx>, users: usize, n: usize, perf: bool) -> Result<Valu
             let mut rng = Rng::new(stats::now_ns() ^ ((k as u64 + 1) << 17));
             let mut errors: BTreeMap<String, u64> = BTreeMap::new();
             let mut rest = stats::histogram();
+            let mut items: Vec<(String, u64)> = Vec::with_capacity(batch);
+            let mut body = String::with_capacity(if batch > 1 { batch * 128 + 32 } else { 0 });
             while !stop.load(Ordering::Acquire) && Instant::now() < deadline {
-                let Some(seq) = ctx.seq() else { break };
-                let user = format!("t{}", rng.below(users as u64));
-                match create(&ctx, &mut conn, &user, seq).await {
+                items.clear();
+                for _ in 0..batch {
+                    let Some(seq) = ctx.seq() else { break };
+                    items.push((format!("t{}", rng.below(users as u64)), seq));
+                }
+                // Sequence numbers ran out: stop rather than send a short request.
+                if items.len() < batch {
+                    break;
+                }
+                let result = if batch == 1 {
+                    let (user, seq) = &items[0];
+                    create(&ctx, &mut conn, user, *seq).await
+                } else {
+                    create_batch(&ctx, &mut conn, &items, &mut body).await
+                };
+                match result {
                     Ok(ns) => {
-                        ok.fetch_add(1, Ordering::AcqRel);
+                        ok.fetch_add(batch as u64, Ordering::AcqRel);
                         let _ = rest.record(ns.clamp(1, stats::HIST_MAX));
                     }
                     Err(e) => {
-                        *errors.entry(e).or_default() += 1;
+                        // Counted in notifications not created, like `ok`.
+                        *errors.entry(e).or_default() += batch as u64;
                         // Do not spin on a refusing server.
                         tokio::time::sleep(Duration::from_millis(10)).await;
                     }
@@ -166,13 +203,15 @@ async fn step(ctx: &Arc<Ctx>, users: usize, n: usize, perf: bool) -> Result<Valu
     let created = ok1 - ok0;
     let secs = cpu.seconds.max(1e-9);
     eprintln!(
-        "notifd-bench: throughput: {n} clients: {:.0} creates/s, {:.0} deliveries/s, lost {}",
+        "notifd-bench: throughput: {label}: {:.0} creates/s, {:.0} deliveries/s, lost {}",
         created as f64 / secs,
         (frames1 - frames0) as f64 / secs,
         acked - delivered
     );
     Ok(json!({
         "clients": n,
+        "batch": batch,
+        "label": label,
         "rest_connection_first_answer_max_ms": slowest_open_ms,
         "window_s": round(secs, 2),
         "creates_in_window": created,
@@ -189,6 +228,7 @@ async fn step(ctx: &Arc<Ctx>, users: usize, n: usize, perf: bool) -> Result<Valu
         "notifd_rss_kib": cpu.after.rss_kib,
         "end_to_end": stats::summary(&e2e),
         "slow_deliveries": ctx.tracker.outliers(),
+        // Per request: one notification, or `batch` of them.
         "rest_create": stats::summary(&rest),
         "cpu": cpu.to_json(),
         "perf_data": perf_file,
