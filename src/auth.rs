@@ -5,6 +5,9 @@
 //! is applied in SQL by `store`, from the `Identity`. `mint` signs tokens for the
 //! `notifd token` command and the tests.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
@@ -87,7 +90,16 @@ pub struct Claims {
 pub struct Verifier {
     key: DecodingKey,
     validation: Validation,
+    /// Tokens verified before, with what they grant: a service sends the same token
+    /// with every create, and checking a signature costs more than the rest of the
+    /// request's CPU work but the database. Held in memory only, never logged.
+    verified: Arc<Mutex<HashMap<String, Identity>>>,
+    leeway: u64,
 }
+
+/// Most tokens remembered; the whole cache is dropped when full (no LRU needed: the
+/// tokens that matter come back at once).
+const VERIFIED_CACHE: usize = 4096;
 
 impl Verifier {
     /// Builds the verifier; fails when the key does not suit the algorithm.
@@ -129,7 +141,12 @@ impl Verifier {
             validation.set_issuer(&[issuer]);
             validation.required_spec_claims.insert("iss".into());
         }
-        Ok(Verifier { key, validation })
+        Ok(Verifier {
+            key,
+            validation,
+            verified: Arc::default(),
+            leeway: config.leeway.as_secs(),
+        })
     }
 
     /// Verifies a token and returns what it grants.
@@ -137,6 +154,27 @@ impl Verifier {
         if token.is_empty() {
             return Err(AuthError::Missing);
         }
+        let now = unix_now();
+        let mut verified = self.verified.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(identity) = verified.get(token) {
+            if identity.expires_at.saturating_add(self.leeway) >= now {
+                return Ok(identity.clone());
+            }
+            verified.remove(token);
+            return Err(AuthError::Expired);
+        }
+        drop(verified);
+        let identity = self.verify_signature(token)?;
+        let mut verified = self.verified.lock().unwrap_or_else(|e| e.into_inner());
+        if verified.len() >= VERIFIED_CACHE {
+            verified.clear();
+        }
+        verified.insert(token.to_string(), identity.clone());
+        Ok(identity)
+    }
+
+    /// The full check: signature, algorithm, claims.
+    fn verify_signature(&self, token: &str) -> Result<Identity, AuthError> {
         let data = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation).map_err(
             |e| match e.kind() {
                 ErrorKind::ExpiredSignature => AuthError::Expired,
@@ -240,6 +278,22 @@ mod tests {
         assert!(verifier().verify(&within).is_ok());
         let past = mint(Algorithm::HS256, SECRET, &claims(unix_now() - 100)).expect("signs");
         assert_eq!(verifier().verify(&past).unwrap_err(), AuthError::Expired);
+    }
+
+    #[test]
+    fn a_remembered_token_still_expires() {
+        let verifier = verifier();
+        let token = mint(Algorithm::HS256, SECRET, &claims(unix_now() + 60)).expect("signs");
+        assert_eq!(verifier.verify(&token).expect("verifies").user_id, "alice");
+        assert_eq!(
+            verifier.verify(&token).expect("from the cache").user_id,
+            "alice"
+        );
+        // Age the remembered entry past exp + leeway.
+        if let Some(identity) = verifier.verified.lock().expect("lock").get_mut(&token) {
+            identity.expires_at = unix_now() - 31;
+        }
+        assert_eq!(verifier.verify(&token).unwrap_err(), AuthError::Expired);
     }
 
     #[test]
