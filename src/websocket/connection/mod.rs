@@ -10,22 +10,23 @@
 //! two cores was most of the idle CPU. The socket is non-blocking once live; epoll
 //! (`readiness`) says when to read or to retry a flush.
 
+mod replay;
+mod socket;
+
 use std::net::TcpStream;
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::Receiver;
-use tungstenite::protocol::frame::coding::CloseCode;
-use tungstenite::protocol::CloseFrame;
-use tungstenite::{Error as WsError, Message, WebSocket};
+use tungstenite::{Message, WebSocket};
 use uuid::Uuid;
 
 use super::handshake::{Admitted, CLOSE_AT_CAPACITY, CLOSE_EXPIRED};
-use super::seen::{Seen, WINDOW_MS};
+use super::seen::Seen;
 use super::WsCtx;
 use crate::hub::{Frame, Link, Registration, CLOSE_TOO_SLOW};
-use crate::metrics::{self, METRICS};
+use crate::metrics::METRICS;
 use crate::notification::{floor_id, id_millis};
 use crate::subscriber::Replace;
 
@@ -351,202 +352,5 @@ impl Session<'_> {
             return self.flush();
         }
         Ok(())
-    }
-
-    /// Sends one notification unless this connection already sent it. Live frames
-    /// (not replayed history) feed the delivery-latency histogram.
-    fn send(&mut self, frame: Frame, live: bool) -> Step {
-        // After a close frame nothing more may be sent; a closing connection has
-        // nothing left to deliver.
-        if self.closing.is_some() || self.seen.contains(&frame.id) {
-            return Ok(());
-        }
-        self.seen.insert(frame.id);
-        let id = frame.id;
-        self.write(Message::Text(frame.json))?;
-        metrics::inc(&METRICS.notifications_delivered);
-        if live {
-            let age_ms = id_millis(&Uuid::now_v7()).saturating_sub(id_millis(&id));
-            METRICS.delivery.observe(Duration::from_millis(age_ms));
-        }
-        Ok(())
-    }
-
-    fn write(&mut self, message: Message) -> Step {
-        match self.ws.write(message) {
-            Ok(()) => Ok(()),
-            // The frame is queued inside tungstenite; the flush finishes it later.
-            Err(WsError::Io(e)) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                self.flush_pending = true;
-                Ok(())
-            }
-            // The close frame would not fit either: the client hears nothing more.
-            Err(WsError::WriteBufferFull(_)) => Err(Done(CLOSE_TOO_SLOW)),
-            Err(_) => Err(Done(CLOSE_ABNORMAL)),
-        }
-    }
-
-    fn flush(&mut self) -> Step {
-        match self.ws.flush() {
-            Ok(()) => {
-                self.flush_pending = false;
-                Ok(())
-            }
-            Err(WsError::Io(e)) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                self.flush_pending = true;
-                Ok(())
-            }
-            Err(WsError::ConnectionClosed) => {
-                Err(Done(self.closing.map_or(CLOSE_ABNORMAL, |(code, _)| code)))
-            }
-            Err(_) => Err(Done(CLOSE_ABNORMAL)),
-        }
-    }
-
-    /// Reads until the socket has nothing more (epoll cannot see frames tungstenite
-    /// already buffered, so stopping early needs a wake-up of its own).
-    fn read_available(&mut self) -> Step {
-        if self.discard_input {
-            return self.discard_available();
-        }
-        for _ in 0..BATCH {
-            match self.ws.read() {
-                Ok(message) => {
-                    self.last_activity = Instant::now();
-                    match message {
-                        Message::Text(text) if text.as_str() == "ping" => {
-                            self.write(Message::text("pong"))?
-                        }
-                        Message::Close(frame) => {
-                            // tungstenite queued the reply; send it and finish.
-                            let _ = self.ws.flush();
-                            let code = self
-                                .closing
-                                .map(|(code, _)| code)
-                                .or_else(|| frame.map(|f| u16::from(f.code)))
-                                .unwrap_or(1005);
-                            return Err(Done(code));
-                        }
-                        _ => {}
-                    }
-                }
-                Err(WsError::Io(e)) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(()),
-                Err(WsError::Capacity(_)) => {
-                    // tungstenite stopped inside the refused frame; reading on would
-                    // trip its internal assertions (and misparse the rest).
-                    self.discard_input = true;
-                    return self.begin_close(CLOSE_TOO_BIG, "message over 64 KiB");
-                }
-                Err(WsError::ConnectionClosed) => {
-                    return Err(Done(self.closing.map_or(CLOSE_ABNORMAL, |(code, _)| code)))
-                }
-                Err(_) => return Err(Done(self.closing.map_or(CLOSE_ABNORMAL, |(code, _)| code))),
-            }
-        }
-        self.link.io_ready();
-        Ok(())
-    }
-
-    /// After a refused frame: reads and drops what the client sends until it closes its
-    /// side or the close grace ends, so that closing the socket sends FIN, not a reset
-    /// that could cost the client the close frame.
-    fn discard_available(&mut self) -> Step {
-        let mut sink = [0u8; 4096];
-        for _ in 0..BATCH {
-            match std::io::Read::read(self.ws.get_mut(), &mut sink) {
-                Ok(0) => return Err(Done(self.closing.map_or(CLOSE_TOO_BIG, |(code, _)| code))),
-                Ok(_) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(()),
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(_) => return Err(Done(self.closing.map_or(CLOSE_TOO_BIG, |(code, _)| code))),
-            }
-        }
-        self.link.io_ready();
-        Ok(())
-    }
-
-    /// Sends a close frame and waits (in the loop) for the client's reply.
-    fn begin_close(&mut self, code: u16, reason: &str) -> Step {
-        if self.closing.is_some() {
-            return Ok(());
-        }
-        self.closing = Some((code, Instant::now() + CLOSE_GRACE));
-        let frame = CloseFrame {
-            code: CloseCode::from(code),
-            reason: reason.to_string().into(),
-        };
-        match self.ws.close(Some(frame)) {
-            Ok(()) => self.flush(),
-            Err(WsError::Io(e)) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                self.flush_pending = true;
-                Ok(())
-            }
-            Err(_) => Err(Done(code)),
-        }
-    }
-
-    /// Closes outside the live loop (the socket is not in epoll).
-    fn close_now(&mut self, code: u16, reason: &str) -> u16 {
-        let _ = self.ws.get_ref().set_nonblocking(false);
-        let _ = self.begin_close(code, reason);
-        code
-    }
-
-    /// Sends what PostgreSQL holds after `after` for this user and workspace, oldest
-    /// first, skipping what this connection already sent.
-    fn replay(&mut self, after: Uuid) -> Step {
-        let mut after = after;
-        for _ in 0..MAX_REPLAY_PAGES {
-            let rows = match self.ctx.store.newer_than(
-                &self.user_id,
-                &self.workspace,
-                after,
-                REPLAY_PAGE,
-            ) {
-                Ok(rows) => rows,
-                Err(err) => {
-                    log::error!(user = self.user_id.as_str(), error = err.to_string().as_str(); "replay failed");
-                    return self.begin_close(
-                        CLOSE_INTERNAL,
-                        "cannot read history now; reconnect with since",
-                    );
-                }
-            };
-            let full = rows.len() as i64 == REPLAY_PAGE;
-            for notification in rows {
-                after = notification.id;
-                if !self.seen.contains(&notification.id) {
-                    metrics::inc(&METRICS.replayed);
-                }
-                let frame = Frame {
-                    id: notification.id,
-                    json: notification.to_json().into(),
-                };
-                self.send(frame, false)?;
-                // A blocking write that timed out: the client stopped reading its
-                // history, and waiting on it would pin this thread.
-                if self.blocking && self.flush_pending {
-                    return Err(Done(CLOSE_TOO_SLOW));
-                }
-            }
-            if !full {
-                return Ok(());
-            }
-        }
-        self.begin_close(
-            CLOSE_INTERNAL,
-            "history too long to replay: page through the REST API, then reconnect with since",
-        )
-    }
-
-    /// After a Redis outage: everything since shortly before the newest id sent (or
-    /// since the connection's floor), de-duplicated by `seen`.
-    fn catch_up(&mut self) -> Step {
-        let from = match self.seen.newest() {
-            Some(newest) => floor_id(id_millis(&newest).saturating_sub(WINDOW_MS)).max(self.floor),
-            None => self.floor,
-        };
-        self.replay(from)?;
-        self.flush()
     }
 }
