@@ -35,6 +35,8 @@ const HANDSHAKE_STACK: usize = 1024 * 1024;
 /// Stack of a connection thread: reserved, not resident; the live loop touches a few
 /// pages, a replay (PostgreSQL client) a few more.
 const CONNECTION_STACK: usize = 128 * 1024;
+/// How long data may wait unacknowledged before a connection is dropped.
+const SEND_STALL_LIMIT: Duration = Duration::from_secs(20);
 /// Handshakes allowed beyond the connection cap, to answer them with 1013.
 const HANDSHAKE_MARGIN: usize = 64;
 /// How long shutdown waits for connections to finish their close handshakes.
@@ -201,6 +203,9 @@ fn accept_loop(listener: &TcpListener, ctx: &Arc<WsCtx>, stopping: &AtomicBool) 
 fn open(stream: TcpStream, slot: Slot) {
     let ctx = slot.0.clone();
     let _ = stream.set_nodelay(true);
+    // A client that takes no data for this long while data waits (it stopped reading,
+    // or vanished) is cut off by the kernel; its thread then sees the error and ends.
+    let _ = socket2::SockRef::from(&stream).set_tcp_user_timeout(Some(SEND_STALL_LIMIT));
     let Ok((ws, asked)) = handshake::upgrade(stream, HANDSHAKE_LIMIT, &ctx.cors_origins) else {
         return;
     };

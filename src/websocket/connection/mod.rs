@@ -13,6 +13,7 @@
 mod replay;
 mod socket;
 
+use std::collections::VecDeque;
 use std::net::TcpStream;
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
@@ -44,8 +45,6 @@ const MAX_REPLAY_PAGES: usize = 1000;
 const BATCH: usize = 64;
 /// How long to wait for the client's close reply.
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
-/// Write timeout while the socket is still blocking (the `since` replay).
-const REPLAY_WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The connection is over; holds the close code for the log.
 struct Done(u16);
@@ -63,8 +62,12 @@ struct Session<'a> {
     /// Catch-up never goes further back than this: `since`, or the connect moment.
     floor: Uuid,
     flush_pending: bool,
-    /// True while the socket is still blocking (the `since` replay).
-    blocking: bool,
+    /// Where the history being sent continues (`since` replay or catch-up), if any.
+    history: Option<Uuid>,
+    /// Pages of history read for the current replay.
+    history_pages: usize,
+    /// History read from PostgreSQL, not yet sent.
+    backlog: VecDeque<Frame>,
     /// Set after a client frame over the limit: tungstenite must not read past a frame
     /// it refused, so input is only drained from then on.
     discard_input: bool,
@@ -155,7 +158,9 @@ pub fn run(ctx: &WsCtx, ws: WebSocket<TcpStream>, opened: Opened) {
         seen: Seen::default(),
         floor,
         flush_pending: false,
-        blocking: false,
+        history: None,
+        history_pages: 0,
+        backlog: VecDeque::new(),
         discard_input: false,
         closing: None,
         last_activity: now,
@@ -220,17 +225,10 @@ fn expiry(ctx: &WsCtx, exp: u64) -> Instant {
 }
 
 impl Session<'_> {
-    /// The `since` replay, written while the socket is still blocking.
+    /// Queues the `since` replay and makes the socket non-blocking.
     fn start(&mut self, since: Option<Uuid>) -> Step {
         if let Some(since) = since {
-            let stream = self.ws.get_ref();
-            stream
-                .set_write_timeout(Some(REPLAY_WRITE_TIMEOUT))
-                .map_err(|_| Done(CLOSE_ABNORMAL))?;
-            self.blocking = true;
-            self.replay(since)?;
-            self.flush()?;
-            self.blocking = false;
+            self.replay_from(since);
         }
         self.ws
             .get_ref()
@@ -290,7 +288,7 @@ impl Session<'_> {
                 // Before any queued frame: the subscriber asks for a catch-up before
                 // it delivers anything new after a reconnect, so catch-up starts from
                 // what was sent before the outage.
-                self.catch_up()?;
+                self.catch_up();
             }
         }
         if io {
@@ -298,7 +296,11 @@ impl Session<'_> {
             // tungstenite's buffer, where epoll cannot see it.
             self.read_available()?;
         }
-        self.send_queued()?;
+        // History first (oldest first, no gap), then live frames.
+        self.send_history()?;
+        if !self.replaying() {
+            self.send_queued()?;
+        }
         self.flush()?;
         self.on_timer()
     }
