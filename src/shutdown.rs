@@ -1,6 +1,7 @@
 //! Shutdown as a closed channel: `Shutdown` holds a receiver nobody sends on;
-//! dropping the `Trigger` disconnects it, which wakes every `select!` and every
-//! `wait` at once.
+//! dropping the `Trigger` disconnects it, which ends every `wait` at once and makes
+//! `is_fired` true. (Parked WebSocket threads are woken through the hub and then see
+//! `is_fired`.)
 
 use std::time::Duration;
 
@@ -28,11 +29,6 @@ pub fn channel() -> (Trigger, Shutdown) {
 }
 
 impl Shutdown {
-    /// The receiver to put in a `select!`: it becomes ready (disconnected) on shutdown.
-    pub fn receiver(&self) -> &Receiver<()> {
-        &self.receiver
-    }
-
     pub fn is_fired(&self) -> bool {
         matches!(
             self.receiver.try_recv(),
