@@ -33,6 +33,14 @@ pub fn is_name(text: &str, max: usize) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b':' | b'-'))
 }
 
+/// What a kind may be, as 4xx messages say it.
+pub const KIND_RULE: &str = "must be 1 to 64 characters of A-Z a-z 0-9 _ . : -";
+
+/// True for a notification kind.
+pub fn is_kind(text: &str) -> bool {
+    is_name(text, MAX_KIND)
+}
+
 /// True for a workspace slug as a token or a query may name one.
 pub fn is_workspace(text: &str) -> bool {
     is_name(text, MAX_WORKSPACE)
@@ -58,11 +66,8 @@ pub fn new_notification(body: Value) -> Result<(Notification, String), Error> {
         ));
     }
     let kind = required_string(&mut fields, "kind")?;
-    if !is_name(&kind, MAX_KIND) {
-        return Err(Error::invalid(
-            "kind",
-            "must be 1 to 64 characters of A-Z a-z 0-9 _ . : -",
-        ));
+    if !is_kind(&kind) {
+        return Err(Error::invalid("kind", KIND_RULE));
     }
     let workspace = optional_string(&mut fields, "workspace")?;
     if let Some(slug) = &workspace {

@@ -41,21 +41,18 @@ impl Reply {
 
     /// The error body of the contract: `{"error":{"code":…,"message":…}}`.
     pub fn error(err: &Error) -> Reply {
-        let mut reply = Reply::json(
-            err.status(),
-            &serde_json::json!({"error": {"code": err.code(), "message": err.public_message()}}),
-        );
-        if let Error::MethodNotAllowed(allowed) = err {
-            reply.headers.push(("Allow", allowed.clone()));
-        }
+        let mut body =
+            serde_json::json!({"error": {"code": err.code(), "message": err.public_message()}});
+        // A refused batch also lists every bad item.
         if let Error::Batch { items, .. } = err {
-            let items: Vec<Value> = items
+            body["error"]["items"] = items
                 .iter()
                 .map(|(index, code, message)| serde_json::json!({"index": index, "code": code, "message": message}))
                 .collect();
-            let mut body: Value = serde_json::from_str(&reply.body).unwrap_or_default();
-            body["error"]["items"] = Value::Array(items);
-            reply.body = body.to_string();
+        }
+        let mut reply = Reply::json(err.status(), &body);
+        if let Error::MethodNotAllowed(allowed) = err {
+            reply.headers.push(("Allow", allowed.clone()));
         }
         reply
     }

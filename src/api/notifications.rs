@@ -10,7 +10,7 @@ use super::Ctx;
 use crate::auth::Identity;
 use crate::error::Error;
 use crate::store::{Cursor, Filter, MAX_PAGE};
-use crate::validate::{is_name, is_workspace};
+use crate::validate::{is_kind, is_workspace, KIND_RULE};
 
 const DEFAULT_PAGE: i64 = 50;
 const MAX_IDS: usize = 100;
@@ -117,11 +117,8 @@ pub fn unread_count(ctx: &Ctx, who: &Identity, request: &mut Request) -> Result<
 fn kind_filter(text: Option<&str>) -> Result<Option<String>, Error> {
     match text {
         None | Some("") => Ok(None),
-        Some(kind) if is_name(kind, 64) => Ok(Some(kind.to_string())),
-        Some(_) => Err(Error::invalid(
-            "kind",
-            "must be 1 to 64 characters of A-Z a-z 0-9 _ . : -",
-        )),
+        Some(kind) if is_kind(kind) => Ok(Some(kind.to_string())),
+        Some(_) => Err(Error::invalid("kind", KIND_RULE)),
     }
 }
 
