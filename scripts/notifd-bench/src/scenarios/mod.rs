@@ -108,30 +108,10 @@ async fn wait_ready(ctx: &Ctx) -> Result<(), String> {
 /// Creates one notification for `user`, stamped with its send time; returns the REST
 /// round trip in ns.
 pub async fn create(ctx: &Ctx, conn: &mut HttpConn, user: &str, seq: u64) -> Result<u64, String> {
-    conn.ready()
-        .await
-        .map_err(|e| format!("connect: {}", e.kind()))?;
-    let sent = stats::now_ns();
-    let body = format!(
-        r#"{{"user_id":"{user}","workspace":"{WORKSPACE}","kind":"bench","payload":{{"sent_ns":{sent},"seq":{seq}}}}}"#
-    );
-    let started = Instant::now();
-    let response = conn
-        .request(
-            "POST",
-            "/v1/internal/notifications",
-            &ctx.service_token,
-            Some(body.as_bytes()),
-        )
-        .await
-        .map_err(|e| format!("io: {}", e.kind()))?;
-    let took = started.elapsed().as_nanos() as u64;
-    if response.status == 201 {
-        ctx.tracker.ack(seq);
-        Ok(took)
-    } else {
-        Err(format!("status {}", response.status))
-    }
+    ready(conn).await?;
+    let mut body = String::new();
+    write_item(&mut body, user, stats::now_ns(), seq);
+    post(ctx, conn, "/v1/internal/notifications", &body, &[seq]).await
 }
 
 /// Creates one notification per `(user, seq)` of `items` in one
@@ -144,10 +124,7 @@ pub async fn create_batch(
     items: &[(String, u64)],
     body: &mut String,
 ) -> Result<u64, String> {
-    use std::fmt::Write;
-    conn.ready()
-        .await
-        .map_err(|e| format!("connect: {}", e.kind()))?;
+    ready(conn).await?;
     let sent = stats::now_ns();
     body.clear();
     body.push_str(r#"{"notifications":["#);
@@ -155,31 +132,49 @@ pub async fn create_batch(
         if i > 0 {
             body.push(',');
         }
-        let _ = write!(
-            body,
-            r#"{{"user_id":"{user}","workspace":"{WORKSPACE}","kind":"bench","payload":{{"sent_ns":{sent},"seq":{seq}}}}}"#
-        );
+        write_item(body, user, sent, *seq);
     }
     body.push_str("]}");
+    let seqs: Vec<u64> = items.iter().map(|&(_, seq)| seq).collect();
+    post(ctx, conn, "/v1/internal/notifications/batch", body, &seqs).await
+}
+
+async fn ready(conn: &mut HttpConn) -> Result<(), String> {
+    conn.ready()
+        .await
+        .map_err(|e| format!("connect: {}", e.kind()))
+}
+
+/// One notification's create JSON, its payload stamped with the send time.
+fn write_item(body: &mut String, user: &str, sent: u64, seq: u64) {
+    use std::fmt::Write;
+    let _ = write!(
+        body,
+        r#"{{"user_id":"{user}","workspace":"{WORKSPACE}","kind":"bench","payload":{{"sent_ns":{sent},"seq":{seq}}}}}"#
+    );
+}
+
+/// Posts a create body; on 201 marks every `seqs` as created. Returns the round trip in ns.
+async fn post(
+    ctx: &Ctx,
+    conn: &mut HttpConn,
+    path: &str,
+    body: &str,
+    seqs: &[u64],
+) -> Result<u64, String> {
     let started = Instant::now();
     let response = conn
-        .request(
-            "POST",
-            "/v1/internal/notifications/batch",
-            &ctx.service_token,
-            Some(body.as_bytes()),
-        )
+        .request("POST", path, &ctx.service_token, Some(body.as_bytes()))
         .await
         .map_err(|e| format!("io: {}", e.kind()))?;
     let took = started.elapsed().as_nanos() as u64;
-    if response.status == 201 {
-        for &(_, seq) in items {
-            ctx.tracker.ack(seq);
-        }
-        Ok(took)
-    } else {
-        Err(format!("status {}", response.status))
+    if response.status != 201 {
+        return Err(format!("status {}", response.status));
     }
+    for &seq in seqs {
+        ctx.tracker.ack(seq);
+    }
+    Ok(took)
 }
 
 /// Opens `n` keep-alive REST connections one after the other, each proven by one
