@@ -14,6 +14,8 @@ use crossbeam_channel::Sender;
 use tungstenite::Utf8Bytes;
 use uuid::Uuid;
 
+use crate::websocket::gate::{now_ms, SocketGate};
+
 /// Close codes the hub decides.
 pub const CLOSE_REPLACED: u16 = 4005;
 pub const CLOSE_TOO_SLOW: u16 = 4006;
@@ -29,17 +31,38 @@ pub struct Frame {
 /// What other threads can ask of a connection: flags saying what to look at, and a
 /// wake-up. The connection thread parks (a futex wait, no spinning) and every request
 /// unparks it; an unpark before it parks is kept, so none is lost, and many coalesce.
-#[derive(Default)]
 pub struct Link {
     thread: OnceLock<Thread>,
     io_ready: AtomicBool,
     close_code: AtomicU16,
     catch_up: AtomicBool,
+    ping_due: AtomicBool,
+    idle_check: AtomicBool,
+    /// When the client last sent anything (`gate::now_ms`): the connection thread and
+    /// the readiness thread (pongs it takes) write it, the heartbeat thread reads it.
+    heard_ms: AtomicU64,
+    /// Lets helper threads do the heartbeat while the connection thread sleeps.
+    pub gate: SocketGate,
+}
+
+impl Default for Link {
+    fn default() -> Link {
+        Link::new()
+    }
 }
 
 impl Link {
     pub fn new() -> Link {
-        Link::default()
+        Link {
+            thread: OnceLock::new(),
+            io_ready: AtomicBool::new(false),
+            close_code: AtomicU16::new(0),
+            catch_up: AtomicBool::new(false),
+            ping_due: AtomicBool::new(false),
+            idle_check: AtomicBool::new(false),
+            heard_ms: AtomicU64::new(now_ms()),
+            gate: SocketGate::default(),
+        }
     }
 
     /// Makes the calling thread the one woken (the connection thread, once at start).
@@ -62,12 +85,14 @@ impl Link {
     }
 
     /// True when a signal waits: the socket ready, or (for a connection not yet
-    /// closing) a close or catch-up request.
+    /// closing) a close, catch-up, ping or idle-check request.
     pub fn pending(&self, with_requests: bool) -> bool {
         self.io_ready.load(Ordering::Acquire)
             || (with_requests
                 && (self.catch_up.load(Ordering::Acquire)
-                    || self.close_code.load(Ordering::Acquire) != 0))
+                    || self.close_code.load(Ordering::Acquire) != 0
+                    || self.ping_due.load(Ordering::Acquire)
+                    || self.idle_check.load(Ordering::Acquire)))
     }
 
     /// Takes the "socket ready" signal, if any.
@@ -100,6 +125,37 @@ impl Link {
     /// Takes the catch-up request, if any.
     pub fn take_catch_up(&self) -> bool {
         self.catch_up.swap(false, Ordering::AcqRel)
+    }
+
+    /// Asks the connection thread to send a ping itself (the heartbeat thread could
+    /// not borrow the socket).
+    pub fn request_ping(&self) {
+        self.ping_due.store(true, Ordering::Release);
+        self.wake();
+    }
+
+    pub fn take_ping_due(&self) -> bool {
+        self.ping_due.swap(false, Ordering::AcqRel)
+    }
+
+    /// Asks the connection thread to check whether the client went idle.
+    pub fn request_idle_check(&self) {
+        self.idle_check.store(true, Ordering::Release);
+        self.wake();
+    }
+
+    pub fn take_idle_check(&self) -> bool {
+        self.idle_check.swap(false, Ordering::AcqRel)
+    }
+
+    /// The client sent something now.
+    pub fn heard(&self) {
+        self.heard_ms.store(now_ms(), Ordering::Release);
+    }
+
+    /// Milliseconds since the client last sent anything.
+    pub fn silent_ms(&self) -> u64 {
+        now_ms().saturating_sub(self.heard_ms.load(Ordering::Acquire))
     }
 }
 

@@ -12,6 +12,8 @@ use tungstenite::handshake::server::{ErrorResponse, Request, Response};
 use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use tungstenite::WebSocket;
+
+use super::inbound::ClientStream;
 use uuid::Uuid;
 
 use crate::auth::{AuthError, Identity, Verifier};
@@ -74,7 +76,7 @@ pub fn upgrade(
     stream: TcpStream,
     limit: Duration,
     allowed_origins: &[String],
-) -> io::Result<(WebSocket<TcpStream>, Upgrade)> {
+) -> io::Result<(WebSocket<ClientStream>, Upgrade)> {
     let deadline = Instant::now() + limit;
     stream.set_write_timeout(Some(limit))?;
     let mut asked = Upgrade::default();
@@ -100,7 +102,7 @@ pub fn upgrade(
     let stream = ws.into_inner().stream;
     stream.set_read_timeout(None)?;
     Ok((
-        WebSocket::from_raw_socket(stream, Role::Server, Some(config())),
+        WebSocket::from_raw_socket(ClientStream::new(stream), Role::Server, Some(config())),
         asked,
     ))
 }
@@ -168,8 +170,11 @@ pub fn admit(asked: &Upgrade, verifier: &Verifier) -> Result<Admitted, Refusal> 
 
 /// Closes a connection with `code` and waits (briefly, blocking) for the client's
 /// close reply, so the client reads the code instead of a reset.
-pub fn close_blocking(mut ws: WebSocket<TcpStream>, code: u16, reason: &str) {
-    let _ = ws.get_mut().set_read_timeout(Some(Duration::from_secs(2)));
+pub fn close_blocking(mut ws: WebSocket<ClientStream>, code: u16, reason: &str) {
+    let _ = ws
+        .get_ref()
+        .tcp()
+        .set_read_timeout(Some(Duration::from_secs(2)));
     let frame = CloseFrame {
         code: CloseCode::from(code),
         reason: reason.to_string().into(),

@@ -7,7 +7,10 @@
 //! connection queues); `connection` is the per-socket loop.
 
 mod connection;
+pub(crate) mod gate;
 pub mod handshake;
+mod heartbeat;
+mod inbound;
 mod readiness;
 mod seen;
 
@@ -65,7 +68,7 @@ pub struct WsServer {
     addr: SocketAddr,
     ctx: Arc<WsCtx>,
     stopping: Arc<AtomicBool>,
-    /// Stops the readiness thread, once the connections have drained.
+    /// Stops the readiness and heartbeat threads, once the connections have drained.
     readiness_stop: Arc<AtomicBool>,
     threads: Vec<JoinHandle<()>>,
 }
@@ -106,7 +109,17 @@ impl WsServer {
                 .spawn(move || accept_loop(&listener, &ctx, &stopping))?
         };
         let readiness_stop = Arc::new(AtomicBool::new(false));
-        let threads = vec![acceptor, readiness.spawn(readiness_stop.clone())?];
+        let heartbeat = heartbeat::spawn(
+            readiness.clone(),
+            config.ping_interval,
+            config.idle_timeout,
+            readiness_stop.clone(),
+        )?;
+        let threads = vec![
+            acceptor,
+            readiness.spawn(readiness_stop.clone())?,
+            heartbeat,
+        ];
         Ok(WsServer {
             addr,
             ctx,

@@ -5,22 +5,50 @@
 //! thread has read everything and calls `rearm`, so one thread owns each socket and
 //! nothing is read twice or missed (EPOLL_CTL_MOD re-polls the socket). Events carry
 //! slot + generation, never the fd: a closed fd number may be reused at once.
+//!
+//! A pong that arrives while its connection thread sleeps with the socket offered
+//! (see `gate`) is taken off the socket here, and the thread is not woken: at 15,000
+//! idle connections that is most of the wake-ups a heartbeat would cost.
 
 use std::io;
 use std::os::fd::RawFd;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
+use super::inbound;
 use crate::hub::Link;
 
 const MAX_EVENTS: usize = 256;
 /// How long `epoll_wait` sleeps before looking at the stop flag.
 const WAIT_MS: i32 = 250;
 
-struct Slot {
+/// Bytes looked at for pongs: a few pongs' worth; anything longer is the
+/// connection thread's.
+const PEEK_BYTES: usize = 64;
+
+/// One watched socket. The heartbeat thread walks these too (`visit`).
+pub struct Slot {
     generation: u32,
-    link: Option<Arc<Link>>,
+    pub fd: RawFd,
+    pub link: Option<Arc<Link>>,
+    /// When the heartbeat thread pings this connection next (`gate::now_ms`).
+    pub next_ping_ms: u64,
+}
+
+impl Slot {
+    /// The one-shot registration's event: readable always, writable only while a
+    /// flush is pending (a writable socket would otherwise fire forever).
+    fn event(slot: u32, generation: u32, want_write: bool) -> libc::epoll_event {
+        let mut flags = libc::EPOLLIN | libc::EPOLLRDHUP | libc::EPOLLONESHOT;
+        if want_write {
+            flags |= libc::EPOLLOUT;
+        }
+        libc::epoll_event {
+            events: flags as u32,
+            u64: (u64::from(slot) << 32) | u64::from(generation),
+        }
+    }
 }
 
 struct Inner {
@@ -29,6 +57,8 @@ struct Inner {
     // only ones that touch a slot, so events for different sockets never contend.
     slots: Vec<Mutex<Slot>>,
     free: Mutex<Vec<u32>>,
+    /// One past the highest slot ever used: the heartbeat walks no further.
+    used: AtomicUsize,
 }
 
 impl Drop for Inner {
@@ -56,7 +86,9 @@ impl Readiness {
             .map(|_| {
                 Mutex::new(Slot {
                     generation: 0,
+                    fd: -1,
                     link: None,
+                    next_ping_ms: 0,
                 })
             })
             .collect();
@@ -66,12 +98,19 @@ impl Readiness {
                 epoll,
                 slots,
                 free: Mutex::new(free),
+                used: AtomicUsize::new(0),
             }),
         })
     }
 
-    /// Watches `fd` for its connection. Fails when every slot is taken.
-    pub fn register(&self, fd: RawFd, link: Arc<Link>) -> io::Result<Registration> {
+    /// Watches `fd` for its connection, which the heartbeat first pings at
+    /// `first_ping_ms`. Fails when every slot is taken.
+    pub fn register(
+        &self,
+        fd: RawFd,
+        link: Arc<Link>,
+        first_ping_ms: u64,
+    ) -> io::Result<Registration> {
         let slot = self
             .inner
             .free
@@ -84,9 +123,14 @@ impl Readiness {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner());
             entry.generation = entry.generation.wrapping_add(1);
+            entry.fd = fd;
             entry.link = Some(link);
+            entry.next_ping_ms = first_ping_ms;
             entry.generation
         };
+        self.inner
+            .used
+            .fetch_max(slot as usize + 1, Ordering::AcqRel);
         // Filled in before the socket joins epoll, so the first event finds its link.
         let registration = Registration {
             readiness: self.clone(),
@@ -136,11 +180,79 @@ impl Readiness {
                 let entry = entry.lock().unwrap_or_else(|e| e.into_inner());
                 if entry.generation == generation {
                     if let Some(link) = &entry.link {
-                        link.io_ready();
+                        let only_input = event.events == libc::EPOLLIN as u32;
+                        if !(only_input && self.take_pongs(slot as u32, &entry, link)) {
+                            link.io_ready();
+                        }
                     }
                 }
             }
         }
+    }
+}
+
+impl Readiness {
+    /// Takes pongs off an offered socket and re-arms it, so its thread sleeps on.
+    /// False when the thread must look itself (anything else arrived, or the socket
+    /// was not offered).
+    fn take_pongs(&self, slot: u32, entry: &Slot, link: &Link) -> bool {
+        let Some(_loan) = link.gate.borrow() else {
+            return false;
+        };
+        let mut bytes = [0u8; PEEK_BYTES];
+        let flags = libc::MSG_PEEK | libc::MSG_DONTWAIT;
+        // SAFETY: `bytes` has room for PEEK_BYTES; the fd is open while lent (`gate`).
+        let seen = unsafe { libc::recv(entry.fd, bytes.as_mut_ptr().cast(), PEEK_BYTES, flags) };
+        if seen <= 0
+            || seen as usize == PEEK_BYTES
+            || !inbound::whole_pongs(&bytes[..seen as usize])
+        {
+            return false;
+        }
+        // SAFETY: as above; only this thread reads the socket while it is lent, so the
+        // peeked bytes are all still there.
+        let taken = unsafe {
+            libc::recv(
+                entry.fd,
+                bytes.as_mut_ptr().cast(),
+                seen as usize,
+                libc::MSG_DONTWAIT,
+            )
+        };
+        if taken != seen {
+            return false;
+        }
+        link.heard();
+        let mut event = Slot::event(slot, entry.generation, false);
+        // SAFETY: both descriptors are open; the connection thread re-arms only after
+        // a wake-up, which this path does not give.
+        unsafe { libc::epoll_ctl(self.inner.epoll, libc::EPOLL_CTL_MOD, entry.fd, &mut event) == 0 }
+    }
+
+    /// One past the highest slot ever used.
+    pub fn slots_used(&self) -> usize {
+        self.inner.used.load(Ordering::Acquire)
+    }
+
+    /// Calls `visit` with each slot in `range` (wrapped at the slots ever used), under
+    /// the slot's lock; returns where the walk ended.
+    pub fn visit(&self, start: usize, count: usize, mut visit: impl FnMut(&mut Slot)) -> usize {
+        let used = self.inner.used.load(Ordering::Acquire);
+        if used == 0 {
+            return 0;
+        }
+        let mut at = start % used;
+        for _ in 0..count.min(used) {
+            let mut entry = self.inner.slots[at]
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            if entry.link.is_some() {
+                visit(&mut entry);
+            }
+            drop(entry);
+            at = (at + 1) % used;
+        }
+        at
     }
 }
 
@@ -154,21 +266,13 @@ pub struct Registration {
 }
 
 impl Registration {
-    /// Arms the one-shot registration again: readable always, writable only while a
-    /// flush is pending (a writable socket would otherwise fire forever).
+    /// Arms the one-shot registration again (see `Slot::event`).
     pub fn rearm(&self, want_write: bool) -> io::Result<()> {
         self.ctl(libc::EPOLL_CTL_MOD, want_write)
     }
 
     fn ctl(&self, op: libc::c_int, want_write: bool) -> io::Result<()> {
-        let mut flags = libc::EPOLLIN | libc::EPOLLRDHUP | libc::EPOLLONESHOT;
-        if want_write {
-            flags |= libc::EPOLLOUT;
-        }
-        let mut event = libc::epoll_event {
-            events: flags as u32,
-            u64: (u64::from(self.slot) << 32) | u64::from(self.generation),
-        };
+        let mut event = Slot::event(self.slot, self.generation, want_write);
         // SAFETY: both descriptors are open while this registration lives.
         if unsafe { libc::epoll_ctl(self.readiness.inner.epoll, op, self.fd, &mut event) } < 0 {
             return Err(io::Error::last_os_error());

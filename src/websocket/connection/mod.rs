@@ -1,20 +1,21 @@
 //! One WebSocket connection's life on its own thread: optional `since` replay, then
-//! live delivery, heartbeats, idle and expiry timers, and the close handshake.
+//! live delivery, the expiry timer, and the close handshake.
 //!
-//! The thread alone owns its `WebSocket`, so pongs, close replies and size limits stay
-//! tungstenite's job, with no locks. It sleeps only in one park, until its next
-//! timer or until woken through its `Link`: by the hub (a frame queued, a close or
-//! catch-up request), the readiness thread (socket ready) or shutdown. A notification
-//! is written the moment it arrives. A park is a plain futex wait: unlike a channel
-//! `select!`, it does not spin and yield first, which with thousands of threads on
-//! two cores was most of the idle CPU. The socket is non-blocking once live; epoll
-//! (`readiness`) says when to read or to retry a flush.
+//! The thread owns its `WebSocket`, so pongs, close replies and size limits stay
+//! tungstenite's job. It sleeps only in one park, until its expiry or until woken
+//! through its `Link`: by the hub (a frame queued, a close or catch-up request), the
+//! readiness thread (socket ready), the heartbeat thread (idle check, or a ping it
+//! could not send itself) or shutdown. A notification is written the moment it
+//! arrives. A park is a plain futex wait: unlike a channel `select!`, it does not spin
+//! and yield first, which with thousands of threads on two cores was most of the idle
+//! CPU. While parked with nothing half-done, the thread lends its socket (`gate`) so
+//! the heartbeat's ping and pong need no wake-up. The socket is non-blocking once
+//! live; epoll (`readiness`) says when to read or to retry a flush.
 
 mod replay;
 mod socket;
 
 use std::collections::VecDeque;
-use std::net::TcpStream;
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -23,7 +24,9 @@ use crossbeam_channel::Receiver;
 use tungstenite::{Message, WebSocket};
 use uuid::Uuid;
 
+use super::gate::now_ms;
 use super::handshake::{Admitted, CLOSE_AT_CAPACITY, CLOSE_EXPIRED};
+use super::inbound::ClientStream;
 use super::seen::Seen;
 use super::WsCtx;
 use crate::hub::{Frame, Link, Registration, CLOSE_TOO_SLOW};
@@ -53,7 +56,7 @@ type Step = Result<(), Done>;
 
 struct Session<'a> {
     ctx: &'a WsCtx,
-    ws: WebSocket<TcpStream>,
+    ws: WebSocket<ClientStream>,
     user_id: String,
     workspace: String,
     link: Arc<Link>,
@@ -73,8 +76,6 @@ struct Session<'a> {
     discard_input: bool,
     /// Set once a close frame is sent: (code, give up waiting at).
     closing: Option<(u16, Instant)>,
-    last_activity: Instant,
-    next_ping: Instant,
     expires: Instant,
 }
 
@@ -128,7 +129,7 @@ pub fn open(ctx: &WsCtx, admitted: Admitted) -> Opened {
 }
 
 /// Runs an opened connection to its end, on its own thread.
-pub fn run(ctx: &WsCtx, ws: WebSocket<TcpStream>, opened: Opened) {
+pub fn run(ctx: &WsCtx, ws: WebSocket<ClientStream>, opened: Opened) {
     crate::process::relax_timers();
     let Opened {
         registration,
@@ -144,10 +145,12 @@ pub fn run(ctx: &WsCtx, ws: WebSocket<TcpStream>, opened: Opened) {
         since,
     } = admitted;
     let user_id = identity.user_id;
-    let now = Instant::now();
+    // Spread over the interval: connections opened in a burst are not all pinged in
+    // one later burst.
     let phase = ctx
         .ping_interval
         .mul_f64((registration.key().id % 997) as f64 / 997.0);
+    let first_ping_ms = now_ms() + phase.as_millis() as u64;
     let mut session = Session {
         ctx,
         ws,
@@ -163,16 +166,15 @@ pub fn run(ctx: &WsCtx, ws: WebSocket<TcpStream>, opened: Opened) {
         backlog: VecDeque::new(),
         discard_input: false,
         closing: None,
-        last_activity: now,
-        next_ping: now + phase.max(Duration::from_millis(1)),
         expires: expiry(ctx, identity.expires_at),
     };
     let code = match session.start(since) {
         Err(Done(code)) => code,
-        Ok(()) => match ctx
-            .readiness
-            .register(session.ws.get_ref().as_raw_fd(), session.link.clone())
-        {
+        Ok(()) => match ctx.readiness.register(
+            session.ws.get_ref().tcp().as_raw_fd(),
+            session.link.clone(),
+            first_ping_ms,
+        ) {
             Ok(watch) => {
                 let code = session.live(&watch);
                 // Leave epoll before the socket closes (its fd number may be reused).
@@ -232,6 +234,7 @@ impl Session<'_> {
         }
         self.ws
             .get_ref()
+            .tcp()
             .set_nonblocking(true)
             .map_err(|_| Done(CLOSE_ABNORMAL))
     }
@@ -241,6 +244,7 @@ impl Session<'_> {
     fn live(&mut self, watch: &super::readiness::Registration) -> u16 {
         self.link.attach();
         loop {
+            self.link.gate.reclaim();
             let was_pending = self.flush_pending;
             let io = self.link.take_io_ready();
             let step = self.turn(io).and_then(|()| {
@@ -256,6 +260,9 @@ impl Session<'_> {
             });
             if let Err(Done(code)) = step {
                 return code;
+            }
+            if self.lendable() {
+                self.link.gate.offer();
             }
             // Anything that arrived during the turn (code run by the turn, such as the
             // PostgreSQL client, may have used up this thread's wake-up) gets a turn now.
@@ -305,13 +312,21 @@ impl Session<'_> {
         self.on_timer()
     }
 
+    /// Whether helpers may use the socket while this thread sleeps (`gate`): nothing
+    /// unsent, no partial frame read, no close under way.
+    fn lendable(&self) -> bool {
+        self.closing.is_none()
+            && !self.flush_pending
+            && !self.discard_input
+            && self.ws.get_ref().at_frame_start()
+    }
+
+    /// The only timers of the thread itself; pings and idle checks come from the
+    /// heartbeat thread.
     fn next_deadline(&self) -> Instant {
         match self.closing {
             Some((_, give_up)) => give_up,
-            None => self
-                .next_ping
-                .min(self.last_activity + self.ctx.idle_timeout)
-                .min(self.expires),
+            None => self.expires,
         }
     }
 
@@ -345,11 +360,12 @@ impl Session<'_> {
         if now >= self.expires {
             return self.begin_close(CLOSE_EXPIRED, "token expired");
         }
-        if now >= self.last_activity + self.ctx.idle_timeout {
+        if self.link.take_idle_check()
+            && Duration::from_millis(self.link.silent_ms()) >= self.ctx.idle_timeout
+        {
             return self.begin_close(CLOSE_IDLE, "idle timeout");
         }
-        if now >= self.next_ping {
-            self.next_ping = now + self.ctx.ping_interval;
+        if self.link.take_ping_due() {
             self.write(Message::Ping(Default::default()))?;
             return self.flush();
         }

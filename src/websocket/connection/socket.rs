@@ -73,7 +73,7 @@ impl Session<'_> {
         for _ in 0..BATCH {
             match self.ws.read() {
                 Ok(message) => {
-                    self.last_activity = Instant::now();
+                    self.link.heard();
                     match message {
                         Message::Text(text) if text.as_str() == "ping" => {
                             self.write(Message::text("pong"))?
@@ -148,7 +148,7 @@ impl Session<'_> {
 
     /// Closes outside the live loop (the socket is not in epoll).
     pub(super) fn close_now(&mut self, code: u16, reason: &str) -> u16 {
-        let _ = self.ws.get_ref().set_nonblocking(false);
+        let _ = self.ws.get_ref().tcp().set_nonblocking(false);
         let _ = self.begin_close(code, reason);
         code
     }

@@ -1,0 +1,116 @@
+//! The heartbeat thread: pings every live connection on schedule and notices clients
+//! gone idle, without waking connection threads that have nothing else to do.
+//!
+//! It walks the readiness slots in small steps, a full round every `sweep` (a
+//! fraction of the ping interval, at most a second): a connection whose ping is due
+//! gets a ping frame written straight to its socket when its thread has offered the
+//! socket (`gate`), and is asked to send one itself otherwise; a connection silent for
+//! the idle timeout is asked to check and close. Its pongs are taken off the socket by
+//! the readiness thread. Comes after `readiness` (which holds the slots); the
+//! connection threads do everything else.
+
+use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use super::gate::now_ms;
+use super::readiness::{Readiness, Slot};
+
+/// An unmasked, empty ping frame (RFC 6455 §5.5.2): FIN + ping, length 0.
+const PING_FRAME: [u8; 2] = [0x89, 0x00];
+/// Longest round over all connections: how late a ping or an idle close may be.
+const MAX_SWEEP: Duration = Duration::from_secs(1);
+/// Shortest pause between steps.
+const MIN_STEP: Duration = Duration::from_millis(10);
+
+/// Starts the heartbeat thread; it runs until `stop` is set.
+pub fn spawn(
+    readiness: Readiness,
+    ping_interval: Duration,
+    idle_timeout: Duration,
+    stop: Arc<AtomicBool>,
+) -> io::Result<JoinHandle<()>> {
+    let beat = Heartbeat {
+        readiness,
+        ping_ms: ping_interval.as_millis() as u64,
+        idle_ms: idle_timeout.as_millis() as u64,
+        sweep: (ping_interval.min(idle_timeout) / 30).clamp(MIN_STEP, MAX_SWEEP),
+    };
+    std::thread::Builder::new()
+        .name("notifd-heartbeat".into())
+        .stack_size(128 * 1024)
+        .spawn(move || beat.run(&stop))
+}
+
+struct Heartbeat {
+    readiness: Readiness,
+    ping_ms: u64,
+    idle_ms: u64,
+    sweep: Duration,
+}
+
+impl Heartbeat {
+    fn run(&self, stop: &AtomicBool) {
+        let step = (self.sweep / 10).max(MIN_STEP);
+        let mut position = 0;
+        let mut last = Instant::now();
+        while !stop.load(Ordering::Acquire) {
+            std::thread::sleep(step);
+            let now = Instant::now();
+            // Slots due this step, in proportion to the time that passed, so a late
+            // step catches up; a round never takes longer than `sweep`.
+            let share = now.duration_since(last).as_secs_f64() / self.sweep.as_secs_f64();
+            last = now;
+            let count = (share * self.readiness.slots_used() as f64).ceil() as usize;
+            let now_ms = now_ms();
+            position = self
+                .readiness
+                .visit(position, count, |slot| self.beat(slot, now_ms));
+        }
+    }
+
+    fn beat(&self, slot: &mut Slot, now_ms: u64) {
+        let Some(link) = &slot.link else {
+            return;
+        };
+        if link.silent_ms() >= self.idle_ms {
+            link.request_idle_check();
+            return;
+        }
+        if now_ms < slot.next_ping_ms {
+            return;
+        }
+        slot.next_ping_ms = now_ms + self.ping_ms;
+        let Some(_loan) = link.gate.borrow() else {
+            return link.request_ping();
+        };
+        // SAFETY: the fd is open while lent (`gate`); the frame is two bytes.
+        let sent = unsafe {
+            libc::send(
+                slot.fd,
+                PING_FRAME.as_ptr().cast(),
+                PING_FRAME.len(),
+                libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+            )
+        };
+        match sent {
+            2 => {}
+            // Nothing sent (a full socket, most likely): the thread's own ping waits
+            // in tungstenite's buffer, where the slow-client rules apply.
+            -1 if io::Error::last_os_error().kind() == io::ErrorKind::WouldBlock => {
+                link.request_ping()
+            }
+            // Half a frame went out: the stream cannot be repaired, so end it; the
+            // thread then sees the end of the socket and finishes.
+            1 => {
+                log::warn!("ws ping half sent; dropping the connection");
+                // SAFETY: as above.
+                unsafe { libc::shutdown(slot.fd, libc::SHUT_RDWR) };
+            }
+            // A dead socket: the thread reads the error when it looks.
+            _ => link.io_ready(),
+        }
+    }
+}
