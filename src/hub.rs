@@ -1,12 +1,14 @@
 //! The hub: who is connected to this instance. Maps each user to their live
 //! WebSocket connections and hands each notification to the right ones.
 //!
-//! The subscriber thread (before) calls `deliver`; each connection thread (after)
-//! drains its own bounded queue. The hub never blocks on a client: a full queue
-//! marks that connection for closing with 4006 and pokes it.
+//! The subscriber thread (before) calls `deliver`, which writes the frame straight to
+//! the socket of a connection whose thread sleeps with nothing queued (`direct`) and
+//! otherwise queues it for the connection thread (after), which drains its own
+//! bounded queue. The hub never blocks on a client: a write is non-blocking, and a
+//! full queue marks that connection for closing with 4006 and pokes it.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU16, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::thread::Thread;
 
@@ -14,7 +16,9 @@ use crossbeam_channel::Sender;
 use tungstenite::Utf8Bytes;
 use uuid::Uuid;
 
+use crate::websocket::direct;
 use crate::websocket::gate::{now_ms, SocketGate};
+use crate::websocket::seen::Seen;
 
 /// Close codes the hub decides.
 pub const CLOSE_REPLACED: u16 = 4005;
@@ -41,8 +45,17 @@ pub struct Link {
     /// When the client last sent anything (`gate::now_ms`): the connection thread and
     /// the readiness thread (pongs it takes) write it, the heartbeat thread reads it.
     heard_ms: AtomicU64,
-    /// Lets helper threads do the heartbeat while the connection thread sleeps.
+    /// Lets helper threads do the heartbeat, and the subscriber write frames, while
+    /// the connection thread sleeps.
     pub gate: SocketGate,
+    /// The live socket's descriptor (-1 before), for helpers holding a loan.
+    fd: AtomicI32,
+    /// Whether a helper may write notifications now: no history is being sent.
+    direct: AtomicBool,
+    /// Ids sent on this connection, whoever wrote them.
+    seen: Mutex<Seen>,
+    /// The rest of a frame a helper wrote only in part; its thread sends it first.
+    unsent: Mutex<Vec<u8>>,
 }
 
 impl Default for Link {
@@ -62,6 +75,10 @@ impl Link {
             idle_check: AtomicBool::new(false),
             heard_ms: AtomicU64::new(now_ms()),
             gate: SocketGate::default(),
+            fd: AtomicI32::new(-1),
+            direct: AtomicBool::new(false),
+            seen: Mutex::new(Seen::default()),
+            unsent: Mutex::new(Vec::new()),
         }
     }
 
@@ -153,6 +170,45 @@ impl Link {
         self.heard_ms.store(now_ms(), Ordering::Release);
     }
 
+    pub fn set_fd(&self, fd: i32) {
+        self.fd.store(fd, Ordering::Release);
+    }
+
+    pub fn fd(&self) -> i32 {
+        self.fd.load(Ordering::Acquire)
+    }
+
+    /// Says whether helpers may write notifications (the thread, before offering).
+    pub fn allow_direct(&self, allowed: bool) {
+        self.direct.store(allowed, Ordering::Release);
+    }
+
+    /// True when a notification may be written by a helper now: allowed, and no
+    /// catch-up (which must go first) or close waiting for the thread.
+    pub fn takes_direct_frames(&self) -> bool {
+        self.direct.load(Ordering::Acquire)
+            && !self.catch_up.load(Ordering::Acquire)
+            && self.close_code.load(Ordering::Acquire) == 0
+    }
+
+    /// The ids sent on this connection. Held only briefly, never across a wait.
+    pub fn seen(&self) -> MutexGuard<'_, Seen> {
+        self.seen.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Keeps the rest of a frame for the thread to send first.
+    pub fn keep_unsent(&self, rest: Vec<u8>) {
+        self.unsent
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend_from_slice(&rest);
+    }
+
+    pub fn take_unsent(&self) -> Option<Vec<u8>> {
+        let mut unsent = self.unsent.lock().unwrap_or_else(|e| e.into_inner());
+        (!unsent.is_empty()).then(|| std::mem::take(&mut *unsent))
+    }
+
     /// Milliseconds since the client last sent anything.
     pub fn silent_ms(&self) -> u64 {
         now_ms().saturating_sub(self.heard_ms.load(Ordering::Acquire))
@@ -241,24 +297,32 @@ impl Hub {
         }
     }
 
-    /// Queues a frame for every connection of `user_id` on `workspace` (or all of the
-    /// user's connections when `workspace` is `None`). Returns how many got it.
+    /// Sends or queues a frame for every connection of `user_id` on `workspace` (or all
+    /// of the user's connections when `workspace` is `None`). Returns how many got it.
+    /// One thread (the subscriber) calls it, so a connection's frames keep their order.
     pub fn deliver(&self, user_id: &str, workspace: Option<&str>, frame: &Frame) -> usize {
-        let users = self.users();
-        let Some(members) = users.get(user_id) else {
-            return 0;
+        // Picked under the lock, written to after it: a socket write is I/O.
+        let targets: Vec<(Arc<Link>, Sender<Frame>, usize)> = {
+            let users = self.users();
+            let Some(members) = users.get(user_id) else {
+                return 0;
+            };
+            members
+                .iter()
+                .filter(|m| workspace.is_none_or(|w| w == m.workspace))
+                .map(|m| (m.link.clone(), m.queue.clone(), m.capacity))
+                .collect()
         };
         let mut delivered = 0;
-        for member in members {
-            if workspace.is_some_and(|w| w != member.workspace) {
-                continue;
-            }
-            if member.queue.len() >= member.capacity {
-                member.link.close(CLOSE_TOO_SLOW);
-                continue;
-            }
-            if member.queue.try_send(frame.clone()).is_ok() {
-                member.link.wake();
+        for (link, queue, capacity) in targets {
+            // Straight to the socket when nothing is queued before it (only this
+            // thread adds to the queue, so "empty" stays true meanwhile).
+            if queue.is_empty() && direct::write(&link, frame) {
+                delivered += 1;
+            } else if queue.len() >= capacity {
+                link.close(CLOSE_TOO_SLOW);
+            } else if queue.try_send(frame.clone()).is_ok() {
+                link.wake();
                 delivered += 1;
             }
         }

@@ -108,6 +108,17 @@ pub static METRICS: Metrics = Metrics {
 };
 
 /// Adds one to a counter.
+/// A notification went out on a socket; a live one (not replayed history) also
+/// feeds the delivery-latency histogram, by the age of its id.
+pub fn delivered(id: &uuid::Uuid, live: bool) {
+    inc(&METRICS.notifications_delivered);
+    if live {
+        let now = crate::notification::id_millis(&uuid::Uuid::now_v7());
+        let age_ms = now.saturating_sub(crate::notification::id_millis(id));
+        METRICS.delivery.observe(Duration::from_millis(age_ms));
+    }
+}
+
 pub fn inc(counter: &AtomicU64) {
     counter.fetch_add(1, Ordering::Relaxed);
 }

@@ -3,7 +3,9 @@
 //! (user, workspace, user-level); `since=` replay joins live delivery with no gap
 //! and no duplicate while notifications keep being created; two instances on one
 //! Redis deliver across each other and enforce one connection per user and workspace
-//! (4005); a Redis restart loses nothing for a connected client; and the first
+//! (4005); a client that reads late gets every large notification whole and in
+//! order (frames written straight to its socket in parts are finished before the
+//! next); a Redis restart loses nothing for a connected client; and the first
 //! source document's JavaScript `NotificationManager` works against notifd unchanged.
 //!
 //! Absence is proved by ordering, never by sleeping: after a notification a client
@@ -876,4 +878,31 @@ fn the_first_documents_notification_manager_receives_and_stops_on_4001() {
         "one connection attempt only; stdout {out:?}"
     );
     drop(server);
+}
+
+#[test]
+fn a_client_that_reads_late_gets_every_large_notification_whole_and_in_order() {
+    let server = TestServer::start();
+    let user = new_user("late");
+    let mut ws = connect(&server, &user, &["acme"], "acme");
+    // More than the socket buffers hold: the server's writes soon stop fitting, and
+    // large frames go out in parts.
+    let filler = "x".repeat(60_000);
+    let created: Vec<Value> = (0..150)
+        .map(|n| {
+            server.create(&json!({
+                "user_id": user, "workspace": "acme", "kind": "late.reader",
+                "message": format!("{n} {filler}"), "payload": {"n": n}
+            }))
+        })
+        .collect();
+    // Only now does the client read: every frame whole, none lost, in order.
+    for (n, expected) in created.iter().enumerate() {
+        assert_eq!(&next_notification(&mut ws), expected, "notification {n}");
+    }
+    // And live afterwards.
+    let after = server.create(&json!({
+        "user_id": user, "workspace": "acme", "kind": "late.reader", "payload": {}
+    }));
+    assert_eq!(next_notification(&mut ws), after);
 }

@@ -64,6 +64,16 @@ pub struct Loan<'a> {
     gate: &'a SocketGate,
 }
 
+impl Loan<'_> {
+    /// Ends the loan with the socket back in its thread's hands and not on offer:
+    /// the thread has something to finish (the rest of a frame) before any helper
+    /// may write again.
+    pub fn return_to_owner(self) {
+        self.gate.state.store(OWNED, Ordering::Release);
+        std::mem::forget(self);
+    }
+}
+
 impl Drop for Loan<'_> {
     fn drop(&mut self) {
         self.gate.state.store(LENDABLE, Ordering::Release);

@@ -21,6 +21,9 @@ const MAX_CONTROL_PAYLOAD: usize = 125;
 pub struct ClientStream {
     tcp: TcpStream,
     cursor: FrameCursor,
+    /// Bytes that must go out before anything else: the rest of a frame another
+    /// thread wrote only in part (`direct`).
+    unsent: Vec<u8>,
 }
 
 impl ClientStream {
@@ -28,7 +31,29 @@ impl ClientStream {
         ClientStream {
             tcp,
             cursor: FrameCursor::default(),
+            unsent: Vec::new(),
         }
+    }
+
+    /// Queues bytes to go out before anything written from now on.
+    pub fn push_unsent(&mut self, bytes: Vec<u8>) {
+        self.unsent.extend_from_slice(&bytes);
+    }
+
+    pub fn has_unsent(&self) -> bool {
+        !self.unsent.is_empty()
+    }
+
+    /// Sends the unsent bytes; `WouldBlock` while some remain, so that nothing
+    /// written after them can overtake them.
+    fn send_unsent(&mut self) -> io::Result<()> {
+        while !self.unsent.is_empty() {
+            match self.tcp.write(&self.unsent)? {
+                0 => return Err(io::ErrorKind::WriteZero.into()),
+                n => drop(self.unsent.drain(..n)),
+            }
+        }
+        Ok(())
     }
 
     pub fn tcp(&self) -> &TcpStream {
@@ -52,14 +77,17 @@ impl Read for ClientStream {
 
 impl Write for ClientStream {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.send_unsent()?;
         self.tcp.write(buf)
     }
 
     fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+        self.send_unsent()?;
         self.tcp.write_vectored(bufs)
     }
 
     fn flush(&mut self) -> io::Result<()> {
+        self.send_unsent()?;
         self.tcp.flush()
     }
 }

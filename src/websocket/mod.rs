@@ -7,12 +7,13 @@
 //! connection queues); `connection` is the per-socket loop.
 
 mod connection;
+pub(crate) mod direct;
 pub(crate) mod gate;
 pub mod handshake;
 mod heartbeat;
 mod inbound;
 mod readiness;
-mod seen;
+pub(crate) mod seen;
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};

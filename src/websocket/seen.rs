@@ -32,8 +32,11 @@ impl Seen {
         self.newest
     }
 
-    pub fn insert(&mut self, id: Uuid) {
-        self.ids.insert(id);
+    /// Remembers `id`; false when it was already there.
+    pub fn insert(&mut self, id: Uuid) -> bool {
+        if !self.ids.insert(id) {
+            return false;
+        }
         if self.newest.is_none_or(|newest| id > newest) {
             self.newest = Some(id);
         }
@@ -44,6 +47,7 @@ impl Seen {
             }
             self.ids.pop_first();
         }
+        true
     }
 }
 

@@ -27,7 +27,6 @@ use uuid::Uuid;
 use super::gate::now_ms;
 use super::handshake::{Admitted, CLOSE_AT_CAPACITY, CLOSE_EXPIRED};
 use super::inbound::ClientStream;
-use super::seen::Seen;
 use super::WsCtx;
 use crate::hub::{Frame, Link, Registration, CLOSE_TOO_SLOW};
 use crate::metrics::METRICS;
@@ -61,7 +60,6 @@ struct Session<'a> {
     workspace: String,
     link: Arc<Link>,
     queue: Receiver<Frame>,
-    seen: Seen,
     /// Catch-up never goes further back than this: `since`, or the connect moment.
     floor: Uuid,
     flush_pending: bool,
@@ -158,7 +156,6 @@ pub fn run(ctx: &WsCtx, ws: WebSocket<ClientStream>, opened: Opened) {
         workspace,
         link,
         queue,
-        seen: Seen::default(),
         floor,
         flush_pending: false,
         history: None,
@@ -168,6 +165,7 @@ pub fn run(ctx: &WsCtx, ws: WebSocket<ClientStream>, opened: Opened) {
         closing: None,
         expires: expiry(ctx, identity.expires_at),
     };
+    session.link.set_fd(session.ws.get_ref().tcp().as_raw_fd());
     let code = match session.start(since) {
         Err(Done(code)) => code,
         Ok(()) => match ctx.readiness.register(
@@ -246,6 +244,10 @@ impl Session<'_> {
         loop {
             self.link.gate.reclaim();
             let was_pending = self.flush_pending;
+            // The rest of a frame the subscriber could only half write goes first.
+            if let Some(rest) = self.link.take_unsent() {
+                self.ws.get_mut().push_unsent(rest);
+            }
             let io = self.link.take_io_ready();
             let step = self.turn(io).and_then(|()| {
                 // Every "ready" ends in a re-arm (one-shot); so does a new need to
@@ -262,6 +264,7 @@ impl Session<'_> {
                 return code;
             }
             if self.lendable() {
+                self.link.allow_direct(!self.replaying());
                 self.link.gate.offer();
             }
             // Anything that arrived during the turn (code run by the turn, such as the
@@ -319,6 +322,7 @@ impl Session<'_> {
             && !self.flush_pending
             && !self.discard_input
             && self.ws.get_ref().at_frame_start()
+            && !self.ws.get_ref().has_unsent()
     }
 
     /// The only timers of the thread itself; pings and idle checks come from the

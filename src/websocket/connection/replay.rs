@@ -33,7 +33,7 @@ impl Session<'_> {
                 return Ok(());
             }
             if let Some(frame) = self.backlog.pop_front() {
-                if !self.seen.contains(&frame.id) {
+                if !self.link.seen().contains(&frame.id) {
                     metrics::inc(&METRICS.replayed);
                 }
                 self.send(frame, false)?;
@@ -88,7 +88,8 @@ impl Session<'_> {
     /// After a Redis outage: everything since shortly before the newest id sent (or
     /// since the connection's floor), de-duplicated by `seen`.
     pub(super) fn catch_up(&mut self) {
-        let from = match self.seen.newest() {
+        let newest = self.link.seen().newest();
+        let from = match newest {
             Some(newest) => floor_id(id_millis(&newest).saturating_sub(WINDOW_MS)).max(self.floor),
             None => self.floor,
         };

@@ -1,17 +1,15 @@
 //! The connection's socket side: writing frames (with the slow-consumer rules),
 //! flushing, reading until the socket is drained, and the close handshake.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::protocol::CloseFrame;
 use tungstenite::{Error as WsError, Message};
-use uuid::Uuid;
 
 use super::{Done, Session, Step, BATCH, CLOSE_ABNORMAL, CLOSE_GRACE, CLOSE_TOO_BIG};
 use crate::hub::{Frame, CLOSE_TOO_SLOW};
-use crate::metrics::{self, METRICS};
-use crate::notification::id_millis;
+use crate::metrics;
 
 impl Session<'_> {
     /// Sends one notification unless this connection already sent it. Live frames
@@ -19,17 +17,12 @@ impl Session<'_> {
     pub(super) fn send(&mut self, frame: Frame, live: bool) -> Step {
         // After a close frame nothing more may be sent; a closing connection has
         // nothing left to deliver.
-        if self.closing.is_some() || self.seen.contains(&frame.id) {
+        if self.closing.is_some() || !self.link.seen().insert(frame.id) {
             return Ok(());
         }
-        self.seen.insert(frame.id);
         let id = frame.id;
         self.write(Message::Text(frame.json))?;
-        metrics::inc(&METRICS.notifications_delivered);
-        if live {
-            let age_ms = id_millis(&Uuid::now_v7()).saturating_sub(id_millis(&id));
-            METRICS.delivery.observe(Duration::from_millis(age_ms));
-        }
+        metrics::delivered(&id, live);
         Ok(())
     }
 
