@@ -1,7 +1,8 @@
 //! Listening sockets, set up before anyone accepts on them.
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use socket2::{Domain, Protocol, Socket, Type};
 
@@ -40,10 +41,30 @@ pub fn listen(addr: SocketAddr, client_timeout: Option<Duration>) -> std::io::Re
 /// pacing bounds that stall.
 pub const MAX_PACE: Duration = Duration::from_millis(200);
 
+/// Longest pause between pacer connections while no REST client is about.
+pub const QUIET_PACE: Duration = Duration::from_secs(2);
+/// How long after a REST request the pacer keeps its quick pace.
+const BUSY_SPELL: Duration = Duration::from_secs(10);
+
+/// Set by every REST request, taken by the pacer.
+static REST_ACTIVITY: AtomicBool = AtomicBool::new(false);
+
+/// Tells the pacer that REST clients are about (each request; a plain load when the
+/// flag is already set, so workers do not fight over its cache line).
+pub fn note_rest_activity() {
+    if !REST_ACTIVITY.load(Ordering::Relaxed) {
+        REST_ACTIVITY.store(true, Ordering::Relaxed);
+    }
+}
+
 /// Keeps a listener with a receive timeout from ever timing out in `accept()`, and
-/// tiny_http's task pool from stalling (see `MAX_PACE`): opens and closes a connection
-/// to it every `every`. The connection sends nothing; tiny_http reads EOF and drops it.
-pub fn pace_accepts(addr: SocketAddr, every: Duration, shutdown: &Shutdown) {
+/// tiny_http's task pool from stalling (see `MAX_PACE`): opens and closes connections
+/// to it, a round every `busy` while REST requests come in (and for `BUSY_SPELL`
+/// after the last), one connection every `quiet` otherwise. Each round costs a few
+/// thread wake-ups in tiny_http: the quiet pace keeps an idle server idle, and the
+/// first request after a quiet spell brings the quick pace back within `busy`. The
+/// connections send nothing; tiny_http reads EOF and drops them.
+pub fn pace_accepts(addr: SocketAddr, busy: Duration, quiet: Duration, shutdown: &Shutdown) {
     let target = match addr {
         SocketAddr::V4(a) if a.ip().is_unspecified() => {
             SocketAddr::from(([127, 0, 0, 1], a.port()))
@@ -53,21 +74,38 @@ pub fn pace_accepts(addr: SocketAddr, every: Duration, shutdown: &Shutdown) {
         }
         other => other,
     };
-    while !shutdown.wait(every) {
-        // Several at once: each frees a pool thread (releasing one stalled connection)
-        // and the pool keeps that many idle threads ready for the next burst.
-        let mut open = Vec::with_capacity(PACE_CONNECTIONS);
-        for _ in 0..PACE_CONNECTIONS {
-            match TcpStream::connect_timeout(&target, Duration::from_secs(1)) {
-                Ok(stream) => open.push(stream),
-                Err(err) => {
-                    log::warn!(error = err.to_string().as_str(); "cannot reach the REST listener");
-                    break;
-                }
+    // Quick at first: a server that just started is about to be used.
+    let mut busy_until = Instant::now() + BUSY_SPELL;
+    let mut next_quiet_round = Instant::now();
+    while !shutdown.wait(busy) {
+        let now = Instant::now();
+        if REST_ACTIVITY.swap(false, Ordering::Relaxed) {
+            busy_until = now + BUSY_SPELL;
+        }
+        if now < busy_until {
+            pace_round(target, PACE_CONNECTIONS);
+        } else if now >= next_quiet_round {
+            pace_round(target, 1);
+            next_quiet_round = now + quiet;
+        }
+    }
+}
+
+/// Opens `count` connections to `target` at once and closes them.
+fn pace_round(target: SocketAddr, count: usize) {
+    // Several at once: each frees a pool thread (releasing one stalled connection)
+    // and the pool keeps that many idle threads ready for the next burst.
+    let mut open = Vec::with_capacity(count);
+    for _ in 0..count {
+        match TcpStream::connect_timeout(&target, Duration::from_secs(1)) {
+            Ok(stream) => open.push(stream),
+            Err(err) => {
+                log::warn!(error = err.to_string().as_str(); "cannot reach the REST listener");
+                break;
             }
         }
     }
 }
 
-/// Connections the pacer opens per round.
+/// Connections the pacer opens per round while REST clients are about.
 const PACE_CONNECTIONS: usize = 8;

@@ -105,9 +105,11 @@ impl Server {
                 .map_err(|e| Error::Internal(format!("cannot start HTTP server: {e}")))?,
         );
         let pacer_shutdown = shutdown.clone();
-        let pace = (config.http_timeout / 3).min(crate::net::MAX_PACE);
+        // Well inside the accept timeout (the REST client timeout) either way.
+        let busy_pace = (config.http_timeout / 3).min(crate::net::MAX_PACE);
+        let quiet_pace = (config.http_timeout / 3).min(crate::net::QUIET_PACE);
         background.push(spawn("notifd-http-pacer", 128 * 1024, move || {
-            crate::net::pace_accepts(http_addr, pace, &pacer_shutdown)
+            crate::net::pace_accepts(http_addr, busy_pace, quiet_pace, &pacer_shutdown)
         })?);
         let mut workers = Vec::with_capacity(config.http_workers);
         for i in 0..config.http_workers {

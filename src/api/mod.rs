@@ -99,6 +99,7 @@ const ROUTES: &[Route] = &[
 /// Serves one request to completion and writes its access log line.
 pub fn handle(ctx: &Ctx, mut request: Request) {
     let started = Instant::now();
+    crate::net::note_rest_activity();
     let path = http::path(&request).to_string();
     let method = request.method().clone();
     let (route, user, reply) = match dispatch(ctx, &mut request, &path) {
