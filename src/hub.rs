@@ -35,6 +35,7 @@ pub struct Frame {
 /// What other threads can ask of a connection: flags saying what to look at, and a
 /// wake-up. The connection thread parks (a futex wait, no spinning) and every request
 /// unparks it; an unpark before it parks is kept, so none is lost, and many coalesce.
+/// While it sleeps, helpers may use its socket through `gate`.
 pub struct Link {
     thread: OnceLock<Thread>,
     io_ready: AtomicBool,

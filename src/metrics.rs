@@ -107,7 +107,6 @@ pub static METRICS: Metrics = Metrics {
     retention_deleted: AtomicU64::new(0),
 };
 
-/// Adds one to a counter.
 /// A notification went out on a socket; a live one (not replayed history) also
 /// feeds the delivery-latency histogram, by the age of its id.
 pub fn delivered(id: &uuid::Uuid, live: bool) {
@@ -119,6 +118,7 @@ pub fn delivered(id: &uuid::Uuid, live: bool) {
     }
 }
 
+/// Adds one to a counter.
 pub fn inc(counter: &AtomicU64) {
     counter.fetch_add(1, Ordering::Relaxed);
 }

@@ -2,20 +2,22 @@
 //! parked with nothing half-done, a helper thread doing routine work in its place.
 //!
 //! Waking a thread costs more than the work itself on a small virtual machine (a
-//! wake-up measured ~50 µs of CPU here), and an idle connection's only work is the
-//! heartbeat: a ping out, a pong in. The heartbeat thread sends pings and the
-//! readiness thread takes pongs off the socket while the connection thread sleeps,
-//! so 15,000 idle connections wake no connection thread at all.
+//! wake-up measured ~50 µs of CPU here), and most of a connection's work is small:
+//! a ping out, a pong in, a notification out. While the connection thread sleeps,
+//! the heartbeat thread sends its pings, the readiness thread takes its pongs off
+//! the socket, and the subscriber writes its notifications (`direct`), so 15,000 idle
+//! connections wake no connection thread at all, and a delivery costs no wake-up.
 //!
 //! A connection thread lends its socket just before it parks, and only when nothing
 //! is half-done (no unsent output, no partial inbound frame, no close under way); it
 //! takes the socket back first thing after waking, waiting out a loan in progress
-//! (a loan is one or two non-blocking syscalls). The socket stays open while lent:
-//! the thread closes it only after taking it back.
+//! (a loan is a non-blocking syscall or two, plus at most an uncontended lock and a
+//! small copy). The socket stays open while lent: the thread closes it only after
+//! taking it back.
 
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::OnceLock;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// The connection thread is running (or parked with work half-done): hands off.
 const OWNED: u8 = 0;
@@ -23,6 +25,9 @@ const OWNED: u8 = 0;
 const LENDABLE: u8 = 1;
 /// A helper is using the socket.
 const LENT: u8 = 2;
+
+/// Yields before `reclaim` starts sleeping between looks.
+const RECLAIM_YIELDS: u32 = 64;
 
 /// The ownership state of one connection's socket.
 #[derive(Debug, Default)]
@@ -37,15 +42,17 @@ impl SocketGate {
     }
 
     /// Takes the socket back (the connection thread, after waking), waiting for a
-    /// helper that holds it to finish.
+    /// helper that holds it to finish: yielding at first (a loan is short), then
+    /// sleeping briefly, in case the helper was descheduled mid-loan.
     pub fn reclaim(&self) {
-        loop {
+        for attempt in 0u32.. {
             match self
                 .state
                 .compare_exchange(LENDABLE, OWNED, Ordering::AcqRel, Ordering::Acquire)
             {
                 Ok(_) | Err(OWNED) => return,
-                Err(_) => std::thread::yield_now(),
+                Err(_) if attempt < RECLAIM_YIELDS => std::thread::yield_now(),
+                Err(_) => std::thread::sleep(Duration::from_micros(100)),
             }
         }
     }

@@ -1,14 +1,15 @@
 //! The readiness thread: one epoll instance for every WebSocket, turning "socket
 //! readable/writable" into a wake-up on the connection's link.
 //!
-//! Registrations are one-shot: each event disarms the socket until its connection
-//! thread has read everything and calls `rearm`, so one thread owns each socket and
+//! Registrations are one-shot: each event disarms the socket until whoever reads it
+//! has read everything and re-arms it, so one thread reads each socket at a time and
 //! nothing is read twice or missed (EPOLL_CTL_MOD re-polls the socket). Events carry
 //! slot + generation, never the fd: a closed fd number may be reused at once.
 //!
-//! A pong that arrives while its connection thread sleeps with the socket offered
-//! (see `gate`) is taken off the socket here, and the thread is not woken: at 15,000
-//! idle connections that is most of the wake-ups a heartbeat would cost.
+//! Usually the reader is the connection thread (woken, it reads and calls `rearm`).
+//! A pong that arrives while that thread sleeps with the socket offered (see `gate`)
+//! is taken off the socket here, and the registration re-armed here, without waking
+//! it: at 15,000 idle connections that is most of the wake-ups a heartbeat would cost.
 
 use std::io;
 use std::os::fd::RawFd;
@@ -53,8 +54,9 @@ impl Slot {
 
 struct Inner {
     epoll: RawFd,
-    // One lock per slot: the readiness thread and a connection's own thread are the
-    // only ones that touch a slot, so events for different sockets never contend.
+    // One lock per slot: the readiness thread, the heartbeat thread and a connection's
+    // own thread touch a slot, each briefly, so events for different sockets never
+    // contend.
     slots: Vec<Mutex<Slot>>,
     free: Mutex<Vec<u32>>,
     /// One past the highest slot ever used: the heartbeat walks no further.
