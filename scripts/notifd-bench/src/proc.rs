@@ -238,6 +238,17 @@ pub fn cpus() -> usize {
         .unwrap_or(1)
 }
 
+/// Microseconds during which every task on the machine waited for I/O (the kernel's
+/// pressure stall information, "full" line), if the kernel reports it.
+pub fn io_stall_us() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/pressure/io").ok()?;
+    let full = text.lines().find(|line| line.starts_with("full"))?;
+    full.split_whitespace()
+        .find_map(|field| field.strip_prefix("total="))?
+        .parse()
+        .ok()
+}
+
 /// A snapshot of everything that shares the machine during a timed window.
 pub struct Window {
     pid: u32,
@@ -247,6 +258,7 @@ pub struct Window {
     others: HashMap<u32, (String, u64)>,
     machine: (u64, u64),
     me: u64,
+    io_stall_us: Option<u64>,
 }
 
 /// Processes whose CPU is reported beside notifd's.
@@ -262,6 +274,7 @@ impl Window {
             others: processes_cpu(OTHERS),
             machine: machine_cpu(),
             me: self_cpu_ticks(),
+            io_stall_us: io_stall_us(),
         })
     }
 
@@ -290,6 +303,12 @@ impl Window {
             } else {
                 0.0
             },
+            io_stall_pct: match (self.io_stall_us, io_stall_us()) {
+                (Some(before), Some(after)) => {
+                    Some(after.saturating_sub(before) as f64 / (seconds * 1e6) * 100.0)
+                }
+                _ => None,
+            },
             after: notifd,
         })
     }
@@ -304,6 +323,9 @@ pub struct WindowCpu {
     pub generator_cpu_seconds: f64,
     /// Busy share of all cores, percent.
     pub machine_busy_pct: f64,
+    /// Share of the window in which all tasks stalled on I/O (PostgreSQL's commits
+    /// wait on the disk), percent.
+    pub io_stall_pct: Option<f64>,
     pub after: Sample,
 }
 
@@ -333,6 +355,7 @@ impl WindowCpu {
                 .max(0.0),
                 1,
             ),
+            "io_stall_pct": self.io_stall_pct.map(|p| round(p, 2)),
             "cores": cpus(),
             "notifd_threads_pct_of_core": self.notifd_threads.iter()
                 .map(|(n, s)| serde_json::json!({"threads": n, "pct": per_core(*s)}))

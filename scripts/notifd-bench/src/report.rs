@@ -278,6 +278,12 @@ fn table_rows(name: &str, v: &Value) -> Vec<Row> {
                 "~0",
                 None,
             );
+            row(
+                "I/O stall, all tasks waiting (% of the time)",
+                fmt(&v["cpu"]["io_stall_pct"], 2),
+                "~0",
+                None,
+            );
         }
         "throughput" => {
             if let Some(steps) = v["steps"].as_array() {
@@ -295,13 +301,16 @@ fn table_rows(name: &str, v: &Value) -> Vec<Row> {
                         None,
                     );
                     row(
-                        &format!("{label}: CPU us/notif, e2e p50/p99 ms, other procs %"),
+                        &format!(
+                            "{label}: CPU us/notif, e2e p50/p99 ms, other procs %, I/O stall %"
+                        ),
                         format!(
-                            "{}, {} / {}, {}",
+                            "{}, {} / {}, {}, {}",
                             fmt(&st["notifd_cpu_us_per_notification"], 1),
                             fmt(&st["end_to_end"]["p50_ms"], 2),
                             fmt(&st["end_to_end"]["p99_ms"], 2),
-                            fmt(&st["cpu"]["other_cpu_pct_of_core"], 0)
+                            fmt(&st["cpu"]["other_cpu_pct_of_core"], 0),
+                            fmt(&st["cpu"]["io_stall_pct"], 1)
                         ),
                         "",
                         None,
