@@ -204,10 +204,10 @@ impl Readiness {
         let mut bytes = [0u8; PEEK_BYTES];
         let flags = libc::MSG_PEEK | libc::MSG_DONTWAIT;
         // SAFETY: `bytes` has room for PEEK_BYTES; the fd is open while lent (`gate`).
-        let seen = unsafe { libc::recv(entry.fd, bytes.as_mut_ptr().cast(), PEEK_BYTES, flags) };
-        if seen <= 0
-            || seen as usize == PEEK_BYTES
-            || !inbound::whole_pongs(&bytes[..seen as usize])
+        let peeked = unsafe { libc::recv(entry.fd, bytes.as_mut_ptr().cast(), PEEK_BYTES, flags) };
+        if peeked <= 0
+            || peeked as usize == PEEK_BYTES
+            || !inbound::whole_pongs(&bytes[..peeked as usize])
         {
             return false;
         }
@@ -217,11 +217,11 @@ impl Readiness {
             libc::recv(
                 entry.fd,
                 bytes.as_mut_ptr().cast(),
-                seen as usize,
+                peeked as usize,
                 libc::MSG_DONTWAIT,
             )
         };
-        if taken != seen {
+        if taken != peeked {
             return false;
         }
         link.heard();
@@ -236,8 +236,8 @@ impl Readiness {
         self.inner.used.load(Ordering::Acquire)
     }
 
-    /// Calls `visit` with each slot in `range` (wrapped at the slots ever used), under
-    /// the slot's lock; returns where the walk ended.
+    /// Walks `count` slots from `start` on (wrapping at the slots ever used), calling
+    /// `visit` with each occupied one under its lock; returns where the walk ended.
     pub fn visit(&self, start: usize, count: usize, mut visit: impl FnMut(&mut Slot)) -> usize {
         let used = self.inner.used.load(Ordering::Acquire);
         if used == 0 {
