@@ -4,7 +4,11 @@
 //!
 //! tiny_http's upgrade is not used: it hides the `TcpStream`, and a connection here
 //! needs its fd (for epoll) and non-blocking mode. Comes after `hub` (which feeds the
-//! connection queues); `connection` is the per-socket loop.
+//! connection queues); `connection` is the per-socket loop. While a connection thread
+//! sleeps with nothing half-done, it lends its socket (`gate`) to the `heartbeat`
+//! thread (pings), the `readiness` thread (pongs) and the subscriber (`direct`
+//! writes), so routine traffic wakes no connection thread; `inbound` follows the
+//! client's frames so that only whole pongs between frames are taken.
 
 mod connection;
 pub(crate) mod direct;
