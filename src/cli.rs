@@ -105,6 +105,10 @@ pub struct Settings {
     /// Delete notifications older than this many days [default: keep forever]
     #[arg(long, env = "NOTIFD_RETENTION_DAYS", global = true)]
     pub retention_days: Option<String>,
+    /// Serve /metrics on this address only, not on the REST port; port 0 picks a free
+    /// port [default: none: /metrics on the REST port]
+    #[arg(long, env = "NOTIFD_METRICS_ADDR", global = true)]
+    pub metrics_addr: Option<String>,
     /// REST worker threads [default: 16]
     #[arg(long, env = "NOTIFD_HTTP_WORKERS", global = true)]
     pub http_workers: Option<String>,

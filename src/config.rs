@@ -101,6 +101,9 @@ pub struct Config {
     pub http_addr: SocketAddr,
     /// Defaults to `0.0.0.0:8081`.
     pub ws_addr: SocketAddr,
+    /// Where `/metrics` is served instead of the REST port. Defaults to none (the
+    /// REST port serves it).
+    pub metrics_addr: Option<SocketAddr>,
     pub jwt: JwtConfig,
     /// Defaults to info.
     pub log_level: log::LevelFilter,
@@ -152,6 +155,12 @@ impl Config {
                 DEFAULT_HTTP_ADDR,
             )?,
             ws_addr: parse_addr("NOTIFD_WS_ADDR", s.ws_addr.as_deref(), DEFAULT_WS_ADDR)?,
+            metrics_addr: match &s.metrics_addr {
+                Some(v) if !v.trim().is_empty() => {
+                    Some(parse_addr("NOTIFD_METRICS_ADDR", Some(v.trim()), "")?)
+                }
+                _ => None,
+            },
             jwt: parse_jwt(s)?,
             log_level: parse_log_level(s.log.as_deref())?,
             log_format: parse_log_format(s.log_format.as_deref())?,
@@ -420,5 +429,23 @@ mod tests {
             Config::from_settings(&s).unwrap_err().variable,
             "NOTIFD_IDLE_TIMEOUT"
         );
+
+        let mut s = settings();
+        s.metrics_addr = Some("private:metrics".into());
+        assert_eq!(
+            Config::from_settings(&s).unwrap_err().variable,
+            "NOTIFD_METRICS_ADDR"
+        );
+    }
+
+    #[test]
+    fn a_metrics_address_is_optional() {
+        let mut s = settings();
+        assert_eq!(Config::from_settings(&s).expect("valid").metrics_addr, None);
+        s.metrics_addr = Some(" ".into());
+        assert_eq!(Config::from_settings(&s).expect("valid").metrics_addr, None);
+        s.metrics_addr = Some("127.0.0.1:9100".into());
+        let addr = Config::from_settings(&s).expect("valid").metrics_addr;
+        assert_eq!(addr.map(|a| a.port()), Some(9100));
     }
 }

@@ -19,7 +19,8 @@
 //! - [`api`]: the REST endpoints on `tiny_http` workers.
 //! - [`server`]: starts and stops all of it; [`shutdown`]: the closed-channel signal.
 //! - [`retention`]: deletes notifications past `NOTIFD_RETENTION_DAYS`.
-//! - [`metrics`]: Prometheus counters and histograms for `/metrics`.
+//! - [`metrics`]: Prometheus counters and histograms for `/metrics`;
+//!   [`metrics_listener`]: `/metrics` on an address of its own, when configured.
 //! - [`logging`], [`process`], [`net`], [`error`]: plumbing.
 
 pub mod api;
@@ -31,6 +32,7 @@ pub mod error;
 pub mod hub;
 pub mod logging;
 pub mod metrics;
+pub mod metrics_listener;
 pub mod net;
 pub mod notification;
 pub mod process;

@@ -30,6 +30,7 @@ const MAX_MIGRATE_BACKOFF: Duration = Duration::from_secs(30);
 /// A running notifd.
 pub struct Server {
     http_addr: SocketAddr,
+    metrics_addr: Option<SocketAddr>,
     http: Arc<tiny_http::Server>,
     ws: WsServer,
     workers: Vec<JoinHandle<()>>,
@@ -63,6 +64,7 @@ impl Server {
             committer,
             verifier: Verifier::new(&config.jwt).map_err(Error::Internal)?,
             cors_origins: config.cors_origins.clone(),
+            metrics_on_rest: config.metrics_addr.is_none(),
         });
 
         if let Some(days) = config.retention_days {
@@ -126,16 +128,27 @@ impl Server {
                 }
             })?);
         }
+        let metrics_addr = match config.metrics_addr {
+            Some(addr) => {
+                let (bound, thread) = crate::metrics_listener::spawn(addr, shutdown.clone())
+                    .map_err(|e| Error::Internal(format!("cannot listen on {addr}: {e}")))?;
+                background.push(thread);
+                Some(bound)
+            }
+            None => None,
+        };
         log::info!(
             version = env!("CARGO_PKG_VERSION"),
             http_addr = http_addr.to_string().as_str(),
             ws_addr = ws.addr().to_string().as_str(),
+            metrics_addr = metrics_addr.map_or_else(|| "rest".to_string(), |a| a.to_string()).as_str(),
             http_workers = config.http_workers,
             max_connections = config.max_connections;
             "notifd started"
         );
         Ok(Server {
             http_addr,
+            metrics_addr,
             http,
             ws,
             workers,
@@ -147,6 +160,11 @@ impl Server {
     /// The bound REST address (useful with port 0).
     pub fn http_addr(&self) -> SocketAddr {
         self.http_addr
+    }
+
+    /// The bound `/metrics` address, when it has one of its own.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
     }
 
     /// The bound WebSocket address (useful with port 0).

@@ -1,5 +1,6 @@
 //! `GET /metrics`: Prometheus text format that a real parser reads, with values that
-//! move as traffic flows and label sets bounded to route templates.
+//! move as traffic flows and label sets bounded to route templates; with
+//! `NOTIFD_METRICS_ADDR`, served on that address only.
 
 mod common;
 
@@ -8,7 +9,10 @@ use prometheus_parse::{Scrape, Value as Metric};
 use serde_json::json;
 
 fn scrape(server: &TestServer) -> Scrape {
-    let response = server.request("GET", "/metrics", &[], None);
+    parse(&server.request("GET", "/metrics", &[], None))
+}
+
+fn parse(response: &common::Response) -> Scrape {
     assert_eq!(response.status, 200);
     assert!(response
         .header("content-type")
@@ -132,4 +136,42 @@ fn metrics_parse_and_move_with_traffic() {
     ] {
         assert!(!text.contains(leak), "metrics expose {leak:?}");
     }
+}
+
+#[test]
+fn a_metrics_address_of_its_own_serves_them_there_and_not_on_the_rest_port() {
+    let mut settings = common::settings();
+    settings.metrics_addr = Some("127.0.0.1:0".into());
+    let server = TestServer::with(settings);
+    let addr = server.metrics_addr().expect("a metrics address");
+    assert_ne!(addr, server.http_addr());
+
+    // Traffic on the REST port shows on the metrics address.
+    let user = new_user("metricsaddr");
+    server.create(&json!({"user_id": user, "kind": "metrics.addr", "payload": {}}));
+    let scrape = parse(&common::request_to(addr, "GET", "/metrics?x=1", &[], None));
+    assert!(value(&scrape, "notifd_notifications_created_total", &[]) >= 1.0);
+    assert!(
+        value(
+            &scrape,
+            "notifd_http_requests_total",
+            &[("route", "/v1/internal/notifications"), ("status", "201")]
+        ) >= 1.0
+    );
+
+    // The public port no longer has them; the metrics address has nothing else.
+    let rest = server.request("GET", "/metrics", &[], None);
+    assert_eq!(rest.status, 404);
+    assert_eq!(rest.error_code(), "not_found");
+    assert_eq!(
+        common::request_to(addr, "GET", "/healthz", &[], None).status,
+        404
+    );
+    let post = common::request_to(addr, "POST", "/metrics", &[], Some(b"{}"));
+    assert_eq!(post.status, 405);
+    assert_eq!(post.header("allow"), Some("GET"));
+    // A request head past the bound is refused, and the listener still answers.
+    let huge = format!("GET /metrics HTTP/1.1\r\nX-Pad: {}\r\n", "a".repeat(20_000));
+    assert_eq!(common::raw_to(addr, huge.as_bytes()).status, 431);
+    parse(&common::request_to(addr, "GET", "/metrics", &[], None));
 }

@@ -11,7 +11,11 @@ pub fn healthz(_ctx: &Ctx) -> Result<Reply, Error> {
 }
 
 /// Prometheus text format 0.0.4.
-pub fn metrics(_ctx: &Ctx) -> Result<Reply, Error> {
+pub fn metrics(ctx: &Ctx) -> Result<Reply, Error> {
+    // Moved to a private address: the public port does not have it.
+    if !ctx.metrics_on_rest {
+        return Err(Error::NotFound);
+    }
     let mut reply = Reply::json_text(200, crate::metrics::METRICS.render());
     reply.content_type = "text/plain; version=0.0.4; charset=utf-8";
     Ok(reply)

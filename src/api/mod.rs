@@ -30,6 +30,8 @@ pub struct Ctx {
     pub verifier: Verifier,
     /// Browser origins allowed by CORS (`NOTIFD_CORS_ORIGINS`).
     pub cors_origins: Vec<String>,
+    /// False when `/metrics` has an address of its own (`NOTIFD_METRICS_ADDR`).
+    pub metrics_on_rest: bool,
 }
 
 /// Who may call a route, and the handler that serves it.

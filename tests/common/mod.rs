@@ -96,6 +96,10 @@ impl TestServer {
         self.server.as_ref().expect("running").http_addr()
     }
 
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.server.as_ref().expect("running").metrics_addr()
+    }
+
     pub fn ws_addr(&self) -> SocketAddr {
         self.server.as_ref().expect("running").ws_addr()
     }
