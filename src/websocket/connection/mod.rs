@@ -47,6 +47,11 @@ const MAX_REPLAY_PAGES: usize = 1000;
 const BATCH: usize = 64;
 /// How long to wait for the client's close reply.
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
+/// How long a client closed as too slow (4006) has to take its close frame, which
+/// waits behind everything it has not read: a stalled browser tab that resumes within
+/// this time still learns why it was closed. (A client that takes nothing at all is
+/// cut off by the kernel after `SEND_STALL_LIMIT` anyway.)
+const SLOW_CLOSE_GRACE: Duration = Duration::from_secs(15);
 
 /// The connection is over; holds the close code for the log.
 struct Done(u16);

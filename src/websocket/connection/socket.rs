@@ -7,7 +7,9 @@ use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::protocol::CloseFrame;
 use tungstenite::{Error as WsError, Message};
 
-use super::{Done, Session, Step, BATCH, CLOSE_ABNORMAL, CLOSE_GRACE, CLOSE_TOO_BIG};
+use super::{
+    Done, Session, Step, BATCH, CLOSE_ABNORMAL, CLOSE_GRACE, CLOSE_TOO_BIG, SLOW_CLOSE_GRACE,
+};
 use crate::hub::{Frame, CLOSE_TOO_SLOW};
 use crate::metrics;
 
@@ -124,7 +126,11 @@ impl Session<'_> {
         if self.closing.is_some() {
             return Ok(());
         }
-        self.closing = Some((code, Instant::now() + CLOSE_GRACE));
+        let grace = match code {
+            CLOSE_TOO_SLOW => SLOW_CLOSE_GRACE,
+            _ => CLOSE_GRACE,
+        };
+        self.closing = Some((code, Instant::now() + grace));
         let frame = CloseFrame {
             code: CloseCode::from(code),
             reason: reason.to_string().into(),
