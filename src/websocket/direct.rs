@@ -11,7 +11,8 @@
 use std::io;
 
 use super::gate::Loan;
-use crate::hub::{Frame, Link};
+use super::link::Link;
+use crate::hub::Frame;
 use crate::metrics;
 
 /// FIN + text, the first byte of a whole text frame.

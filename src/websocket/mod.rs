@@ -16,6 +16,7 @@ pub(crate) mod gate;
 pub mod handshake;
 mod heartbeat;
 mod inbound;
+pub(crate) mod link;
 mod readiness;
 pub(crate) mod seen;
 

@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use super::inbound;
-use crate::hub::Link;
+use super::link::Link;
 
 const MAX_EVENTS: usize = 256;
 /// How long `epoll_wait` sleeps before looking at the stop flag.
