@@ -41,6 +41,20 @@ pub fn listen(addr: SocketAddr, client_timeout: Option<Duration>) -> std::io::Re
 /// pacing bounds that stall.
 pub const MAX_PACE: Duration = Duration::from_millis(200);
 
+/// An address this process can connect to for a listener bound to `addr`: the
+/// loopback address of the same family when bound to all interfaces.
+pub fn connectable(addr: SocketAddr) -> SocketAddr {
+    match addr {
+        SocketAddr::V4(a) if a.ip().is_unspecified() => {
+            SocketAddr::from(([127, 0, 0, 1], a.port()))
+        }
+        SocketAddr::V6(a) if a.ip().is_unspecified() => {
+            SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, a.port()))
+        }
+        other => other,
+    }
+}
+
 /// Longest pause between pacer connections while no REST client is about.
 pub const QUIET_PACE: Duration = Duration::from_secs(2);
 /// How long after a REST request the pacer keeps its quick pace.
@@ -65,15 +79,7 @@ pub fn note_rest_activity() {
 /// first request after a quiet spell brings the quick pace back within `busy`. The
 /// connections send nothing; tiny_http reads EOF and drops them.
 pub fn pace_accepts(addr: SocketAddr, busy: Duration, quiet: Duration, shutdown: &Shutdown) {
-    let target = match addr {
-        SocketAddr::V4(a) if a.ip().is_unspecified() => {
-            SocketAddr::from(([127, 0, 0, 1], a.port()))
-        }
-        SocketAddr::V6(a) if a.ip().is_unspecified() => {
-            SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, a.port()))
-        }
-        other => other,
-    };
+    let target = connectable(addr);
     // Quick at first: a server that just started is about to be used.
     let mut busy_until = Instant::now() + BUSY_SPELL;
     let mut next_quiet_round = Instant::now();

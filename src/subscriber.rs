@@ -116,7 +116,8 @@ fn session(
     conn.set_write_timeout(Some(Duration::from_secs(2)))?;
     let mut pubsub = conn.as_pubsub();
     pubsub.set_read_timeout(Some(Duration::from_secs(2)))?;
-    let pattern = format!("{prefix}notifications:*");
+    // Every user's channel: the channel name with `*` for the user.
+    let pattern = crate::publisher::channel_name(prefix, "*");
     let control = control_channel(prefix);
     pubsub.psubscribe(&pattern)?;
     pubsub.subscribe(&control)?;

@@ -2,8 +2,8 @@
 //! frame straight to the socket of a connection whose thread sleeps with the socket
 //! lent (`gate`), nothing queued before it, and no history or catch-up under way.
 //!
-//! Comes after the hub (which picks the connections) and stands in for the
-//! connection queue; anything it cannot write whole right now goes the ordinary way:
+//! `send` is also how the heartbeat writes its pings. Comes after the hub (which picks
+//! the connections) and stands in for the connection queue; anything it cannot write whole right now goes the ordinary way:
 //! into the queue, with a wake-up. A frame written only in part leaves its rest with
 //! the link, and the socket goes back to its thread, which sends the rest before
 //! anything else.
@@ -18,7 +18,8 @@ use crate::metrics;
 /// FIN + text, the first byte of a whole text frame.
 const TEXT_START: u8 = 0x81;
 
-/// Writes `frame` to the connection now if it may be; false means queue it.
+/// Writes `frame` to the connection now if it may be; false means queue it (where a
+/// frame for a dead socket goes nowhere, as it would have).
 pub fn write(link: &Link, frame: &Frame) -> bool {
     let Some(loan) = link.gate.borrow() else {
         return false;
@@ -34,23 +35,33 @@ pub fn write(link: &Link, frame: &Frame) -> bool {
     let payload = frame.json.as_bytes();
     let mut header = [0u8; 10];
     let header = encode_header(&mut header, payload.len());
-    let total = header.len() + payload.len();
-    match send_all(link.fd(), header, payload) {
-        Ok(sent) if sent == total => {}
-        // Nothing went out (the socket is full): the queue keeps the order.
-        Ok(0) => return false,
-        Ok(sent) => keep_rest(link, loan, header, payload, sent),
-        // A dead socket: the thread finds out when it reads; the frame waits in the
-        // queue and goes nowhere, as it would have.
-        Err(_) => {
-            link.io_ready();
-            return false;
-        }
+    if !send(link, loan, header, payload) {
+        return false;
     }
     seen.insert(frame.id);
     drop(seen);
     metrics::delivered(&frame.id, true);
     true
+}
+
+/// Sends one frame (`header` + `payload`) on a borrowed socket; false when none of
+/// it went out, so the caller leaves it to the connection thread. A frame sent in
+/// part still counts as sent: its rest is left for the thread to send first.
+pub fn send(link: &Link, loan: Loan<'_>, header: &[u8], payload: &[u8]) -> bool {
+    match send_all(link.fd(), header, payload) {
+        Ok(sent) if sent == header.len() + payload.len() => true,
+        // Nothing went out (the socket is full).
+        Ok(0) => false,
+        Ok(sent) => {
+            keep_rest(link, loan, header, payload, sent);
+            true
+        }
+        // A dead socket: the thread finds out when it reads.
+        Err(_) => {
+            link.io_ready();
+            false
+        }
+    }
 }
 
 /// The header of an unmasked, unfragmented text frame (RFC 6455 §5.2) in `buf`.

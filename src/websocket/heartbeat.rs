@@ -16,7 +16,8 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use super::gate::now_ms;
-use super::readiness::{Readiness, Slot};
+use super::link::Link;
+use super::readiness::Readiness;
 
 /// An unmasked, empty ping frame (RFC 6455 §5.5.2): FIN + ping, length 0.
 const PING_FRAME: [u8; 2] = [0x89, 0x00];
@@ -65,52 +66,28 @@ impl Heartbeat {
             last = now;
             let count = (share * self.readiness.slots_used() as f64).ceil() as usize;
             let now_ms = now_ms();
-            position = self
-                .readiness
-                .visit(position, count, |slot| self.beat(slot, now_ms));
+            position = self.readiness.visit(position, count, |link, next_ping_ms| {
+                self.beat(link, next_ping_ms, now_ms)
+            });
         }
     }
 
-    fn beat(&self, slot: &mut Slot, now_ms: u64) {
-        let Some(link) = &slot.link else {
-            return;
-        };
+    fn beat(&self, link: &Link, next_ping_ms: &mut u64, now_ms: u64) {
         if link.silent_ms() >= self.idle_ms {
             link.request_idle_check();
             return;
         }
-        if now_ms < slot.next_ping_ms {
+        if now_ms < *next_ping_ms {
             return;
         }
-        slot.next_ping_ms = now_ms + self.ping_ms;
-        let Some(_loan) = link.gate.borrow() else {
+        *next_ping_ms = now_ms + self.ping_ms;
+        let Some(loan) = link.gate.borrow() else {
             return link.request_ping();
         };
-        // SAFETY: the fd is open while lent (`gate`); the frame is two bytes.
-        let sent = unsafe {
-            libc::send(
-                slot.fd,
-                PING_FRAME.as_ptr().cast(),
-                PING_FRAME.len(),
-                libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
-            )
-        };
-        match sent {
-            2 => {}
-            // Nothing sent (a full socket, most likely): the thread's own ping waits
-            // in tungstenite's buffer, where the slow-client rules apply.
-            -1 if io::Error::last_os_error().kind() == io::ErrorKind::WouldBlock => {
-                link.request_ping()
-            }
-            // Half a frame went out: the stream cannot be repaired, so end it; the
-            // thread then sees the end of the socket and finishes.
-            1 => {
-                log::warn!("ws ping half sent; dropping the connection");
-                // SAFETY: as above.
-                unsafe { libc::shutdown(slot.fd, libc::SHUT_RDWR) };
-            }
-            // A dead socket: the thread reads the error when it looks.
-            _ => link.io_ready(),
+        // Not sent (a full socket, most likely): the thread's own ping waits in
+        // tungstenite's buffer, where the slow-client rules apply.
+        if !super::direct::send(link, loan, &PING_FRAME, &[]) {
+            link.request_ping();
         }
     }
 }

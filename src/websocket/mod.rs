@@ -151,15 +151,7 @@ impl WsServer {
         // Parked connection threads look at the shutdown signal once woken.
         self.ctx.hub.wake_all();
         // Wake the blocking accept with a connection of our own.
-        let wake = match self.addr {
-            SocketAddr::V4(a) if a.ip().is_unspecified() => {
-                SocketAddr::from(([127, 0, 0, 1], a.port()))
-            }
-            SocketAddr::V6(a) if a.ip().is_unspecified() => {
-                SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, a.port()))
-            }
-            addr => addr,
-        };
+        let wake = crate::net::connectable(self.addr);
         let _ = TcpStream::connect_timeout(&wake, Duration::from_secs(1));
         let give_up = Instant::now() + DRAIN_LIMIT;
         while self.ctx.active.load(Ordering::Acquire) > 0 && Instant::now() < give_up {

@@ -29,12 +29,11 @@ const WAIT_MS: i32 = 250;
 const PEEK_BYTES: usize = 64;
 
 /// One watched socket. The heartbeat thread walks these too (`visit`).
-pub struct Slot {
+struct Slot {
     generation: u32,
-    pub fd: RawFd,
-    pub link: Option<Arc<Link>>,
+    link: Option<Arc<Link>>,
     /// When the heartbeat thread pings this connection next (`gate::now_ms`).
-    pub next_ping_ms: u64,
+    next_ping_ms: u64,
 }
 
 impl Slot {
@@ -63,6 +62,26 @@ struct Inner {
     used: AtomicUsize,
 }
 
+impl Inner {
+    /// Adds or re-arms `fd` in epoll for slot + generation. The caller guarantees
+    /// `fd` is open.
+    fn ctl(
+        &self,
+        fd: RawFd,
+        op: libc::c_int,
+        slot: u32,
+        generation: u32,
+        want_write: bool,
+    ) -> io::Result<()> {
+        let mut event = Slot::event(slot, generation, want_write);
+        // SAFETY: `epoll` is ours and open; `fd` is open (see above).
+        if unsafe { libc::epoll_ctl(self.epoll, op, fd, &mut event) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+}
+
 impl Drop for Inner {
     fn drop(&mut self) {
         // SAFETY: `epoll` is a descriptor this struct owns.
@@ -88,7 +107,6 @@ impl Readiness {
             .map(|_| {
                 Mutex::new(Slot {
                     generation: 0,
-                    fd: -1,
                     link: None,
                     next_ping_ms: 0,
                 })
@@ -105,14 +123,10 @@ impl Readiness {
         })
     }
 
-    /// Watches `fd` for its connection, which the heartbeat first pings at
+    /// Watches the socket of `link` (its fd set), which the heartbeat first pings at
     /// `first_ping_ms`. Fails when every slot is taken.
-    pub fn register(
-        &self,
-        fd: RawFd,
-        link: Arc<Link>,
-        first_ping_ms: u64,
-    ) -> io::Result<Registration> {
+    pub fn register(&self, link: Arc<Link>, first_ping_ms: u64) -> io::Result<Registration> {
+        let fd = link.fd();
         let slot = self
             .inner
             .free
@@ -125,7 +139,6 @@ impl Readiness {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner());
             entry.generation = entry.generation.wrapping_add(1);
-            entry.fd = fd;
             entry.link = Some(link);
             entry.next_ping_ms = first_ping_ms;
             entry.generation
@@ -204,7 +217,7 @@ impl Readiness {
         let mut bytes = [0u8; PEEK_BYTES];
         let flags = libc::MSG_PEEK | libc::MSG_DONTWAIT;
         // SAFETY: `bytes` has room for PEEK_BYTES; the fd is open while lent (`gate`).
-        let peeked = unsafe { libc::recv(entry.fd, bytes.as_mut_ptr().cast(), PEEK_BYTES, flags) };
+        let peeked = unsafe { libc::recv(link.fd(), bytes.as_mut_ptr().cast(), PEEK_BYTES, flags) };
         if peeked <= 0
             || peeked as usize == PEEK_BYTES
             || !inbound::whole_pongs(&bytes[..peeked as usize])
@@ -215,7 +228,7 @@ impl Readiness {
         // peeked bytes are all still there.
         let taken = unsafe {
             libc::recv(
-                entry.fd,
+                link.fd(),
                 bytes.as_mut_ptr().cast(),
                 peeked as usize,
                 libc::MSG_DONTWAIT,
@@ -225,10 +238,17 @@ impl Readiness {
             return false;
         }
         link.heard();
-        let mut event = Slot::event(slot, entry.generation, false);
-        // SAFETY: both descriptors are open; the connection thread re-arms only after
-        // a wake-up, which this path does not give.
-        unsafe { libc::epoll_ctl(self.inner.epoll, libc::EPOLL_CTL_MOD, entry.fd, &mut event) == 0 }
+        // The connection thread re-arms only after a wake-up, which this path does not
+        // give; the socket is open while lent.
+        self.inner
+            .ctl(
+                link.fd(),
+                libc::EPOLL_CTL_MOD,
+                slot,
+                entry.generation,
+                false,
+            )
+            .is_ok()
     }
 
     /// One past the highest slot ever used.
@@ -237,8 +257,14 @@ impl Readiness {
     }
 
     /// Walks `count` slots from `start` on (wrapping at the slots ever used), calling
-    /// `visit` with each occupied one under its lock; returns where the walk ended.
-    pub fn visit(&self, start: usize, count: usize, mut visit: impl FnMut(&mut Slot)) -> usize {
+    /// `visit` with each occupied one's link and next ping time, under the slot's
+    /// lock; returns where the walk ended.
+    pub fn visit(
+        &self,
+        start: usize,
+        count: usize,
+        mut visit: impl FnMut(&Link, &mut u64),
+    ) -> usize {
         let used = self.inner.used.load(Ordering::Acquire);
         if used == 0 {
             return 0;
@@ -248,8 +274,11 @@ impl Readiness {
             let mut entry = self.inner.slots[at]
                 .lock()
                 .unwrap_or_else(|e| e.into_inner());
-            if entry.link.is_some() {
-                visit(&mut entry);
+            let Slot {
+                link, next_ping_ms, ..
+            } = &mut *entry;
+            if let Some(link) = link {
+                visit(link, next_ping_ms);
             }
             drop(entry);
             at = (at + 1) % used;
@@ -274,12 +303,10 @@ impl Registration {
     }
 
     fn ctl(&self, op: libc::c_int, want_write: bool) -> io::Result<()> {
-        let mut event = Slot::event(self.slot, self.generation, want_write);
-        // SAFETY: both descriptors are open while this registration lives.
-        if unsafe { libc::epoll_ctl(self.readiness.inner.epoll, op, self.fd, &mut event) } < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(())
+        // The socket is open while this registration lives.
+        self.readiness
+            .inner
+            .ctl(self.fd, op, self.slot, self.generation, want_write)
     }
 }
 

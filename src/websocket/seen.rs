@@ -37,10 +37,9 @@ impl Seen {
         if !self.ids.insert(id) {
             return false;
         }
-        if self.newest.is_none_or(|newest| id > newest) {
-            self.newest = Some(id);
-        }
-        let horizon = id_millis(&self.newest.unwrap_or(id)).saturating_sub(WINDOW_MS);
+        let newest = self.newest.map_or(id, |newest| newest.max(id));
+        self.newest = Some(newest);
+        let horizon = id_millis(&newest).saturating_sub(WINDOW_MS);
         while let Some(oldest) = self.ids.first().copied() {
             if id_millis(&oldest) >= horizon && self.ids.len() <= MAX_IDS {
                 break;

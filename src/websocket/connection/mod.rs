@@ -174,11 +174,7 @@ pub fn run(ctx: &WsCtx, ws: WebSocket<ClientStream>, opened: Opened) {
     session.link.set_fd(session.ws.get_ref().tcp().as_raw_fd());
     let code = match session.start(since) {
         Err(Done(code)) => code,
-        Ok(()) => match ctx.readiness.register(
-            session.ws.get_ref().tcp().as_raw_fd(),
-            session.link.clone(),
-            first_ping_ms,
-        ) {
+        Ok(()) => match ctx.readiness.register(session.link.clone(), first_ping_ms) {
             Ok(watch) => {
                 let code = session.live(&watch);
                 // Leave epoll before the socket closes (its fd number may be reused).
