@@ -22,6 +22,9 @@ pub const DEFAULT_HTTP_WORKERS: usize = 16;
 pub const DEFAULT_HTTP_TIMEOUT: Duration = Duration::from_secs(15);
 pub const DEFAULT_DB_POOL_SIZE: u32 = 8;
 pub const DEFAULT_WS_QUEUE: usize = 256;
+/// Longest retention period: PostgreSQL's interval arithmetic (and common sense)
+/// stop well before `u32::MAX` days.
+pub const MAX_RETENTION_DAYS: u32 = 36_500;
 /// File descriptors kept back from WebSocket connections for REST clients, the
 /// PostgreSQL pool, Redis, listeners and logs.
 pub const FD_RESERVE: u64 = 512;
@@ -181,7 +184,14 @@ impl Config {
             cors_origins: parse_list(s.cors_origins.as_deref()),
             retention_days: match &s.retention_days {
                 Some(v) if !v.trim().is_empty() => {
-                    Some(parse_number("NOTIFD_RETENTION_DAYS", v, 1)?)
+                    let days = parse_number("NOTIFD_RETENTION_DAYS", v, 1)?;
+                    if days > MAX_RETENTION_DAYS {
+                        return Err(bad(
+                            "NOTIFD_RETENTION_DAYS",
+                            format!("at most {MAX_RETENTION_DAYS} (100 years); leave it empty to keep forever"),
+                        ));
+                    }
+                    Some(days)
                 }
                 _ => None,
             },
@@ -429,6 +439,12 @@ mod tests {
             Config::from_settings(&s).unwrap_err().variable,
             "NOTIFD_IDLE_TIMEOUT"
         );
+
+        let mut s = settings();
+        s.retention_days = Some("4294967295".into());
+        let err = Config::from_settings(&s).unwrap_err();
+        assert_eq!(err.variable, "NOTIFD_RETENTION_DAYS");
+        assert!(err.to_string().contains("at most 36500"), "{err}");
 
         let mut s = settings();
         s.metrics_addr = Some("private:metrics".into());

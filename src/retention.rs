@@ -41,7 +41,9 @@ fn delete_old(client: &mut Client, days: u32) -> Result<u64, Error> {
              SELECT id FROM notifications \
              WHERE created_at < now() - make_interval(days => $1) LIMIT $2)",
     )?;
-    let days = days as i32;
+    // Config caps it at MAX_RETENTION_DAYS, far inside an i32.
+    let days =
+        i32::try_from(days).map_err(|_| Error::Internal(format!("retention of {days} days")))?;
     let mut total = 0;
     for _ in 0..MAX_BATCHES {
         let deleted = client.execute(&statement, &[&days, &BATCH])?;
