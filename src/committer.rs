@@ -12,7 +12,7 @@ use std::thread::JoinHandle;
 use crossbeam_channel::{bounded, Receiver, Sender};
 
 use crate::error::Error;
-use crate::metrics::{self, METRICS};
+use crate::metrics::METRICS;
 use crate::notification::Notification;
 use crate::publisher::Publisher;
 use crate::store::Store;
@@ -24,10 +24,11 @@ const QUEUE: usize = 1024;
 /// Committer threads: one commits while the other gathers the next group.
 const THREADS: usize = 2;
 
-/// Validated notifications with their JSON, serialized once for Redis and the reply.
+/// Validated notifications with their JSON, serialized once for Redis and the reply
+/// (shared, not copied: `Arc::new` takes the validator's `String` as it is).
 pub struct Ready {
     pub notification: Notification,
-    pub json: Arc<str>,
+    pub json: Arc<String>,
 }
 
 struct Job {
@@ -189,15 +190,15 @@ fn publish(publisher: &Publisher, jobs: &[Job]) {
     let messages: Vec<(&str, &str)> = jobs
         .iter()
         .flat_map(|job| job.items.iter())
-        .map(|item| (item.notification.user_id.as_str(), &*item.json))
+        .map(|item| (item.notification.user_id.as_str(), item.json.as_str()))
         .collect();
     METRICS
         .notifications_created
         .fetch_add(messages.len() as u64, Ordering::Relaxed);
     if let Err(err) = publisher.publish_many(&messages) {
-        for _ in &messages {
-            metrics::inc(&METRICS.redis_publish_failures);
-        }
+        METRICS
+            .redis_publish_failures
+            .fetch_add(messages.len() as u64, Ordering::Relaxed);
         log::warn!(count = messages.len(), error = err.to_string().as_str(); "publish failed; notifications are stored");
     }
 }

@@ -25,7 +25,9 @@ pub fn create(ctx: &Ctx, _service: &Identity, request: &mut Request) -> Result<R
     let ready = prepare(body)?;
     let json = ready.json.clone();
     ctx.committer.commit(vec![ready])?;
-    Ok(Reply::json_text(201, json.to_string()))
+    // The committer has usually dropped its share by now: then no copy at all.
+    let json = Arc::try_unwrap(json).unwrap_or_else(|shared| String::clone(&shared));
+    Ok(Reply::json_text(201, json))
 }
 
 /// `{"notifications":[…]}`: every item is validated first; one invalid item refuses
@@ -51,7 +53,7 @@ pub fn create_batch(ctx: &Ctx, _service: &Identity, request: &mut Request) -> Re
                 .collect(),
         });
     }
-    let json: Vec<Arc<str>> = ready.iter().map(|r| r.json.clone()).collect();
+    let json: Vec<Arc<String>> = ready.iter().map(|r| r.json.clone()).collect();
     ctx.committer.commit(ready)?;
     let mut body = String::with_capacity(json.iter().map(|j| j.len() + 1).sum::<usize>() + 20);
     body.push_str("{\"notifications\":[");
@@ -69,6 +71,6 @@ fn prepare(body: Value) -> Result<Ready, Error> {
     let (notification, json) = validate::new_notification(body)?;
     Ok(Ready {
         notification,
-        json: json.into(),
+        json: Arc::new(json),
     })
 }
