@@ -41,6 +41,9 @@ pub fn is_kind(text: &str) -> bool {
     is_name(text, MAX_KIND)
 }
 
+/// What a workspace slug may be, as 4xx messages say it.
+pub const WORKSPACE_RULE: &str = "must be 1 to 128 characters of A-Z a-z 0-9 _ . : -";
+
 /// True for a workspace slug as a token or a query may name one.
 pub fn is_workspace(text: &str) -> bool {
     is_name(text, MAX_WORKSPACE)
@@ -74,7 +77,7 @@ pub fn new_notification(body: Value) -> Result<(Notification, String), Error> {
         if !is_workspace(slug) {
             return Err(Error::invalid(
                 "workspace",
-                "must be 1 to 128 characters of A-Z a-z 0-9 _ . : - (or null for user-level)",
+                format!("{WORKSPACE_RULE} (or null for user-level)"),
             ));
         }
     }

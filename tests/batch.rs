@@ -93,16 +93,7 @@ fn batch_size_limits() {
             response.text()
         );
     }
-    let count = common::request_to(
-        server.http_addr(),
-        "GET",
-        "/v1/notifications/unread-count",
-        &[(
-            "Authorization",
-            &format!("Bearer {}", user_token(&user, &[])),
-        )],
-        None,
-    );
+    let count = server.get("/v1/notifications/unread-count", &user_token(&user, &[]));
     assert_eq!(count.json()["unread"], 1000);
 }
 

@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{new_user, service_token, user_token, TestServer};
+use common::{assert_error, new_user, service_token, user_token, TestServer};
 use serde_json::{json, Value};
 
 fn subscribe(server: &TestServer, user: &str) -> redis::PubSub<'static> {
@@ -108,15 +108,15 @@ fn second_source_document_payload_examples() {
             &token,
             &json!({"user_id": user, "kind": "JOB_FAILED", "payload": payload}),
         );
-        assert_eq!(response.status, 400, "{payload}: {}", response.text());
-        let message = response.json()["error"]["message"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string();
-        assert!(
-            message.starts_with("payload:") && message.contains(expected),
-            "{message}"
+        assert_error(
+            &response,
+            400,
+            "invalid_field",
+            "payload:",
+            &payload.to_string(),
         );
+        let message = response.json()["error"]["message"].to_string();
+        assert!(message.contains(expected), "{message}");
     }
     let ok = server.send_json(
         "POST",
@@ -172,15 +172,12 @@ fn invalid_fields_are_named_and_nothing_is_stored() {
     ];
     for (body, field) in cases {
         let response = server.send_json("POST", "/v1/internal/notifications", &token, &body);
-        assert_eq!(response.status, 400, "{body}: {}", response.text());
-        assert_eq!(response.error_code(), "invalid_field");
-        let message = response.json()["error"]["message"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string();
-        assert!(
-            message.starts_with(&format!("{field}:")),
-            "{body} -> {message}"
+        assert_error(
+            &response,
+            400,
+            "invalid_field",
+            &format!("{field}:"),
+            &body.to_string(),
         );
     }
     let broken = server.request(

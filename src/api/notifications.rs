@@ -10,7 +10,7 @@ use super::Ctx;
 use crate::auth::Identity;
 use crate::error::Error;
 use crate::store::{Cursor, Filter, MAX_PAGE};
-use crate::validate::{is_kind, is_workspace, KIND_RULE};
+use crate::validate::{is_kind, is_workspace, KIND_RULE, WORKSPACE_RULE};
 
 const DEFAULT_PAGE: i64 = 50;
 const MAX_IDS: usize = 100;
@@ -126,9 +126,7 @@ fn kind_filter(text: Option<&str>) -> Result<Option<String>, Error> {
 fn workspace_filter(who: &Identity, text: Option<&str>) -> Result<Option<String>, Error> {
     match text {
         None | Some("") => Ok(None),
-        Some(slug) if !is_workspace(slug) => {
-            Err(Error::invalid("workspace", "is not a valid workspace slug"))
-        }
+        Some(slug) if !is_workspace(slug) => Err(Error::invalid("workspace", WORKSPACE_RULE)),
         Some(slug) if !who.grants_workspace(slug) => Err(Error::Forbidden {
             code: "workspace_forbidden",
             message: format!("workspace: the token does not grant workspace {slug:?}"),

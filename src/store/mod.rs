@@ -180,9 +180,11 @@ impl Store {
         let mut conn = self.conn()?;
         let conn = &mut *conn;
         let (all, granted) = grants(who);
+        // The list's filters, with no kind: one workspace rule for every read path.
+        let any_kind: Option<&str> = None;
         let row = conn.client.query_one(
             &conn.statements.unread_count,
-            &[&who.user_id, &all, &granted, &workspace],
+            &[&who.user_id, &all, &granted, &any_kind, &workspace],
         )?;
         Ok(row.get(0))
     }

@@ -75,8 +75,7 @@ impl Statements {
                  WHERE {VISIBLE} AND {FILTERS} AND read_at IS NULL"
             ))?,
             unread_count: client.prepare(&format!(
-                "SELECT count(*) FROM notifications WHERE {VISIBLE} AND read_at IS NULL \
-                 AND ($4::text IS NULL OR workspace IS NULL OR workspace = $4)"
+                "SELECT count(*) FROM notifications WHERE {VISIBLE} AND {FILTERS} AND read_at IS NULL"
             ))?,
             newer_than: client.prepare(&format!(
                 "SELECT {COLUMNS} FROM notifications \
