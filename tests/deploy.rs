@@ -106,6 +106,8 @@ fn the_scripts_parse() {
         "scripts/services",
         "scripts/install",
         "scripts/uninstall",
+        "scripts/bench",
+        "scripts/ws-capacity",
         ".ci/run",
     ] {
         let status = Command::new("bash")
@@ -115,4 +117,11 @@ fn the_scripts_parse() {
             .expect("bash");
         assert!(status.success(), "{script} does not parse");
     }
+    // Parsed, not compiled: nothing written next to the script.
+    let status = Command::new("python3")
+        .args(["-c", "import ast, sys; ast.parse(open(sys.argv[1]).read())"])
+        .arg(Path::new(ROOT).join("scripts/ws_capacity.py"))
+        .status()
+        .expect("python3");
+    assert!(status.success(), "scripts/ws_capacity.py does not compile");
 }

@@ -207,6 +207,7 @@ fn marking_again_keeps_the_first_read_at_and_counts_only_new_rows() {
 
     assert_eq!(mark_ids(&server, &token, &[&n0, &n1]), 2);
     let first = list(&server, &token);
+    assert_eq!(first.len(), 3, "n0, n1 and n2");
     for n in &first {
         let id = n["id"].as_str().expect("id");
         if id == n2 {
@@ -222,7 +223,7 @@ fn marking_again_keeps_the_first_read_at_and_counts_only_new_rows() {
         );
         assert!(
             timestamp(n, "read_at") > timestamp(n, "created_at"),
-            "updated_at moved on: {n}"
+            "read_at is after created_at: {n}"
         );
     }
     let first_n1 = find(&server, &token, &n1);

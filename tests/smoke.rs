@@ -189,10 +189,12 @@ fn serve_and_terminate(format: &str) {
         "route=/v1/notifications",
         "ws opened",
         "ws closed",
-        "code",
+        "code=1001",
     ] {
         let needle = if format == "json" {
-            needle.replace("route=", "\"route\":\"")
+            needle
+                .replace("route=", "\"route\":\"")
+                .replace("code=", "\"code\":")
         } else {
             needle.to_string()
         };

@@ -468,8 +468,10 @@ fn a_graceful_shutdown_closes_connections_with_1001() {
     server.stop();
     let (code, _) = reader.join().expect("reader thread");
     assert_eq!(code, 1001);
+    // Well inside the 5 s drain limit: the drain ended on the client's close reply,
+    // not by giving up.
     assert!(
-        stopping.elapsed() < Duration::from_secs(8),
+        stopping.elapsed() < Duration::from_secs(3),
         "shutdown took {:?}",
         stopping.elapsed()
     );
@@ -498,7 +500,12 @@ fn a_silent_tcp_client_is_dropped() {
         ),
         Err(e) => panic!("still connected after {:?}: {e}", started.elapsed()),
     }
-    assert!(started.elapsed() < Duration::from_secs(12));
+    // Dropped by the 10 s handshake limit, not refused at once.
+    assert!(
+        started.elapsed() >= Duration::from_secs(9),
+        "dropped after {:?}",
+        started.elapsed()
+    );
 }
 
 #[test]
