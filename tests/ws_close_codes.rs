@@ -7,12 +7,13 @@
 //! heartbeat (server pings, pongs count as activity, text `ping` gets `pong`), the
 //! bound on a silent TCP client, and the HTTP 403 for a foreign `Origin`.
 //!
-//! Tests wait on events (reads with deadlines), never on sleeps.
+//! Tests wait on events (reads with deadlines), never on sleeps; the one pause, in the
+//! 4006 test, is the client's own stall.
 
 mod common;
 
 use std::io::Read;
-use std::net::{SocketAddr, TcpStream};
+use std::net::TcpStream;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Once;
 use std::time::{Duration, Instant};
@@ -45,21 +46,6 @@ fn assert_receives(server: &TestServer, ws: &mut Ws, user: &str, workspace: Opti
         "user_id": user, "workspace": workspace, "kind": "close_codes.check", "payload": {}
     }));
     assert_eq!(next_notification(ws), created, "the connection gets it");
-}
-
-/// Sends the text `ping` and expects the text `pong` back (server pings skipped).
-fn assert_ping_pong(ws: &mut Ws) {
-    ws.send(Message::text("ping")).expect("send ping");
-    loop {
-        match ws.read().expect("an answer to ping") {
-            Message::Text(text) => {
-                assert_eq!(text.as_str(), "pong");
-                return;
-            }
-            Message::Ping(_) | Message::Pong(_) => continue,
-            other => panic!("expected the text pong, got {other:?}"),
-        }
-    }
 }
 
 /// Opens a connection and returns the close code the server then sends.
@@ -215,42 +201,6 @@ fn a_newer_connection_replaces_the_older_one_with_4005() {
 
 // ---- 4006 --------------------------------------------------------------------
 
-/// A client whose socket has a small receive buffer, so a client that does not read
-/// stalls the server's writes after little data.
-fn connect_small_receive_buffer(addr: SocketAddr, query: &str) -> Ws {
-    let socket =
-        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
-    // Set before connecting, so the advertised window stays small.
-    socket.set_recv_buffer_size(16 * 1024).expect("SO_RCVBUF");
-    socket.connect(&addr.into()).expect("connect");
-    let stream: TcpStream = socket.into();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .expect("timeout");
-    let (ws, _) = tungstenite::client(format!("ws://{addr}/?{query}"), stream).expect("handshake");
-    ws
-}
-
-/// The bytes the server's kernel holds unsent on the connection from `client` (the
-/// `tx_queue` of /proc/net/tcp: the test and the server share one host).
-fn server_send_queue(server: SocketAddr, client: SocketAddr) -> u64 {
-    let table = std::fs::read_to_string("/proc/net/tcp").expect("/proc/net/tcp (Linux)");
-    let (local, remote) = (
-        format!(":{:04X}", server.port()),
-        format!(":{:04X}", client.port()),
-    );
-    table
-        .lines()
-        .skip(1)
-        .find_map(|line| {
-            let fields: Vec<&str> = line.split_whitespace().collect();
-            let ours = fields.get(1)?.ends_with(&local) && fields.get(2)?.ends_with(&remote);
-            let (tx, _rx) = fields.get(4)?.split_once(':')?;
-            ours.then(|| u64::from_str_radix(tx, 16).ok()).flatten()
-        })
-        .unwrap_or(0)
-}
-
 #[test]
 fn a_client_that_does_not_read_is_closed_with_4006() {
     const QUEUE: usize = 16;
@@ -258,9 +208,10 @@ fn a_client_that_does_not_read_is_closed_with_4006() {
     settings.ws_queue = Some(QUEUE.to_string());
     let server = TestServer::with(settings);
     let user = new_user("c4006");
-    let mut ws = connect_small_receive_buffer(
+    let mut ws = common::ws_connect_small_receive_buffer(
         server.ws_addr(),
         &query(&user_token(&user, &["acme"]), "acme"),
+        16 * 1024,
     );
     let client = ws.get_ref().local_addr().expect("client address");
     assert_eq!(server.ws_connections(), 1);
@@ -280,7 +231,7 @@ fn a_client_that_does_not_read_is_closed_with_4006() {
     while created < 600 && stalled_for < stalled_enough && server.ws_connections() == 1 {
         server.create(&body);
         created += 1;
-        let queued = server_send_queue(server.ws_addr(), client);
+        let queued = common::server_send_queue(server.ws_addr(), client);
         if queued > 0 && queued == last_queued {
             stalled_for += 1;
         } else {
@@ -346,7 +297,7 @@ fn a_client_message_over_64_kib_is_closed_with_1009() {
     at_limit
         .send(Message::text("y".repeat(64 * 1024)))
         .expect("send 64 KiB");
-    assert_ping_pong(&mut at_limit);
+    common::assert_only_pong_pending(&mut at_limit, "the connection at the limit");
 
     let mut ws = server.ws(&query(&token, "acme"));
     ws.send(Message::text("x".repeat(64 * 1024 + 1)))
@@ -435,7 +386,7 @@ fn the_server_pings_and_a_client_that_answers_is_not_idle() {
         }
     }
     assert!(pings >= 5, "{pings} pings in 3 s at a 200 ms interval");
-    assert_ping_pong(&mut ws);
+    common::assert_only_pong_pending(&mut ws, "after the pings");
 }
 
 #[test]
@@ -443,8 +394,8 @@ fn a_text_ping_gets_a_text_pong() {
     let server = TestServer::start();
     let user = new_user("textping");
     let mut ws = server.ws(&query(&user_token(&user, &["acme"]), "acme"));
-    assert_ping_pong(&mut ws);
-    assert_ping_pong(&mut ws);
+    common::assert_only_pong_pending(&mut ws, "first text ping");
+    common::assert_only_pong_pending(&mut ws, "second text ping");
     // Still an ordinary connection afterwards.
     assert_receives(&server, &mut ws, &user, Some("acme"));
 }

@@ -56,29 +56,6 @@ fn id_of(notification: &Value) -> String {
         .to_string()
 }
 
-/// The next text frame (control frames skipped); `Err` on close, error or timeout.
-fn next_text(ws: &mut Ws) -> Result<String, String> {
-    loop {
-        match ws.read() {
-            Ok(Message::Text(text)) => return Ok(text.to_string()),
-            Ok(Message::Close(frame)) => return Err(format!("closed: {frame:?}")),
-            Ok(_) => continue,
-            Err(err) => return Err(format!("read failed: {err}")),
-        }
-    }
-}
-
-/// Sends the text `ping`; the very next text frame must be `pong`. Proves that no
-/// notification was queued for this client before the round trip.
-fn assert_only_pong_pending(ws: &mut Ws, who: &str) {
-    ws.send(Message::text("ping")).expect("send ping");
-    let text = next_text(ws).unwrap_or_else(|e| panic!("{who}: no pong: {e}"));
-    assert_eq!(
-        text, "pong",
-        "{who}: got something before the pong (a notification not meant for it, or a duplicate)"
-    );
-}
-
 /// Reads notifications until `count` arrived or `deadline` passed; returns what came.
 fn collect(ws: &mut Ws, count: usize, deadline: Instant) -> Vec<Value> {
     let mut got = Vec::with_capacity(count);
@@ -90,7 +67,7 @@ fn collect(ws: &mut Ws, count: usize, deadline: Instant) -> Vec<Value> {
         ws.get_ref()
             .set_read_timeout(Some(left.min(Duration::from_secs(10))))
             .expect("set read timeout");
-        match next_text(ws) {
+        match common::next_text(ws) {
             Ok(text) => got.push(
                 serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}")),
             ),
@@ -189,9 +166,9 @@ fn a_notification_reaches_only_its_users_connection_on_its_workspace() {
         "V's connection got another user's notification first"
     );
     // U's wa connection got neither wb's, wc's nor V's.
-    assert_only_pong_pending(&mut u_a, "U on wa");
-    assert_only_pong_pending(&mut u_b, "U on wb");
-    assert_only_pong_pending(&mut v_a, "V on wa");
+    common::assert_only_pong_pending(&mut u_a, "U on wa");
+    common::assert_only_pong_pending(&mut u_b, "U on wb");
+    common::assert_only_pong_pending(&mut v_a, "V on wa");
 }
 
 #[test]
@@ -208,9 +185,9 @@ fn a_user_level_notification_reaches_all_of_the_users_connections() {
     assert_eq!(next_notification(&mut u_a), user_level, "U on wa");
     assert_eq!(next_notification(&mut u_b), user_level, "U on wb");
     // Once each, and not to V.
-    assert_only_pong_pending(&mut u_a, "U on wa");
-    assert_only_pong_pending(&mut u_b, "U on wb");
-    assert_only_pong_pending(&mut v_a, "V on wa");
+    common::assert_only_pong_pending(&mut u_a, "U on wa");
+    common::assert_only_pong_pending(&mut u_b, "U on wb");
+    common::assert_only_pong_pending(&mut v_a, "V on wa");
 }
 
 // ---------------------------------------------------------------------------
@@ -284,7 +261,7 @@ fn since_replay_then_live_delivers_every_notification_exactly_once_in_order() {
         let written = writer.join().expect("writer thread");
         // Then nothing more is queued (no trailing duplicate): checked last, below.
         ws.send(Message::text("ping")).expect("send ping");
-        let trailing = next_text(&mut ws);
+        let trailing = common::next_text(&mut ws);
         (after, written, trailing)
     });
     created.extend(written);
@@ -341,7 +318,7 @@ fn two_instances_on_one_redis_deliver_across_and_replace_across() {
     // The same user and workspace connect on A, then on B: A's connection is replaced.
     let user = new_user("two_replace");
     let mut first = connect(&a, &user, &["acme"], "acme");
-    assert_only_pong_pending(&mut first, "first connection (live on A)");
+    common::assert_only_pong_pending(&mut first, "first connection (live on A)");
     let mut second = connect(&b, &user, &["acme"], "acme");
     let (code, reason) = expect_close(&mut first);
     assert_eq!(
@@ -354,7 +331,7 @@ fn two_instances_on_one_redis_deliver_across_and_replace_across() {
         created,
         "B's connection lives on"
     );
-    assert_only_pong_pending(&mut second, "B's connection");
+    common::assert_only_pong_pending(&mut second, "B's connection");
 }
 
 // ---------------------------------------------------------------------------
@@ -513,7 +490,7 @@ fn a_redis_restart_loses_nothing_for_a_connected_client() {
         "every notification from before, during and after the outage, exactly once: {}",
         describe_difference(&created, &all)
     );
-    assert_only_pong_pending(&mut ws, "client after the outage");
+    common::assert_only_pong_pending(&mut ws, "client after the outage");
     drop(ws);
     drop(server);
     redis.kill();

@@ -35,16 +35,23 @@ fn a_client_that_stops_reading_its_history_is_dropped() {
     }
     // Connect with `since` and never read a byte.
     let token = user_token(&user, &["acme"]);
-    let socket =
-        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
-    socket.set_recv_buffer_size(4096).expect("small buffer");
-    socket.connect(&server.ws_addr().into()).expect("connect");
-    let stream: std::net::TcpStream = socket.into();
-    let request = format!(
-        "ws://{}/?token={token}&workspaceSlug=acme&since={first_id}",
-        server.ws_addr()
+    let ws = common::ws_connect_small_receive_buffer(
+        server.ws_addr(),
+        &format!("token={token}&workspaceSlug=acme&since={first_id}"),
+        4096,
     );
-    let (_ws, _) = tungstenite::client(request.as_str(), stream).expect("handshake");
+    let client = ws.get_ref().local_addr().expect("client address");
+    // The replay runs and stalls: history waits unsent in the server's socket.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while common::server_send_queue(server.ws_addr(), client) == 0 {
+        assert_eq!(
+            server.ws_connections(),
+            1,
+            "the connection ended before replaying"
+        );
+        assert!(Instant::now() < deadline, "no history was sent");
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let deadline = Instant::now() + Duration::from_secs(45);
     while server.ws_connections() > 0 {
         assert!(

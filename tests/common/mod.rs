@@ -1,6 +1,6 @@
 //! The test harness: a real notifd on 127.0.0.1:0 against real PostgreSQL (a fresh
 //! database per test binary) and real Redis (a unique channel prefix per server),
-//! plus a raw HTTP client, token minting and a Redis subscriber.
+//! plus a raw HTTP client, token minting and WebSocket helpers.
 #![allow(dead_code)]
 
 use std::io::{Read, Write};
@@ -211,6 +211,42 @@ pub fn raw_to(addr: SocketAddr, bytes: &[u8]) -> Response {
 /// A test WebSocket client: a blocking socket with a 10 s read deadline.
 pub type Ws = tungstenite::WebSocket<TcpStream>;
 
+/// A client whose socket has a receive buffer of about `bytes`, so a client that does
+/// not read stalls the server's writes after little data.
+pub fn ws_connect_small_receive_buffer(addr: SocketAddr, query: &str, bytes: usize) -> Ws {
+    let socket =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+    // Set before connecting, so the advertised window stays small.
+    socket.set_recv_buffer_size(bytes).expect("SO_RCVBUF");
+    socket.connect(&addr.into()).expect("connect");
+    let stream: TcpStream = socket.into();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let (ws, _) = tungstenite::client(format!("ws://{addr}/?{query}"), stream).expect("handshake");
+    ws
+}
+
+/// The bytes the server's kernel holds unsent on the connection from `client` (the
+/// `tx_queue` of /proc/net/tcp: the test and the server share one host).
+pub fn server_send_queue(server: SocketAddr, client: SocketAddr) -> u64 {
+    let table = std::fs::read_to_string("/proc/net/tcp").expect("/proc/net/tcp (Linux)");
+    let (local, remote) = (
+        format!(":{:04X}", server.port()),
+        format!(":{:04X}", client.port()),
+    );
+    table
+        .lines()
+        .skip(1)
+        .find_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let ours = fields.get(1)?.ends_with(&local) && fields.get(2)?.ends_with(&remote);
+            let (tx, _rx) = fields.get(4)?.split_once(':')?;
+            ours.then(|| u64::from_str_radix(tx, 16).ok()).flatten()
+        })
+        .unwrap_or(0)
+}
+
 /// Opens a WebSocket to `addr` with `query` and extra request headers.
 pub fn ws_connect(addr: SocketAddr, query: &str, headers: &[(&str, &str)]) -> Ws {
     use tungstenite::client::IntoClientRequest;
@@ -242,6 +278,30 @@ pub fn next_notification(ws: &mut Ws) -> Value {
             _ => continue,
         }
     }
+}
+
+/// The next text frame (control frames skipped); `Err` on close, error or timeout.
+pub fn next_text(ws: &mut Ws) -> Result<String, String> {
+    loop {
+        match ws.read() {
+            Ok(tungstenite::Message::Text(text)) => return Ok(text.to_string()),
+            Ok(tungstenite::Message::Close(frame)) => return Err(format!("closed: {frame:?}")),
+            Ok(_) => continue,
+            Err(err) => return Err(format!("read failed: {err}")),
+        }
+    }
+}
+
+/// Sends the text `ping`; the very next text frame must be `pong`. Proves that no
+/// notification was queued for this client before the round trip.
+pub fn assert_only_pong_pending(ws: &mut Ws, who: &str) {
+    ws.send(tungstenite::Message::text("ping"))
+        .expect("send ping");
+    let text = next_text(ws).unwrap_or_else(|e| panic!("{who}: no pong: {e}"));
+    assert_eq!(
+        text, "pong",
+        "{who}: got something before the pong (a notification not meant for it, or a duplicate)"
+    );
 }
 
 /// Reads until the server closes; returns the close code and reason.
