@@ -27,8 +27,6 @@ pub struct HttpConn {
     last_used: Instant,
     request: Vec<u8>,
     line: String,
-    /// Connections opened, reconnects included.
-    pub connects: u64,
 }
 
 impl HttpConn {
@@ -39,7 +37,6 @@ impl HttpConn {
             last_used: Instant::now(),
             request: Vec::with_capacity(1024),
             line: String::with_capacity(256),
-            connects: 0,
         }
     }
 
@@ -55,7 +52,6 @@ impl HttpConn {
                 .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))??;
             stream.set_nodelay(true)?;
             self.stream = Some(BufReader::with_capacity(64 * 1024, stream));
-            self.connects += 1;
         }
         Ok(())
     }

@@ -27,8 +27,6 @@ const CONNECT_LIMIT: Duration = Duration::from_secs(20);
 pub struct Tracker {
     /// Frames received that carried a bench payload.
     pub frames: AtomicU64,
-    /// Frames that did not (or did not parse).
-    pub other_frames: AtomicU64,
     pub duplicates: AtomicU64,
     /// Clients connected now.
     pub open: AtomicU64,
@@ -84,7 +82,6 @@ impl Tracker {
         let words = (MAX_SEQ / 64) as usize;
         Arc::new(Tracker {
             frames: AtomicU64::new(0),
-            other_frames: AtomicU64::new(0),
             duplicates: AtomicU64::new(0),
             open: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
@@ -132,9 +129,8 @@ impl Tracker {
                 }
                 self.frames.fetch_add(1, Ordering::AcqRel);
             }
-            _ => {
-                self.other_frames.fetch_add(1, Ordering::Relaxed);
-            }
+            // Not a bench notification (or not parseable): not a delivery.
+            _ => {}
         }
     }
 

@@ -48,9 +48,10 @@ impl Ctx {
 }
 
 pub async fn run(args: RunArgs) -> Result<Value, String> {
+    let minter = Minter::new(&args.secret);
     let ctx = Arc::new(Ctx {
-        minter: Minter::new(&args.secret),
-        service_token: Minter::new(&args.secret).service(),
+        service_token: minter.service(),
+        minter,
         tracker: Tracker::new(),
         next_seq: AtomicU64::new(0),
         args,
