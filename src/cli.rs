@@ -123,3 +123,19 @@ pub struct Settings {
     #[arg(long, env = "NOTIFD_DB_POOL_SIZE", global = true)]
     pub db_pool_size: Option<String>,
 }
+
+/// Removes every `NOTIFD_*` variable set to nothing (an env-file line such as
+/// `NOTIFD_MAX_CONNECTIONS=`), so that empty means "use the default" for every
+/// setting alike. Call before parsing, while the process has one thread.
+pub fn unset_blank_environment() {
+    let blank: Vec<std::ffi::OsString> = std::env::vars_os()
+        .filter(|(name, value)| {
+            name.to_str().is_some_and(|n| n.starts_with("NOTIFD_"))
+                && value.to_str().is_some_and(|v| v.trim().is_empty())
+        })
+        .map(|(name, _)| name)
+        .collect();
+    for name in blank {
+        std::env::remove_var(name);
+    }
+}

@@ -13,6 +13,7 @@ use notifd::{logging, process, server, Config, Server};
 fn main() -> ExitCode {
     process::raise_fd_limit();
     process::enlarge_futex_hash();
+    notifd::cli::unset_blank_environment();
     let cli = Cli::parse();
     let config = match Config::from_settings(&cli.settings) {
         Ok(config) => config,

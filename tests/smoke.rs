@@ -254,6 +254,31 @@ fn a_bad_setting_stops_start_up_with_one_line_naming_it() {
 }
 
 #[test]
+fn an_empty_setting_means_its_default() {
+    // As an env-file line `NOTIFD_MAX_CONNECTIONS=` gives it.
+    let mut command = command("text");
+    for variable in [
+        "NOTIFD_MAX_CONNECTIONS",
+        "NOTIFD_WS_QUEUE",
+        "NOTIFD_RETENTION_DAYS",
+        "NOTIFD_PING_INTERVAL",
+        "NOTIFD_HTTP_ADDR",
+        "NOTIFD_METRICS_ADDR",
+    ] {
+        command.env(variable, "");
+    }
+    let output = command
+        .args(["token", "--sub", "alice"])
+        .output()
+        .expect("runs");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+#[test]
 fn help_version_and_token() {
     let help = Command::new(BIN).arg("--help").output().expect("runs");
     let help = String::from_utf8_lossy(&help.stdout);
