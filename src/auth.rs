@@ -94,7 +94,6 @@ pub struct Verifier {
     /// with every create, and checking a signature costs more than the rest of the
     /// request's CPU work but the database. Held in memory only, never logged.
     verified: Arc<Mutex<HashMap<String, Identity>>>,
-    leeway: u64,
 }
 
 /// Most tokens remembered; the whole cache is dropped when full (no LRU needed: the
@@ -145,7 +144,6 @@ impl Verifier {
             key,
             validation,
             verified: Arc::default(),
-            leeway: config.leeway.as_secs(),
         })
     }
 
@@ -157,7 +155,7 @@ impl Verifier {
         let now = unix_now();
         let mut verified = self.verified.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(identity) = verified.get(token) {
-            if identity.expires_at.saturating_add(self.leeway) >= now {
+            if identity.expires_at.saturating_add(self.validation.leeway) >= now {
                 return Ok(identity.clone());
             }
             verified.remove(token);

@@ -2,8 +2,8 @@
 //!
 //! `cli::Settings` holds the raw strings from flags and `NOTIFD_*` variables; this
 //! module turns them into typed values and fails with one line naming the variable
-//! and the problem. Tests build a `Config` directly (see `Config::for_tests`-style
-//! helpers in `tests/common`) instead of going through the environment.
+//! and the problem. Tests build `Settings` directly (`tests/common::settings`) and call
+//! `Config::from_settings` instead of going through the environment.
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::Duration;

@@ -2,7 +2,7 @@
 //!
 //! Call sites pass structured fields through `log`'s key-value syntax
 //! (`info!(user = id; "ws opened")`). No call site passes a token, a secret or payload
-//! content; `tests/logging.rs` checks that.
+//! content; `tests/smoke.rs` checks that in both formats.
 
 use std::io::Write;
 

@@ -18,6 +18,7 @@ use crate::shutdown::Shutdown;
 const ACCEPT_TICK: Duration = Duration::from_millis(250);
 /// How long a scraper may take to send its request or read the answer.
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(5);
+const TEXT: &str = "text/plain";
 /// Longest request head read; a scrape's is a few hundred bytes.
 const MAX_HEAD: usize = 8 * 1024;
 /// What is read and dropped after refusing an over-long head, and for how long.
@@ -71,7 +72,8 @@ fn answer(mut stream: TcpStream) -> io::Result<()> {
         respond(
             &mut stream,
             "431 Request Header Fields Too Large",
-            "text/plain",
+            TEXT,
+            "",
             "request head too long\n",
         )?;
         // Closing with unread input would reset the connection, and the client could
@@ -89,26 +91,34 @@ fn answer(mut stream: TcpStream) -> io::Result<()> {
     let method = request_line.next().unwrap_or(&[]);
     let target = request_line.next().unwrap_or(&[]);
     let path = target.split(|&b| b == b'?').next().unwrap_or(&[]);
-    let (status, content_type, body) = match (method, path) {
+    let (status, content_type, extra, body) = match (method, path) {
         (b"GET", b"/metrics") => (
             "200 OK",
             "text/plain; version=0.0.4; charset=utf-8",
+            "",
             METRICS.render(),
         ),
-        (b"GET", _) => ("404 Not Found", "text/plain", "only /metrics here\n".into()),
-        _ => ("405 Method Not Allowed", "text/plain", "GET only\n".into()),
+        (b"GET", _) => ("404 Not Found", TEXT, "", "only /metrics here\n".into()),
+        _ => (
+            "405 Method Not Allowed",
+            TEXT,
+            "Allow: GET\r\n",
+            "GET only\n".into(),
+        ),
     };
-    respond(&mut stream, status, content_type, &body)
+    respond(&mut stream, status, content_type, extra, &body)
 }
 
-fn respond(stream: &mut TcpStream, status: &str, content_type: &str, body: &str) -> io::Result<()> {
-    let allow = if status.starts_with("405") {
-        "Allow: GET\r\n"
-    } else {
-        ""
-    };
+/// Writes a whole response; `extra` holds further header lines, each ending in CRLF.
+fn respond(
+    stream: &mut TcpStream,
+    status: &str,
+    content_type: &str,
+    extra: &str,
+    body: &str,
+) -> io::Result<()> {
     let response = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n{allow}Connection: close\r\n\r\n{body}",
+        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\n{extra}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     );
     stream.write_all(response.as_bytes())?;

@@ -147,8 +147,8 @@ pub fn floor_id(millis: u64) -> Uuid {
     Uuid::from_u128(u128::from(millis) << 80)
 }
 
-/// Now, truncated to the microsecond PostgreSQL keeps, so what we return at create is
-/// exactly what a later read returns.
+/// Now, truncated to the microsecond PostgreSQL keeps, so a `read_at`/`updated_at`
+/// written from it reads back exactly as written.
 pub fn now() -> OffsetDateTime {
     let now = OffsetDateTime::now_utc();
     let micros = now.nanosecond() / 1_000 * 1_000;

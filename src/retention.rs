@@ -18,7 +18,7 @@ const MAX_BATCHES: usize = 10_000;
 /// Time between passes.
 const EVERY: Duration = Duration::from_secs(3600);
 /// Key of the advisory lock that elects the one instance running a pass.
-const RETENTION_LOCK: i64 = 0x6e6f_7469_6672; // "notifr"
+pub const RETENTION_LOCK: i64 = 0x6e6f_7469_6672; // "notifr"
 
 /// Deletes notifications older than `days` now; returns how many were deleted, or
 /// `None` when another instance holds the retention lock.

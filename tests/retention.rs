@@ -71,14 +71,20 @@ fn one_instance_at_a_time() {
     let mut holder =
         postgres::Client::connect(&common::database_url(), postgres::NoTls).expect("connect");
     holder
-        .execute("SELECT pg_advisory_lock($1)", &[&0x6e6f_7469_6672i64])
+        .execute(
+            "SELECT pg_advisory_lock($1)",
+            &[&notifd::retention::RETENTION_LOCK],
+        )
         .expect("lock");
     assert_eq!(
         notifd::retention::run_once(&common::database_url(), 30).expect("runs"),
         None
     );
     holder
-        .execute("SELECT pg_advisory_unlock($1)", &[&0x6e6f_7469_6672i64])
+        .execute(
+            "SELECT pg_advisory_unlock($1)",
+            &[&notifd::retention::RETENTION_LOCK],
+        )
         .expect("unlock");
 }
 

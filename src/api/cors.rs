@@ -29,16 +29,13 @@ pub fn decorate(reply: Reply, origins: &[String], origin: Option<&str>) -> Reply
 /// The answer to `OPTIONS` on a known path: 204, with the preflight headers when the
 /// origin is allowed (`decorate` adds the allow-origin header).
 pub fn preflight(origins: &[String], origin: Option<&str>, methods: &str) -> Reply {
-    let reply =
-        Reply::json_text(204, String::new()).with_header("Allow", format!("{methods}, OPTIONS"));
+    let methods = format!("{methods}, OPTIONS");
+    let reply = Reply::json_text(204, String::new()).with_header("Allow", methods.clone());
     if allowed(origins, origin).is_none() {
         return reply;
     }
     reply
-        .with_header(
-            "Access-Control-Allow-Methods",
-            format!("{methods}, OPTIONS"),
-        )
+        .with_header("Access-Control-Allow-Methods", methods)
         .with_header(
             "Access-Control-Allow-Headers",
             "Authorization, Content-Type",
