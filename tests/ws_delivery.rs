@@ -808,33 +808,13 @@ fn the_first_documents_notification_manager_receives_and_stops_on_4001() {
     }
 
     // A bad token: 4001, 'Authentication failed', and no reconnect.
-    let child = Command::new("node")
+    let mut command = Command::new("node");
+    command
         .arg(&script)
         .args([&port, "not-a-jwt", "my-workspace"])
-        .current_dir(&dir)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("node runs");
-    let output = {
-        scratch.children.push(child);
-        let deadline = Instant::now() + Duration::from_secs(15);
-        let child = scratch.children.last_mut().expect("child");
-        loop {
-            match child.try_wait().expect("try_wait") {
-                Some(_) => break,
-                None => {
-                    assert!(
-                        Instant::now() < deadline,
-                        "the manager script exits after its close"
-                    );
-                    std::thread::sleep(Duration::from_millis(50));
-                }
-            }
-        }
-        let child = scratch.children.pop().expect("child");
-        child.wait_with_output().expect("output")
-    };
+        .current_dir(&dir);
+    let output = run_bounded(command, Duration::from_secs(15))
+        .expect("the manager script exits after its close, within 15 s");
     let out = String::from_utf8_lossy(&output.stdout);
     let err = String::from_utf8_lossy(&output.stderr);
     assert!(

@@ -16,8 +16,7 @@
 //! taking it back.
 
 use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// The connection thread is running (or parked with work half-done): hands off.
 const OWNED: u8 = 0;
@@ -85,12 +84,6 @@ impl Drop for Loan<'_> {
     fn drop(&mut self) {
         self.gate.state.store(LENDABLE, Ordering::Release);
     }
-}
-
-/// Milliseconds since the process's first call: a clock cheap to keep in an atomic.
-pub fn now_ms() -> u64 {
-    static START: OnceLock<Instant> = OnceLock::new();
-    START.get_or_init(Instant::now).elapsed().as_millis() as u64
 }
 
 #[cfg(test)]

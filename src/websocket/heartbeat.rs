@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use super::gate::now_ms;
+use super::link::now_ms;
 use super::link::Link;
 use super::readiness::Readiness;
 

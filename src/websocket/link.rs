@@ -9,8 +9,9 @@
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU16, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::thread::Thread;
+use std::time::Instant;
 
-use super::gate::{now_ms, SocketGate};
+use super::gate::SocketGate;
 use super::seen::Seen;
 
 /// What other threads can ask of a connection: flags saying what to look at, and a
@@ -24,7 +25,7 @@ pub struct Link {
     catch_up: AtomicBool,
     ping_due: AtomicBool,
     idle_check: AtomicBool,
-    /// When the client last sent anything (`gate::now_ms`): the connection thread and
+    /// When the client last sent anything (`link::now_ms`): the connection thread and
     /// the readiness thread (pongs it takes) write it, the heartbeat thread reads it.
     heard_ms: AtomicU64,
     /// Lets helper threads do the heartbeat, and the subscriber write frames, while
@@ -195,4 +196,10 @@ impl Link {
     pub fn silent_ms(&self) -> u64 {
         now_ms().saturating_sub(self.heard_ms.load(Ordering::Acquire))
     }
+}
+
+/// Milliseconds since the process's first call: a clock cheap to keep in an atomic.
+pub fn now_ms() -> u64 {
+    static START: OnceLock<Instant> = OnceLock::new();
+    START.get_or_init(Instant::now).elapsed().as_millis() as u64
 }

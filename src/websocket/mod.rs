@@ -166,9 +166,9 @@ impl WsServer {
 }
 
 /// Counts a connection from accept to close.
-struct Slot(Arc<WsCtx>);
+struct Counted(Arc<WsCtx>);
 
-impl Drop for Slot {
+impl Drop for Counted {
     fn drop(&mut self) {
         self.0.active.fetch_sub(1, Ordering::AcqRel);
     }
@@ -199,7 +199,7 @@ fn accept_loop(listener: &TcpListener, ctx: &Arc<WsCtx>, stopping: &AtomicBool) 
             continue;
         }
         ctx.active.fetch_add(1, Ordering::AcqRel);
-        let slot = Slot(ctx.clone());
+        let slot = Counted(ctx.clone());
         let spawned = std::thread::Builder::new()
             .name("notifd-ws-handshake".into())
             .stack_size(HANDSHAKE_STACK)
@@ -211,7 +211,7 @@ fn accept_loop(listener: &TcpListener, ctx: &Arc<WsCtx>, stopping: &AtomicBool) 
 }
 
 /// Handshake thread: upgrade, check, then hand the socket to a connection thread.
-fn open(stream: TcpStream, slot: Slot) {
+fn open(stream: TcpStream, slot: Counted) {
     let ctx = slot.0.clone();
     let _ = stream.set_nodelay(true);
     // A client that takes no data for this long while data waits (it stopped reading,

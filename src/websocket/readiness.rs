@@ -32,7 +32,7 @@ const PEEK_BYTES: usize = 64;
 struct Slot {
     generation: u32,
     link: Option<Arc<Link>>,
-    /// When the heartbeat thread pings this connection next (`gate::now_ms`).
+    /// When the heartbeat thread pings this connection next (`link::now_ms`).
     next_ping_ms: u64,
 }
 

@@ -24,9 +24,9 @@ use crossbeam_channel::Receiver;
 use tungstenite::{Message, WebSocket};
 use uuid::Uuid;
 
-use super::gate::now_ms;
 use super::handshake::{Admitted, CLOSE_AT_CAPACITY, CLOSE_EXPIRED};
 use super::inbound::ClientStream;
+use super::link::now_ms;
 use super::link::Link;
 use super::WsCtx;
 use crate::hub::{Frame, Registration, CLOSE_TOO_SLOW};
