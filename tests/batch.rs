@@ -93,8 +93,22 @@ fn batch_size_limits() {
             response.text()
         );
     }
+    // Valid items, but a body over 1 MiB: refused while reading, nothing stored.
+    let heavy = json!({"user_id": user, "kind": "k", "payload": {"pad": "x".repeat(6_000)}});
+    let response = batch(&server, vec![heavy; 200]);
+    common::assert_error(
+        &response,
+        413,
+        "payload_too_large",
+        "",
+        "a 1.2 MB batch body",
+    );
     let count = server.get("/v1/notifications/unread-count", &user_token(&user, &[]));
-    assert_eq!(count.json()["unread"], 1000);
+    assert_eq!(
+        count.json()["unread"],
+        1000,
+        "only the 1,000-item batch was stored"
+    );
 }
 
 #[test]
