@@ -116,6 +116,10 @@ pub struct Settings {
     /// clients) [default: 15s]
     #[arg(long, env = "NOTIFD_HTTP_TIMEOUT", global = true)]
     pub http_timeout: Option<String>,
+    /// Most REST connections open at once; past it a new one gets 503 with Retry-After
+    /// [default: what the descriptor limit leaves after the WebSocket cap]
+    #[arg(long, env = "NOTIFD_HTTP_MAX_CONNECTIONS", global = true)]
+    pub http_max_connections: Option<String>,
     /// Notifications queued per WebSocket before it is closed as too slow (4006) [default: 256]
     #[arg(long, env = "NOTIFD_WS_QUEUE", global = true)]
     pub ws_queue: Option<String>,

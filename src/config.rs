@@ -126,6 +126,12 @@ pub struct Config {
     pub http_workers: usize,
     /// Defaults to 15 s.
     pub http_timeout: Duration,
+    /// Defaults to what the descriptor limit leaves after `max_connections` and
+    /// `FD_RESERVE`, at least `MIN_HTTP_CONNECTIONS`.
+    pub http_max_connections: usize,
+    /// Adds a route that panics, for the tests of panic containment. Set only by
+    /// code (tests); no setting or flag reaches it.
+    pub test_faults: bool,
     /// Defaults to 8.
     pub db_pool_size: u32,
     /// Notifications queued per WebSocket connection. Defaults to 256.
@@ -135,6 +141,10 @@ pub struct Config {
 impl Config {
     /// Parses and validates every setting.
     pub fn from_settings(s: &Settings) -> Result<Config, ConfigError> {
+        let max_connections = match &s.max_connections {
+            Some(v) => parse_number("NOTIFD_MAX_CONNECTIONS", v, 1)?,
+            None => default_max_connections(),
+        };
         let database_url = s
             .database_url
             .clone()
@@ -177,10 +187,7 @@ impl Config {
                 &s.idle_timeout,
                 DEFAULT_IDLE_TIMEOUT,
             )?,
-            max_connections: match &s.max_connections {
-                Some(v) => parse_number("NOTIFD_MAX_CONNECTIONS", v, 1)?,
-                None => default_max_connections(),
-            },
+            max_connections,
             cors_origins: parse_list(s.cors_origins.as_deref()),
             retention_days: match &s.retention_days {
                 Some(v) if !v.trim().is_empty() => {
@@ -204,6 +211,11 @@ impl Config {
                 &s.http_timeout,
                 DEFAULT_HTTP_TIMEOUT,
             )?,
+            http_max_connections: match &s.http_max_connections {
+                Some(v) => parse_number("NOTIFD_HTTP_MAX_CONNECTIONS", v, 1)?,
+                None => default_http_max_connections(max_connections),
+            },
+            test_faults: false,
             db_pool_size: match &s.db_pool_size {
                 Some(v) => parse_number("NOTIFD_DB_POOL_SIZE", v, 1)?,
                 None => DEFAULT_DB_POOL_SIZE,
@@ -214,6 +226,19 @@ impl Config {
             },
         })
     }
+}
+
+/// Fewest REST connections the default allows, however the WebSocket cap is set.
+pub const MIN_HTTP_CONNECTIONS: usize = 256;
+
+/// The default REST connection cap: the descriptors the WebSocket cap and the
+/// reserve leave (one descriptor per REST connection), and never less than
+/// `MIN_HTTP_CONNECTIONS` or a quarter of the limit, whichever is smaller.
+pub fn default_http_max_connections(ws_max_connections: usize) -> usize {
+    let limit = crate::process::fd_limit() as usize;
+    limit
+        .saturating_sub(ws_max_connections + FD_RESERVE as usize)
+        .max(MIN_HTTP_CONNECTIONS.min(limit / 4))
 }
 
 /// The default connection cap: what the soft descriptor limit allows, one descriptor

@@ -1,7 +1,7 @@
 //! The service error: every way a request can fail, mapped to an HTTP status and a
 //! stable snake_case code in exactly one place.
 //!
-//! Handlers return `Result<_, Error>`; `api::http::Reply::error` is the only code that
+//! Handlers return `Result<_, Error>`; `api::error_response` is the only code that
 //! turns an `Error` into a response body. Unexpected failures (`Internal`) answer a generic 500
 //! while their details go to the log, so nothing internal leaks to a client.
 

@@ -16,7 +16,8 @@
 //! - [`publisher`]: Redis publish after commit; [`subscriber`]: the one thread that
 //!   receives from Redis; [`hub`]: user -> this instance's connections.
 //! - [`websocket`]: the WebSocket listener, handshakes and per-connection loops.
-//! - [`api`]: the REST endpoints on `tiny_http` workers.
+//! - [`http`]: notifd's own HTTP/1.1 front (epoll, bounded workers, protocol rules);
+//!   [`api`]: the REST endpoints it serves.
 //! - [`server`]: starts and stops all of it; [`shutdown`]: the closed-channel signal.
 //! - [`retention`]: deletes notifications past `NOTIFD_RETENTION_DAYS`.
 //! - [`metrics`]: Prometheus counters and histograms for `/metrics`;
@@ -29,6 +30,7 @@ pub mod cli;
 pub mod committer;
 pub mod config;
 pub mod error;
+pub mod http;
 pub mod hub;
 pub mod logging;
 pub mod metrics;

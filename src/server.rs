@@ -14,14 +14,13 @@ use crate::auth::Verifier;
 use crate::committer::Committer;
 use crate::config::Config;
 use crate::error::Error;
+use crate::http::Front;
 use crate::hub::Hub;
 use crate::publisher::Publisher;
 use crate::shutdown::{self, Shutdown, Trigger};
 use crate::store::{self, Store};
 use crate::websocket::WsServer;
 
-/// Stack of a REST worker: handlers are shallow; JSON and SQL buffers live on the heap.
-const WORKER_STACK: usize = 256 * 1024;
 /// How long start-up waits for the first Redis subscription.
 const SUBSCRIBE_WAIT: Duration = Duration::from_secs(3);
 /// Longest pause between attempts to apply migrations while PostgreSQL is down.
@@ -31,9 +30,8 @@ const MAX_MIGRATE_BACKOFF: Duration = Duration::from_secs(30);
 pub struct Server {
     http_addr: SocketAddr,
     metrics_addr: Option<SocketAddr>,
-    http: Arc<tiny_http::Server>,
+    front: Front,
     ws: WsServer,
-    workers: Vec<JoinHandle<()>>,
     background: Vec<JoinHandle<()>>,
     trigger: Trigger,
 }
@@ -65,6 +63,7 @@ impl Server {
             verifier: Verifier::new(&config.jwt).map_err(Error::Internal)?,
             cors_origins: config.cors_origins.clone(),
             metrics_on_rest: config.metrics_addr.is_none(),
+            test_faults: config.test_faults,
         });
 
         if let Some(days) = config.retention_days {
@@ -95,43 +94,31 @@ impl Server {
             ctx.verifier.clone(),
             shutdown.clone(),
         )
-        .map_err(|e| Error::Internal(format!("cannot listen on {}: {e}", config.ws_addr)))?;
+        .map_err(|e| bind_error("NOTIFD_WS_ADDR", config.ws_addr, e))?;
 
-        let listener = crate::net::listen(config.http_addr, Some(config.http_timeout))
-            .map_err(|e| Error::Internal(format!("cannot listen on {}: {e}", config.http_addr)))?;
-        let http_addr = listener
-            .local_addr()
-            .map_err(|e| Error::Internal(e.to_string()))?;
-        let http = Arc::new(
-            tiny_http::Server::from_listener(listener, None)
-                .map_err(|e| Error::Internal(format!("cannot start HTTP server: {e}")))?,
-        );
-        let pacer_shutdown = shutdown.clone();
-        // Well inside the accept timeout (the REST client timeout) either way.
-        let busy_pace = (config.http_timeout / 3).min(crate::net::MAX_PACE);
-        let quiet_pace = (config.http_timeout / 3).min(crate::net::QUIET_PACE);
-        background.push(spawn("notifd-http-pacer", 128 * 1024, move || {
-            crate::net::pace_accepts(http_addr, busy_pace, quiet_pace, &pacer_shutdown)
-        })?);
-        let mut workers = Vec::with_capacity(config.http_workers);
-        for i in 0..config.http_workers {
-            let (http, ctx, shutdown) = (http.clone(), ctx.clone(), shutdown.clone());
-            workers.push(spawn(&format!("notifd-http-{i}"), WORKER_STACK, move || loop {
-                match http.recv() {
-                    Ok(request) => api::handle(&ctx, request),
-                    Err(err) => {
-                        if !shutdown.is_fired() {
-                            log::error!(error = err.to_string().as_str(); "REST listener failed");
-                        }
-                        return;
-                    }
-                }
-            })?);
-        }
+        let listener = crate::net::listen(config.http_addr, None)
+            .map_err(|e| bind_error("NOTIFD_HTTP_ADDR", config.http_addr, e))?;
+        let front = Front::start(
+            listener,
+            crate::http::Settings {
+                workers: config.http_workers,
+                max_connections: config.http_max_connections,
+                timeout: config.http_timeout,
+            },
+            Arc::new(api::Api(ctx)),
+            |name, stack, body| {
+                std::thread::Builder::new()
+                    .name(name)
+                    .stack_size(stack)
+                    .spawn(body)
+            },
+        )
+        .map_err(|e| Error::Internal(format!("cannot start the REST front: {e}")))?;
+        let http_addr = front.addr();
         let metrics_addr = match config.metrics_addr {
             Some(addr) => {
                 let (bound, thread) = crate::metrics_listener::spawn(addr, shutdown.clone())
-                    .map_err(|e| Error::Internal(format!("cannot listen on {addr}: {e}")))?;
+                    .map_err(|e| bind_error("NOTIFD_METRICS_ADDR", addr, e))?;
                 background.push(thread);
                 Some(bound)
             }
@@ -143,15 +130,15 @@ impl Server {
             ws_addr = ws.addr().to_string().as_str(),
             metrics_addr = metrics_addr.map_or_else(|| "rest".to_string(), |a| a.to_string()).as_str(),
             http_workers = config.http_workers,
+            http_max_connections = config.http_max_connections,
             max_connections = config.max_connections;
             "notifd started"
         );
         Ok(Server {
             http_addr,
             metrics_addr,
-            http,
+            front,
             ws,
-            workers,
             background,
             trigger,
         })
@@ -182,10 +169,8 @@ impl Server {
     pub fn shutdown(self) {
         self.trigger.fire();
         self.ws.stop();
-        for _ in &self.workers {
-            self.http.unblock();
-        }
-        for handle in self.workers.into_iter().chain(self.background) {
+        self.front.stop();
+        for handle in self.background {
             let _ = handle.join();
         }
         log::info!("notifd stopped");
@@ -202,6 +187,11 @@ fn spawn(
         .stack_size(stack)
         .spawn(body)
         .map_err(|e| Error::Internal(format!("cannot start thread {name}: {e}")))
+}
+
+/// A listener that cannot bind, naming the setting to change.
+fn bind_error(variable: &str, addr: SocketAddr, err: std::io::Error) -> Error {
+    Error::Internal(format!("{variable}: cannot listen on {addr}: {err}"))
 }
 
 /// Creates the database if needed and applies pending migrations.

@@ -9,7 +9,9 @@ use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use common::{new_user, service_token, user_token, Response, TestServer};
+use common::{
+    new_user, read_one_response, service_token, user_token, wait_for_close, Response, TestServer,
+};
 use serde_json::{json, Value};
 
 /// The request body limit of the contract: 64 KiB.
@@ -331,59 +333,6 @@ fn both_down_names_both() {
         json!({"postgresql": "down", "redis": "down"})
     );
     assert_eq!(body["error"]["message"], "postgresql and redis unavailable");
-}
-
-/// Reads one response with a `Content-Length` from a kept-alive connection.
-fn read_one_response(stream: &mut TcpStream) -> (String, Vec<u8>) {
-    let started = Instant::now();
-    let mut buffer = Vec::new();
-    let mut chunk = [0u8; 4096];
-    loop {
-        if let Some(end) = buffer.windows(4).position(|w| w == b"\r\n\r\n") {
-            let head = String::from_utf8_lossy(&buffer[..end]).to_string();
-            let length: usize = head
-                .lines()
-                .filter_map(|l| l.split_once(':'))
-                .find(|(k, _)| k.trim().eq_ignore_ascii_case("content-length"))
-                .map(|(_, v)| v.trim().parse().expect("Content-Length"))
-                .unwrap_or_else(|| panic!("no Content-Length: {head}"));
-            if buffer.len() >= end + 4 + length {
-                let body = buffer[end + 4..end + 4 + length].to_vec();
-                assert_eq!(buffer.len(), end + 4 + length, "nothing after the response");
-                return (head, body);
-            }
-        }
-        assert!(started.elapsed() < DEADLINE, "no complete response in time");
-        let n = stream.read(&mut chunk).expect("read response");
-        assert!(n > 0, "closed before the response was complete");
-        buffer.extend_from_slice(&chunk[..n]);
-    }
-}
-
-/// Waits until the server closes the connection; returns how long that took.
-/// Fails if the deadline passes first or if the server sends anything else.
-fn wait_for_close(stream: &mut TcpStream) -> Duration {
-    let started = Instant::now();
-    let mut chunk = [0u8; 1024];
-    loop {
-        let left = DEADLINE
-            .checked_sub(started.elapsed())
-            .filter(|d| !d.is_zero())
-            .unwrap_or_else(|| panic!("the server did not close the connection in {DEADLINE:?}"));
-        stream.set_read_timeout(Some(left)).expect("timeout");
-        match stream.read(&mut chunk) {
-            Ok(0) => return started.elapsed(),
-            Ok(n) => panic!(
-                "unexpected bytes on an idle connection: {:?}",
-                String::from_utf8_lossy(&chunk[..n])
-            ),
-            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
-                panic!("the server did not close the connection in {DEADLINE:?}")
-            }
-            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-            Err(e) => panic!("expected an orderly close, got {e}"),
-        }
-    }
 }
 
 fn short_timeout_server() -> TestServer {

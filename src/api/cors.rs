@@ -2,7 +2,7 @@
 //! `Access-Control-Allow-Origin` header on replies to allowed origins only. A request
 //! from any other origin gets no CORS headers at all, so the browser blocks it.
 
-use super::http::Reply;
+use crate::http::Response;
 
 /// How long a browser may cache a preflight answer, in seconds.
 const MAX_AGE: &str = "600";
@@ -17,7 +17,7 @@ fn allowed<'o>(origins: &[String], origin: Option<&'o str>) -> Option<&'o str> {
 }
 
 /// Adds the CORS headers to a reply for an allowed origin.
-pub fn decorate(reply: Reply, origins: &[String], origin: Option<&str>) -> Reply {
+pub fn decorate(reply: Response, origins: &[String], origin: Option<&str>) -> Response {
     match allowed(origins, origin) {
         Some(origin) => reply
             .with_header("Access-Control-Allow-Origin", origin)
@@ -28,9 +28,9 @@ pub fn decorate(reply: Reply, origins: &[String], origin: Option<&str>) -> Reply
 
 /// The answer to `OPTIONS` on a known path: 204, with the preflight headers when the
 /// origin is allowed (`decorate` adds the allow-origin header).
-pub fn preflight(origins: &[String], origin: Option<&str>, methods: &str) -> Reply {
+pub fn preflight(origins: &[String], origin: Option<&str>, methods: &str) -> Response {
     let methods = format!("{methods}, OPTIONS");
-    let reply = Reply::json_text(204, String::new()).with_header("Allow", methods.clone());
+    let reply = Response::json_text(204, String::new()).with_header("Allow", methods.clone());
     if allowed(origins, origin).is_none() {
         return reply;
     }

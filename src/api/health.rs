@@ -2,27 +2,35 @@
 
 use serde_json::json;
 
-use super::http::Reply;
 use super::{Ctx, READY_TIMEOUT};
 use crate::error::Error;
+use crate::http::Response;
 
-pub fn healthz(_ctx: &Ctx) -> Result<Reply, Error> {
-    Ok(Reply::ok(&json!({"status": "ok"})))
+pub fn healthz(_ctx: &Ctx) -> Result<Response, Error> {
+    Ok(Response::ok(&json!({"status": "ok"})))
+}
+
+/// Panics, for the tests of panic containment; a plain 404 unless enabled.
+pub fn test_panic(ctx: &Ctx) -> Result<Response, Error> {
+    if !ctx.test_faults {
+        return Err(Error::NotFound);
+    }
+    panic!("the test panic route was called");
 }
 
 /// Prometheus text format 0.0.4.
-pub fn metrics(ctx: &Ctx) -> Result<Reply, Error> {
+pub fn metrics(ctx: &Ctx) -> Result<Response, Error> {
     // Moved to a private address: the public port does not have it.
     if !ctx.metrics_on_rest {
         return Err(Error::NotFound);
     }
-    let mut reply = Reply::json_text(200, crate::metrics::METRICS.render());
+    let mut reply = Response::json_text(200, crate::metrics::METRICS.render());
     reply.content_type = "text/plain; version=0.0.4; charset=utf-8";
     Ok(reply)
 }
 
 /// 200 when both dependencies answer; otherwise 503 naming each one that does not.
-pub fn readyz(ctx: &Ctx) -> Result<Reply, Error> {
+pub fn readyz(ctx: &Ctx) -> Result<Response, Error> {
     let postgresql = ctx.store.ping(READY_TIMEOUT);
     let redis = ctx.publisher.ping(READY_TIMEOUT);
     let state = |result: &Result<(), Error>| if result.is_ok() { "up" } else { "down" };
@@ -33,9 +41,9 @@ pub fn readyz(ctx: &Ctx) -> Result<Reply, Error> {
         .collect();
     let checks = json!({"postgresql": state(&postgresql), "redis": state(&redis)});
     if down.is_empty() {
-        return Ok(Reply::ok(&json!({"status": "ready", "checks": checks})));
+        return Ok(Response::ok(&json!({"status": "ready", "checks": checks})));
     }
-    Ok(Reply::json(
+    Ok(Response::json(
         503,
         &json!({
             "status": "unavailable",

@@ -4,14 +4,15 @@
 
 use std::sync::Arc;
 
+use crate::http::Request;
 use serde_json::Value;
-use tiny_http::Request;
 
-use super::http::{self, Reply};
+use super::input;
 use super::Ctx;
 use crate::auth::Identity;
 use crate::committer::Ready;
 use crate::error::Error;
+use crate::http::Response;
 use crate::validate;
 
 /// Most notifications in one batch.
@@ -19,22 +20,22 @@ pub const MAX_BATCH: usize = 1000;
 /// Largest batch body: 1,000 notifications of about 1 KiB each.
 pub const MAX_BATCH_BODY_BYTES: usize = 1024 * 1024;
 
-pub fn create(ctx: &Ctx, _service: &Identity, request: &mut Request) -> Result<Reply, Error> {
+pub fn create(ctx: &Ctx, _service: &Identity, request: &Request) -> Result<Response, Error> {
     let body =
-        http::json_body(request)?.ok_or_else(|| Error::BadJson("the body is empty".into()))?;
+        input::json_body(request)?.ok_or_else(|| Error::BadJson("the body is empty".into()))?;
     let ready = prepare(body)?;
     let json = ready.json.clone();
     ctx.committer.commit(vec![ready])?;
     // The committer has usually dropped its share by now: then no copy at all.
     let json = Arc::try_unwrap(json).unwrap_or_else(|shared| String::clone(&shared));
-    Ok(Reply::json_text(201, json))
+    Ok(Response::json_text(201, json))
 }
 
 /// `{"notifications":[…]}`: every item is validated first; one invalid item refuses
 /// the whole batch (400 naming each bad item by index) and nothing is stored.
-pub fn create_batch(ctx: &Ctx, _service: &Identity, request: &mut Request) -> Result<Reply, Error> {
-    let body = http::json_body_limited(request, MAX_BATCH_BODY_BYTES)?;
-    let items = http::sole_array(body, "notifications", MAX_BATCH, "notifications")?;
+pub fn create_batch(ctx: &Ctx, _service: &Identity, request: &Request) -> Result<Response, Error> {
+    let body = input::json_body(request)?;
+    let items = input::sole_array(body, "notifications", MAX_BATCH, "notifications")?;
     let mut ready = Vec::with_capacity(items.len());
     let mut problems = Vec::new();
     for (index, item) in items.into_iter().enumerate() {
@@ -64,7 +65,7 @@ pub fn create_batch(ctx: &Ctx, _service: &Identity, request: &mut Request) -> Re
         body.push_str(one);
     }
     body.push_str("]}");
-    Ok(Reply::json_text(201, body))
+    Ok(Response::json_text(201, body))
 }
 
 fn prepare(body: Value) -> Result<Ready, Error> {

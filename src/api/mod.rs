@@ -1,18 +1,20 @@
 //! The REST API (contract §4): one flat route table, token checks, and the single
 //! place that turns an `Error` into a response.
 //!
-//! Runs on the `tiny_http` worker threads started by `server`. Handlers read through
-//! `store` and create through `validate` -> `store` -> `publisher`.
+//! Runs on the workers of notifd's HTTP front (`http`), which calls `Api::serve`
+//! with each whole request. Handlers read through `store` and create through
+//! `validate` -> `committer` (store, then publish).
 
 mod cors;
 mod health;
-pub mod http;
+pub mod input;
 mod internal;
 mod notifications;
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tiny_http::{Method, Request};
+use crate::http::{Head, Request, Response};
 
 use crate::auth::{AuthError, Identity, Verifier, PUBLISH_SCOPE};
 use crate::committer::Committer;
@@ -20,7 +22,6 @@ use crate::error::Error;
 use crate::metrics::METRICS;
 use crate::publisher::Publisher;
 use crate::store::Store;
-use http::Reply;
 
 /// What every handler may use; shared by all worker threads.
 pub struct Ctx {
@@ -32,123 +33,171 @@ pub struct Ctx {
     pub cors_origins: Vec<String>,
     /// False when `/metrics` has an address of its own (`NOTIFD_METRICS_ADDR`).
     pub metrics_on_rest: bool,
+    /// Serve `TEST_PANIC_PATH` (see `Config::test_faults`).
+    pub test_faults: bool,
 }
 
 /// Who may call a route, and the handler that serves it.
 enum Handler {
     /// Anyone.
-    Public(fn(&Ctx) -> Result<Reply, Error>),
+    Public(fn(&Ctx) -> Result<Response, Error>),
     /// A verified user token.
-    User(fn(&Ctx, &Identity, &mut Request) -> Result<Reply, Error>),
+    User(fn(&Ctx, &Identity, &Request) -> Result<Response, Error>),
     /// A verified token with the `notifications:publish` scope.
-    Service(fn(&Ctx, &Identity, &mut Request) -> Result<Reply, Error>),
+    Service(fn(&Ctx, &Identity, &Request) -> Result<Response, Error>),
 }
 
 struct Route {
-    method: Method,
+    method: &'static str,
     path: &'static str,
     handler: Handler,
 }
 
+/// A route whose handler panics, served only with `Ctx::test_faults`.
+pub const TEST_PANIC_PATH: &str = "/v1/test/panic";
+
 const ROUTES: &[Route] = &[
     Route {
-        method: Method::Get,
+        method: "GET",
+        path: TEST_PANIC_PATH,
+        handler: Handler::Public(health::test_panic),
+    },
+    Route {
+        method: "GET",
         path: "/healthz",
         handler: Handler::Public(health::healthz),
     },
     Route {
-        method: Method::Get,
+        method: "GET",
         path: "/readyz",
         handler: Handler::Public(health::readyz),
     },
     Route {
-        method: Method::Get,
+        method: "GET",
         path: "/metrics",
         handler: Handler::Public(health::metrics),
     },
     Route {
-        method: Method::Get,
+        method: "GET",
         path: "/v1/notifications",
         handler: Handler::User(notifications::list),
     },
     Route {
-        method: Method::Patch,
+        method: "PATCH",
         path: "/v1/notifications/read",
         handler: Handler::User(notifications::mark_read),
     },
     Route {
-        method: Method::Post,
+        method: "POST",
         path: "/v1/notifications/read-all",
         handler: Handler::User(notifications::read_all),
     },
     Route {
-        method: Method::Get,
+        method: "GET",
         path: "/v1/notifications/unread-count",
         handler: Handler::User(notifications::unread_count),
     },
     Route {
-        method: Method::Post,
+        method: "POST",
         path: "/v1/internal/notifications",
         handler: Handler::Service(internal::create),
     },
     Route {
-        method: Method::Post,
-        path: "/v1/internal/notifications/batch",
+        method: "POST",
+        path: BATCH_PATH,
         handler: Handler::Service(internal::create_batch),
     },
 ];
 
+/// The REST API as the HTTP front serves it.
+pub struct Api(pub Arc<Ctx>);
+
+impl crate::http::Service for Api {
+    fn body_limit(&self, head: &Head) -> usize {
+        let path = head.target.split('?').next().unwrap_or("");
+        if path == BATCH_PATH {
+            internal::MAX_BATCH_BODY_BYTES
+        } else {
+            input::MAX_BODY_BYTES
+        }
+    }
+
+    fn serve(&self, request: &Request) -> Response {
+        handle(&self.0, request)
+    }
+}
+
+const BATCH_PATH: &str = "/v1/internal/notifications/batch";
+
 /// Serves one request to completion and writes its access log line.
-pub fn handle(ctx: &Ctx, mut request: Request) {
+fn handle(ctx: &Ctx, request: &Request) -> Response {
     let started = Instant::now();
-    crate::net::note_rest_activity();
-    let path = http::path(&request).to_string();
-    let method = request.method().clone();
-    let (route, user, reply) = match dispatch(ctx, &mut request, &path) {
-        (route, user, Ok(reply)) => (route, user, reply),
+    let (route, user, response) = match dispatch(ctx, request) {
+        (route, user, Ok(response)) => (route, user, response),
         (route, user, Err(err)) => {
             if err.status() >= 500 {
                 log::error!(route = route, error = err.to_string().as_str(); "request failed");
             }
-            (route, user, Reply::error(&err))
+            (route, user, error_response(&err))
         }
     };
-    let origin = http::header_value(&request, "Origin");
-    let reply = cors::decorate(reply, &ctx.cors_origins, origin);
-    let status = reply.status;
+    let response = cors::decorate(response, &ctx.cors_origins, request.header("Origin"));
+    let status = response.status;
     METRICS.http_request(route, status, started.elapsed());
-    if let Err(e) = request.respond(reply.into_response()) {
-        log::debug!(error = e.to_string().as_str(); "client went away before the response");
-    }
     log::info!(
-        method = method.as_str(),
+        method = request.method(),
         route = route,
         status = status,
         duration_us = started.elapsed().as_micros() as u64,
         user = user.as_deref().unwrap_or("-");
         "http request"
     );
+    response
+}
+
+/// The error body of the contract, `{"error":{"code":…,"message":…}}`, with the
+/// status of the error: the one place an `Error` becomes a response.
+pub fn error_response(err: &Error) -> Response {
+    let mut body =
+        serde_json::json!({"error": {"code": err.code(), "message": err.public_message()}});
+    // A refused batch also lists every bad item.
+    if let Error::Batch { items, .. } = err {
+        body["error"]["items"] = items
+            .iter()
+            .map(|(index, code, message)| serde_json::json!({"index": index, "code": code, "message": message}))
+            .collect();
+    }
+    let response = Response::json(err.status(), &body);
+    match err {
+        Error::MethodNotAllowed(allowed) => response.with_header("Allow", allowed.clone()),
+        _ => response,
+    }
 }
 
 /// Finds the route, checks the token, runs the handler. Returns the route template
-/// (never the raw path) and the user for the access log.
+/// (never the raw path) and the user for the access log. HEAD is served as GET (the
+/// front leaves the body out).
 fn dispatch(
     ctx: &Ctx,
-    request: &mut Request,
-    path: &str,
-) -> (&'static str, Option<String>, Result<Reply, Error>) {
+    request: &Request,
+) -> (&'static str, Option<String>, Result<Response, Error>) {
+    let path = request.path();
+    let method = match request.method() {
+        "HEAD" => "GET",
+        other => other,
+    };
     let candidates: Vec<&Route> = ROUTES.iter().filter(|r| r.path == path).collect();
-    let Some(route) = candidates.iter().find(|r| &r.method == request.method()) else {
+    let Some(route) = candidates.iter().find(|r| r.method == method) else {
         if candidates.is_empty() {
             return ("unknown", None, Err(Error::NotFound));
         }
         let allowed = candidates
             .iter()
-            .map(|r| r.method.as_str())
+            .map(|r| r.method)
             .collect::<Vec<_>>()
             .join(", ");
-        if request.method() == &Method::Options {
-            let origin = http::header_value(request, "Origin");
+        if method == "OPTIONS" {
+            let origin = request.header("Origin");
             return (
                 candidates[0].path,
                 None,
@@ -177,15 +226,15 @@ fn dispatch(
     };
     match result {
         Ok((who, handler)) => {
-            let reply = handler(ctx, &who, request);
-            (route.path, Some(who.user_id), reply)
+            let response = handler(ctx, &who, request);
+            (route.path, Some(who.user_id), response)
         }
         Err(err) => (route.path, None, Err(err)),
     }
 }
 
 fn authenticate(ctx: &Ctx, request: &Request) -> Result<Identity, Error> {
-    let token = http::bearer_token(request).ok_or(Error::Unauthorized(
+    let token = input::bearer_token(request).ok_or(Error::Unauthorized(
         "missing token: send Authorization: Bearer <token>".into(),
     ))?;
     ctx.verifier.verify(token).map_err(|e| match e {

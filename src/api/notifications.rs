@@ -1,14 +1,15 @@
 //! The user endpoints: list (keyset pages), mark read, read-all, unread count. Each
 //! acts only on what the caller's token can see; `store` enforces that in SQL.
 
+use crate::http::Request;
 use serde_json::{json, Value};
-use tiny_http::Request;
 use uuid::Uuid;
 
-use super::http::{self, Reply};
+use super::input;
 use super::Ctx;
 use crate::auth::Identity;
 use crate::error::Error;
+use crate::http::Response;
 use crate::store::{Cursor, Filter, MAX_PAGE};
 use crate::validate::{is_kind, is_workspace, KIND_RULE, WORKSPACE_RULE};
 
@@ -16,9 +17,9 @@ const DEFAULT_PAGE: i64 = 50;
 const MAX_IDS: usize = 100;
 
 /// `GET /v1/notifications`: newest first, `limit`, `cursor`, `kind`, `unread`, `workspace`.
-pub fn list(ctx: &Ctx, who: &Identity, request: &mut Request) -> Result<Reply, Error> {
-    let params = http::query(request);
-    let limit = match http::param(&params, "limit") {
+pub fn list(ctx: &Ctx, who: &Identity, request: &Request) -> Result<Response, Error> {
+    let params = input::query(request);
+    let limit = match input::param(&params, "limit") {
         None => DEFAULT_PAGE,
         Some(text) => text
             .parse::<i64>()
@@ -31,18 +32,18 @@ pub fn list(ctx: &Ctx, who: &Identity, request: &mut Request) -> Result<Reply, E
                 )
             })?,
     };
-    let after = match http::param(&params, "cursor") {
+    let after = match input::param(&params, "cursor") {
         None | Some("") => None,
         Some(text) => Some(Cursor::decode(text)?),
     };
-    let unread_only = match http::param(&params, "unread") {
+    let unread_only = match input::param(&params, "unread") {
         None | Some("false") | Some("0") => false,
         Some("true") | Some("1") => true,
         Some(_) => return Err(Error::invalid("unread", "must be true or false")),
     };
     let filter = Filter {
-        kind: kind_filter(http::param(&params, "kind"))?,
-        workspace: workspace_filter(who, http::param(&params, "workspace"))?,
+        kind: kind_filter(input::param(&params, "kind"))?,
+        workspace: workspace_filter(who, input::param(&params, "workspace"))?,
         unread_only,
     };
     let page = ctx.store.list(who, &filter, limit, after)?;
@@ -58,12 +59,12 @@ pub fn list(ctx: &Ctx, who: &Identity, request: &mut Request) -> Result<Reply, E
     };
     let text = serde_json::to_string(&body)
         .map_err(|e| Error::Internal(format!("page serialization: {e}")))?;
-    Ok(Reply::json_text(200, text))
+    Ok(Response::json_text(200, text))
 }
 
 /// `PATCH /v1/notifications/read`: `{"ids":[…]}`, 1 to 100 UUIDs.
-pub fn mark_read(ctx: &Ctx, who: &Identity, request: &mut Request) -> Result<Reply, Error> {
-    let items = http::sole_array(http::json_body(request)?, "ids", MAX_IDS, "ids")?;
+pub fn mark_read(ctx: &Ctx, who: &Identity, request: &Request) -> Result<Response, Error> {
+    let items = input::sole_array(input::json_body(request)?, "ids", MAX_IDS, "ids")?;
     let ids = items
         .iter()
         .enumerate()
@@ -74,13 +75,13 @@ pub fn mark_read(ctx: &Ctx, who: &Identity, request: &mut Request) -> Result<Rep
         })
         .collect::<Result<Vec<Uuid>, Error>>()?;
     let updated = ctx.store.mark_read(who, &ids)?;
-    Ok(Reply::ok(&json!({"updated": updated})))
+    Ok(Response::ok(&json!({"updated": updated})))
 }
 
 /// `POST /v1/notifications/read-all`: optional `{"workspace":…, "kind":…}`.
-pub fn read_all(ctx: &Ctx, who: &Identity, request: &mut Request) -> Result<Reply, Error> {
+pub fn read_all(ctx: &Ctx, who: &Identity, request: &Request) -> Result<Response, Error> {
     let mut filter = Filter::default();
-    if let Some(body) = http::json_body(request)? {
+    if let Some(body) = input::json_body(request)? {
         let Value::Object(fields) = body else {
             return Err(Error::BadJson("the body must be a JSON object".into()));
         };
@@ -103,15 +104,15 @@ pub fn read_all(ctx: &Ctx, who: &Identity, request: &mut Request) -> Result<Repl
         }
     }
     let updated = ctx.store.mark_all_read(who, &filter)?;
-    Ok(Reply::ok(&json!({"updated": updated})))
+    Ok(Response::ok(&json!({"updated": updated})))
 }
 
 /// `GET /v1/notifications/unread-count`: optional `workspace`.
-pub fn unread_count(ctx: &Ctx, who: &Identity, request: &mut Request) -> Result<Reply, Error> {
-    let params = http::query(request);
-    let workspace = workspace_filter(who, http::param(&params, "workspace"))?;
+pub fn unread_count(ctx: &Ctx, who: &Identity, request: &Request) -> Result<Response, Error> {
+    let params = input::query(request);
+    let workspace = workspace_filter(who, input::param(&params, "workspace"))?;
     let unread = ctx.store.unread_count(who, workspace.as_deref())?;
-    Ok(Reply::ok(&json!({"unread": unread})))
+    Ok(Response::ok(&json!({"unread": unread})))
 }
 
 fn kind_filter(text: Option<&str>) -> Result<Option<String>, Error> {

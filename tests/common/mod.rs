@@ -3,10 +3,10 @@
 //! plus a raw HTTP client, token minting and WebSocket helpers.
 #![allow(dead_code)]
 
-use std::io::{Read, Write};
+use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::OnceLock;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use notifd::auth::{self, Claims};
 use notifd::cli::Settings;
@@ -85,6 +85,11 @@ impl TestServer {
 
     pub fn with(settings: Settings) -> TestServer {
         let config = Config::from_settings(&settings).expect("test config is valid");
+        TestServer::with_config(config)
+    }
+
+    /// A server with a configuration a test adjusted in code.
+    pub fn with_config(config: Config) -> TestServer {
         let server = Server::start(&config).expect("server starts");
         TestServer {
             server: Some(server),
@@ -170,6 +175,67 @@ impl Drop for TestServer {
     fn drop(&mut self) {
         if let Some(server) = self.server.take() {
             server.shutdown();
+        }
+    }
+}
+
+/// How long the HTTP helpers wait for the server.
+pub const HTTP_DEADLINE: Duration = Duration::from_secs(10);
+
+/// Reads one response with a `Content-Length` from a kept-alive connection.
+pub fn read_one_response(stream: &mut TcpStream) -> (String, Vec<u8>) {
+    let started = Instant::now();
+    let mut buffer = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        if let Some(end) = buffer.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buffer[..end]).to_string();
+            let length: usize = head
+                .lines()
+                .filter_map(|l| l.split_once(':'))
+                .find(|(k, _)| k.trim().eq_ignore_ascii_case("content-length"))
+                .map(|(_, v)| v.trim().parse().expect("Content-Length"))
+                .unwrap_or_else(|| panic!("no Content-Length: {head}"));
+            if buffer.len() >= end + 4 + length {
+                let body = buffer[end + 4..end + 4 + length].to_vec();
+                assert_eq!(buffer.len(), end + 4 + length, "nothing after the response");
+                return (head, body);
+            }
+        }
+        assert!(
+            started.elapsed() < HTTP_DEADLINE,
+            "no complete response in time"
+        );
+        let n = stream.read(&mut chunk).expect("read response");
+        assert!(n > 0, "closed before the response was complete");
+        buffer.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// Waits until the server closes the connection; returns how long that took.
+/// Fails if the deadline passes first or if the server sends anything else.
+pub fn wait_for_close(stream: &mut TcpStream) -> Duration {
+    let started = Instant::now();
+    let mut chunk = [0u8; 1024];
+    loop {
+        let left = HTTP_DEADLINE
+            .checked_sub(started.elapsed())
+            .filter(|d| !d.is_zero())
+            .unwrap_or_else(|| {
+                panic!("the server did not close the connection in {HTTP_DEADLINE:?}")
+            });
+        stream.set_read_timeout(Some(left)).expect("timeout");
+        match stream.read(&mut chunk) {
+            Ok(0) => return started.elapsed(),
+            Ok(n) => panic!(
+                "unexpected bytes on an idle connection: {:?}",
+                String::from_utf8_lossy(&chunk[..n])
+            ),
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                panic!("the server did not close the connection in {HTTP_DEADLINE:?}")
+            }
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            Err(e) => panic!("expected an orderly close, got {e}"),
         }
     }
 }
@@ -327,7 +393,7 @@ pub struct Response {
 }
 
 impl Response {
-    fn parse(raw: &[u8]) -> Response {
+    pub fn parse(raw: &[u8]) -> Response {
         let split = raw
             .windows(4)
             .position(|w| w == b"\r\n\r\n")

@@ -1,0 +1,217 @@
+//! notifd's own HTTP/1.1 front for the REST API: a bounded set of worker threads
+//! around one epoll instance, in place of tiny_http (whose defects the README lists).
+//!
+//! - Every connection is non-blocking and parked in epoll between turns (`table`):
+//!   an idle keep-alive client costs a descriptor and a slot, not a thread.
+//! - Workers wait in `epoll_wait` themselves; the worker an event wakes reads the
+//!   request and runs its handler (`Service::serve`): no hand-off between threads.
+//! - The listener is one more one-shot registration; accept errors (out of
+//!   descriptors, aborted handshakes) never end the accept loop (`accept`).
+//! - A timer thread closes connections past their deadline: a head or body not
+//!   complete in time gets 408, an idle keep-alive connection is closed.
+//! - Past `max_connections` a new connection gets 503 with `Retry-After`.
+//!
+//! The front knows nothing of notifd's routes: `api` implements `Service`.
+
+mod accept;
+mod chunked;
+mod connection;
+mod epoll;
+mod refusal;
+mod request;
+mod response;
+mod table;
+
+use std::io;
+use std::net::{SocketAddr, TcpListener};
+use std::os::fd::AsRawFd;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+pub use request::{Head, Request, MAX_HEAD_BYTES};
+pub use response::Response;
+
+use connection::Turn;
+use epoll::{Epoll, Interest};
+use table::{Table, Token};
+
+/// How often the timer thread looks for connections past their deadline.
+const SWEEP_EVERY: Duration = Duration::from_millis(250);
+/// Slots beyond the cap, for connections that only get their 503.
+const REFUSAL_SLOTS: usize = 64;
+/// Stack of a worker: handlers are shallow; JSON and SQL buffers live on the heap.
+const WORKER_STACK: usize = 256 * 1024;
+
+/// What the front serves: notifd's REST API, or a test's.
+pub trait Service: Send + Sync + 'static {
+    /// The largest body the request with this head may carry (413 beyond).
+    fn body_limit(&self, head: &Head) -> usize;
+    /// Answers one request. A panic here answers 500 and closes that connection.
+    fn serve(&self, request: &Request) -> Response;
+}
+
+/// How the front runs.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub workers: usize,
+    /// Open connections beyond which a new one gets 503.
+    pub max_connections: usize,
+    /// For a whole request head and body, for each write's progress, and for an idle
+    /// keep-alive connection.
+    pub timeout: Duration,
+}
+
+/// What the workers and the timer share.
+struct Shared {
+    epoll: Epoll,
+    listener: TcpListener,
+    table: Table,
+    service: Arc<dyn Service>,
+    settings: Settings,
+    stopping: AtomicBool,
+    accept: accept::Trouble,
+}
+
+/// The running front; `stop` ends it.
+pub struct Front {
+    shared: Arc<Shared>,
+    threads: Vec<JoinHandle<()>>,
+    addr: SocketAddr,
+}
+
+impl Front {
+    /// Serves `listener` with `settings.workers` workers and a timer thread; `spawn`
+    /// starts each thread (the server supervises them).
+    pub fn start(
+        listener: TcpListener,
+        settings: Settings,
+        service: Arc<dyn Service>,
+        spawn: impl Fn(String, usize, Box<dyn FnOnce() + Send>) -> io::Result<JoinHandle<()>>,
+    ) -> io::Result<Front> {
+        listener.set_nonblocking(true)?;
+        let addr = listener.local_addr()?;
+        let epoll = Epoll::new()?;
+        epoll.add(listener.as_raw_fd(), Interest::Read, epoll::LISTENER)?;
+        let shared = Arc::new(Shared {
+            epoll,
+            listener,
+            table: Table::new(settings.max_connections + REFUSAL_SLOTS),
+            service,
+            settings,
+            stopping: AtomicBool::new(false),
+            accept: accept::Trouble::default(),
+        });
+        let mut threads = Vec::with_capacity(shared.settings.workers + 1);
+        for i in 0..shared.settings.workers {
+            let shared = shared.clone();
+            threads.push(spawn(
+                format!("notifd-http-{i}"),
+                WORKER_STACK,
+                Box::new(move || work(&shared)),
+            )?);
+        }
+        let timer = shared.clone();
+        threads.push(spawn(
+            "notifd-http-timer".into(),
+            128 * 1024,
+            Box::new(move || sweep(&timer)),
+        )?);
+        Ok(Front {
+            shared,
+            threads,
+            addr,
+        })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Open connections counted against the cap.
+    pub fn connections(&self) -> usize {
+        self.shared.table.counted()
+    }
+
+    /// Stops accepting, closes idle connections, lets requests in flight finish
+    /// (their connections close after the answer), and joins every thread.
+    pub fn stop(self) {
+        let shared = &self.shared;
+        shared.stopping.store(true, Ordering::SeqCst);
+        shared.epoll.remove(shared.listener.as_raw_fd());
+        close_parked(shared, true);
+        shared.epoll.wake_all();
+        for thread in self.threads {
+            let _ = thread.join();
+        }
+        // A worker may have parked a connection just before it saw the flag.
+        close_parked(shared, true);
+    }
+}
+
+/// A worker: waits for one event, serves it, again, until the front stops.
+fn work(shared: &Shared) {
+    loop {
+        let token = match shared.epoll.wait_one(None) {
+            Ok(Some(token)) => token,
+            Ok(None) => continue,
+            Err(err) => {
+                log::error!(error = err.to_string().as_str(); "REST epoll_wait failed");
+                return;
+            }
+        };
+        match token {
+            epoll::WAKER if shared.stopping.load(Ordering::SeqCst) => return,
+            epoll::WAKER => {}
+            epoll::LISTENER => accept::burst(shared),
+            token => take_turn(shared, token),
+        }
+    }
+}
+
+/// One turn of the connection behind `token`, then park or close it.
+fn take_turn(shared: &Shared, token: Token) {
+    let Some(mut connection) = shared.table.take(token) else {
+        return;
+    };
+    let stopping = shared.stopping.load(Ordering::SeqCst);
+    let turn = catch_unwind(AssertUnwindSafe(|| {
+        connection.turn(shared.service.as_ref(), stopping)
+    }));
+    match turn {
+        Ok(Turn::Park(interest, deadline)) if !stopping => {
+            shared
+                .table
+                .park(token, connection, deadline, |connection| {
+                    shared.epoll.rearm(connection.fd(), interest, token)
+                });
+            return;
+        }
+        Ok(Turn::Park(..)) => connection.finish(),
+        Ok(Turn::Close) => drop(connection),
+        Err(panic) => {
+            log::error!(panic = connection::panic_text(&panic); "REST connection failed; closed it");
+            drop(connection);
+        }
+    }
+    shared.table.release(token);
+}
+
+/// The timer thread: closes connections past their deadline.
+fn sweep(shared: &Shared) {
+    while !shared.stopping.load(Ordering::SeqCst) {
+        std::thread::sleep(SWEEP_EVERY);
+        close_parked(shared, false);
+        shared.accept.resume_if_due(shared);
+    }
+}
+
+/// Closes parked connections past their deadline (`all`: every parked one).
+fn close_parked(shared: &Shared, all: bool) {
+    for (token, connection) in shared.table.take_expired(Instant::now(), all) {
+        connection.expire();
+        shared.table.release(token);
+    }
+}
