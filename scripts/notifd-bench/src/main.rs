@@ -49,7 +49,7 @@ enum Command {
 
 #[derive(clap::Args, Clone)]
 pub struct RunArgs {
-    /// connections, latency, throughput or history.
+    /// connections, latency, throughput, history or idle-rest.
     #[arg(long)]
     pub scenario: String,
     /// notifd's process id (for /proc readings).
@@ -102,6 +102,9 @@ pub struct RunArgs {
     /// many clients, else the first) into the output directory. 0 = off.
     #[arg(long, env = "BENCH_PERF_CLIENTS", default_value_t = 0)]
     pub perf_clients: usize,
+    /// Idle keep-alive REST connections of the idle-rest scenario.
+    #[arg(long, env = "BENCH_IDLE_REST", default_value_t = 10_000)]
+    pub idle_rest: usize,
     /// Where to write the scenario's JSON result.
     #[arg(long)]
     pub out: PathBuf,

@@ -97,6 +97,7 @@ fn leak(s: &str) -> &'static str {
         "latency" => "latency",
         "throughput" => "throughput",
         "history" => "history",
+        "idle-rest" => "idle-rest",
         _ => "other",
     }
 }
@@ -402,6 +403,34 @@ fn table_rows(name: &str, v: &Value) -> Vec<Row> {
             row(
                 "mark-read (1-10 ids) p50 / p99 (ms)",
                 format!("{} / {}", fmt(&m["p50_ms"], 3), fmt(&m["p99_ms"], 3)),
+                "",
+                None,
+            );
+        }
+        "idle-rest" => {
+            row(
+                "idle keep-alive connections held (still served)",
+                format!("{} ({})", v["idle_connections"], v["still_served"]),
+                "10,000 (all)",
+                Some(v["still_served"] == v["idle_connections"]),
+            );
+            for (key, label) in [("healthz", "/healthz"), ("create", "create")] {
+                let h = &v[key];
+                row(
+                    &format!("{label} meanwhile p50 / p99 (ms)"),
+                    format!("{} / {}", fmt(&h["p50_ms"], 3), fmt(&h["p99_ms"], 3)),
+                    "p99 <= 5",
+                    f(&h["p99_ms"]).map(|x| x <= 5.0),
+                );
+            }
+            row(
+                "notifd threads / fds / RSS (MiB)",
+                format!(
+                    "{} / {} / {}",
+                    v["notifd_threads"],
+                    v["notifd_fds"],
+                    fmt(&v["notifd_rss_mib"], 1)
+                ),
                 "",
                 None,
             );

@@ -3,6 +3,7 @@
 
 mod connections;
 mod history;
+mod idle_rest;
 mod latency;
 mod throughput;
 
@@ -63,8 +64,9 @@ pub async fn run(args: RunArgs) -> Result<Value, String> {
         "latency" => latency::run(&ctx).await,
         "throughput" => throughput::run(&ctx).await,
         "history" => history::run(&ctx).await,
+        "idle-rest" => idle_rest::run(&ctx).await,
         other => Err(format!(
-            "unknown scenario {other:?}: connections, latency, throughput or history"
+            "unknown scenario {other:?}: connections, latency, throughput, history or idle-rest"
         )),
     }?;
     if !proc::alive(ctx.pid()) {
