@@ -513,3 +513,26 @@ fn the_default_rest_cap_fits_the_descriptor_limit() {
         server.healthz() == Some(200)
     });
 }
+
+#[test]
+fn api_answers_say_how_to_authenticate_and_are_not_cached() {
+    let server = TestServer::start();
+    let missing = server.request("GET", "/v1/notifications", &[], None);
+    assert_eq!(missing.status, 401);
+    assert_eq!(
+        missing.header("www-authenticate"),
+        Some(r#"Bearer realm="notifd""#)
+    );
+    let bad = server.get("/v1/notifications", "not-a-token");
+    assert_eq!(bad.status, 401);
+    assert_eq!(
+        bad.header("www-authenticate"),
+        Some(r#"Bearer realm="notifd", error="invalid_token""#)
+    );
+    let token = common::user_token(&common::new_user("headers"), &[]);
+    for response in [missing, server.get("/v1/notifications", &token)] {
+        assert_eq!(response.header("cache-control"), Some("no-store"));
+    }
+    let health = server.request("GET", "/healthz", &[], None);
+    assert_eq!(health.header("cache-control"), None);
+}

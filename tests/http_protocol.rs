@@ -292,6 +292,7 @@ fn postgresql_down_is_503_on_readyz_and_the_api() {
     let list = server.get("/v1/notifications", &user_token(&user, &[]));
     let message = assert_error(&list, 503, "service_unavailable");
     assert_eq!(message, "postgresql is unavailable");
+    assert_eq!(list.header("retry-after"), Some("5"), "{:?}", list.headers);
     assert!(!message.contains("127.0.0.1"), "no connection details leak");
 
     let create = server.send_json(

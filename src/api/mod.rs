@@ -141,6 +141,7 @@ fn handle(ctx: &Ctx, request: &Request) -> Response {
             (route, user, error_response(&err))
         }
     };
+    let response = standard_headers(response, request);
     let response = cors::decorate(response, &ctx.cors_origins, request.header("Origin"));
     let status = response.status;
     METRICS.http_request(route, status, started.elapsed());
@@ -153,6 +154,29 @@ fn handle(ctx: &Ctx, request: &Request) -> Response {
         "http request"
     );
     response
+}
+
+/// Seconds a client is told to wait after a 503 of an unreachable dependency.
+const DEPENDENCY_RETRY_AFTER: &str = "5";
+
+/// Headers every answer of a kind carries: `Cache-Control: no-store` on the API (it
+/// is per user and changes at once), `WWW-Authenticate` on a 401 (RFC 6750 §3), and
+/// `Retry-After` on a 503.
+fn standard_headers(response: Response, request: &Request) -> Response {
+    let response = match response.status {
+        401 if input::bearer_token(request).is_some() => response.with_header(
+            "WWW-Authenticate",
+            r#"Bearer realm="notifd", error="invalid_token""#,
+        ),
+        401 => response.with_header("WWW-Authenticate", r#"Bearer realm="notifd""#),
+        503 => response.with_header("Retry-After", DEPENDENCY_RETRY_AFTER),
+        _ => response,
+    };
+    if request.path().starts_with("/v1/") {
+        response.with_header("Cache-Control", "no-store")
+    } else {
+        response
+    }
 }
 
 /// The error body of the contract, `{"error":{"code":…,"message":…}}`, with the
