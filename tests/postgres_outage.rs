@@ -20,14 +20,6 @@ const CREATORS: usize = 8;
 const REFUSED_WANTED: usize = 5;
 const DEADLINE: Duration = Duration::from_secs(30);
 
-fn admin() -> postgres::Client {
-    common::admin_database_url()
-        .parse::<postgres::Config>()
-        .expect("admin URL")
-        .connect(postgres::NoTls)
-        .expect("admin connection")
-}
-
 /// Terminates every notifd connection to `database`; returns how many.
 fn cut(admin: &mut postgres::Client, database: &str) -> i64 {
     admin
@@ -74,7 +66,7 @@ fn creates_in_flight_when_postgresql_cuts_connections_answer_201_or_503() {
                 })
             })
             .collect();
-        let mut admin = admin();
+        let mut admin = common::admin_client();
         let mut cuts = 0;
         while refused.load(Ordering::Relaxed) < REFUSED_WANTED && started.elapsed() < DEADLINE {
             cuts += cut(&mut admin, &database);

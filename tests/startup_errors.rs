@@ -6,10 +6,8 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::process::{Command, Output, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_notifd");
@@ -59,14 +57,6 @@ fn admin_port() -> u16 {
     config.get_ports().first().copied().unwrap_or(5432)
 }
 
-fn admin() -> postgres::Client {
-    common::admin_database_url()
-        .parse::<postgres::Config>()
-        .expect("admin URL")
-        .connect(postgres::NoTls)
-        .expect("admin connection")
-}
-
 #[test]
 fn migrate_names_the_server_and_its_answer() {
     let port = closed_port();
@@ -88,14 +78,14 @@ struct Role(String);
 
 impl Drop for Role {
     fn drop(&mut self) {
-        let _ = admin().batch_execute(&format!("DROP ROLE IF EXISTS {}", self.0));
+        let _ = common::admin_client().batch_execute(&format!("DROP ROLE IF EXISTS {}", self.0));
     }
 }
 
 #[test]
 fn migrate_says_when_the_missing_database_cannot_be_created() {
     let role = Role(common::new_user("notifd_t_role"));
-    admin()
+    common::admin_client()
         .batch_execute(&format!("CREATE ROLE {} LOGIN NOCREATEDB", role.0))
         .expect("create role");
     let (_, stderr) = migrate(&url(&role.0, admin_port(), "notifd_t_never_created"));
@@ -121,15 +111,7 @@ fn serve_keeps_retrying_and_each_log_line_names_the_server_and_cause() {
         .stdout(Stdio::null())
         .spawn()
         .expect("notifd starts");
-    let stderr = child.stderr.take().expect("stderr");
-    let (send, lines) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if send.send(line).is_err() {
-                return;
-            }
-        }
-    });
+    let lines = common::stderr_lines(&mut child);
     // The first attempt at start, then at least one retry in the background.
     let mut failures = Vec::new();
     let mut log = Vec::new();

@@ -453,3 +453,35 @@ pub fn assert_error(response: &Response, status: u16, code: &str, message_start:
         "{what}: message {message:?} should start with {message_start:?}"
     );
 }
+
+// ---------------------------------------------------------------------------
+// Outages and start-up (appended by the robustness work)
+// ---------------------------------------------------------------------------
+
+/// A connection to PostgreSQL through the admin URL (roles, `pg_terminate_backend`).
+pub fn admin_client() -> postgres::Client {
+    admin_database_url()
+        .parse::<postgres::Config>()
+        .expect("NOTIFD_TEST_DATABASE_URL parses")
+        .connect(postgres::NoTls)
+        .expect("PostgreSQL reachable for tests")
+}
+
+/// The lines a child writes to stderr, read on a thread of their own so a test can
+/// wait for one with a deadline (`recv_timeout`).
+pub fn stderr_lines(child: &mut std::process::Child) -> std::sync::mpsc::Receiver<String> {
+    use std::io::BufRead;
+    let stderr = child.stderr.take().expect("stderr is piped");
+    let (send, lines) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if send.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    lines
+}
