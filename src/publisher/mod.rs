@@ -51,7 +51,7 @@ impl Publisher {
             .connection_timeout(CONNECTION_TIMEOUT)
             .error_handler(Box::new(r2d2::NopErrorHandler))
             .build_unchecked(manager.clone());
-        let outage = Arc::new(Outage::new(server(&client)));
+        let outage = Arc::new(Outage::new(redis_server(&client)));
         Ok(Publisher {
             pool,
             manager,
@@ -141,9 +141,9 @@ fn ping(client: &redis::Client, timeout: Duration) -> redis::RedisResult<redis::
     Ok(conn)
 }
 
-/// `host:port` of the Redis server, for messages: never the URL, which may hold a
-/// password.
-fn server(client: &redis::Client) -> String {
+/// `host:port` of the Redis server, for messages (the subscriber's too): never the
+/// URL, which may hold a password.
+pub fn redis_server(client: &redis::Client) -> String {
     client.get_connection_info().addr().to_string()
 }
 
