@@ -148,33 +148,41 @@ impl Outage {
             // Resume once a round has little left: the few messages of the last round
             // may then be published at the same moment as the first new ones.
             let last = batch.len() <= 64 || round == MAX_RESEND_ROUNDS;
-            if last {
+            let ended = last.then(|| {
                 self.down.store(false, Ordering::Release);
-                let down_ms = state.since.map_or(0, |s| s.elapsed().as_millis() as u64);
-                log::info!(server = self.server.as_str(), down_ms = down_ms, not_live = state.skipped, resent = resent + batch.len(); "redis answers again; publishing resumed");
-                *state = State::default();
-            }
+                let down = state.since.map(|s| s.elapsed()).unwrap_or_default();
+                (down, std::mem::take(&mut *state).skipped)
+            });
             drop(state);
-            let mut pipe = redis::pipe();
-            for aside in &batch {
-                pipe.cmd("PUBLISH")
-                    .arg(&aside.channel)
-                    .arg(aside.json.as_str())
-                    .ignore();
-            }
-            if let Err(err) = pipe.query::<()>(conn) {
+            if let Err(err) = publish(conn, &batch) {
                 if !last {
                     self.lock().put_back(batch);
                 }
                 return Err(err);
             }
             resent += batch.len();
-            if last {
+            if let Some((down, not_live)) = ended {
+                log::info!(server = self.server.as_str(), down_ms = down.as_millis() as u64, not_live = not_live, resent = resent; "redis answers again; publishing resumed");
                 return Ok(());
             }
         }
         Ok(())
     }
+}
+
+/// Publishes what was set aside, in order, in one round trip.
+fn publish(conn: &mut redis::Connection, batch: &[Aside]) -> redis::RedisResult<()> {
+    if batch.is_empty() {
+        return Ok(());
+    }
+    let mut pipe = redis::pipe();
+    for aside in batch {
+        pipe.cmd("PUBLISH")
+            .arg(&aside.channel)
+            .arg(aside.json.as_str())
+            .ignore();
+    }
+    pipe.query::<()>(conn)
 }
 
 impl State {
