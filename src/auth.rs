@@ -13,6 +13,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 
 use crate::config::{JwtConfig, JwtKey};
+use crate::validate::is_workspace;
 
 /// The scope the internal create API requires.
 pub const PUBLISH_SCOPE: &str = "notifications:publish";
@@ -22,7 +23,8 @@ pub const PUBLISH_SCOPE: &str = "notifications:publish";
 pub enum AuthError {
     /// No token in the query or the `Authorization` header.
     Missing,
-    /// Malformed, bad signature, wrong algorithm, wrong `iss`/`aud`, or no `sub`.
+    /// Malformed, bad signature, wrong algorithm, wrong `iss`/`aud`, `nbf` (less the
+    /// leeway) still ahead, or no usable `sub` (missing, empty or holding NUL).
     Invalid(String),
     /// `exp` (plus leeway) has passed.
     Expired,
@@ -126,9 +128,11 @@ impl Verifier {
             (_, alg) => return Err(format!("the key does not suit {alg:?}")),
         };
         // `Validation::new` pins the algorithm and requires `exp`; leeway and audience
-        // have surprising defaults (60 s, checked when present), so set both here.
+        // have surprising defaults (60 s, checked when present), so set both here,
+        // and `nbf` is not checked unless asked (it is optional, but binding if present).
         let mut validation = Validation::new(config.algorithm);
         validation.leeway = config.leeway.as_secs();
+        validation.validate_nbf = true;
         validation.set_required_spec_claims(&["exp"]);
         validation.validate_aud = false;
         if let Some(audience) = &config.audience {
@@ -192,11 +196,18 @@ impl Verifier {
             .sub
             .filter(|s| !s.is_empty())
             .ok_or_else(|| AuthError::Invalid("missing sub claim".into()))?;
+        // The user id goes into SQL as text, which cannot hold NUL.
+        if user_id.contains('\0') {
+            return Err(AuthError::Invalid("sub contains NUL".into()));
+        }
         let mut slugs = claims.workspaces.unwrap_or_default();
         slugs.extend(claims.workspace);
         let grants = if slugs.iter().any(|s| s == "*") {
             Grants::All
         } else {
+            // A grant that is not a slug matches nothing (every stored workspace and
+            // every asked-for one is a slug), and one holding NUL would break the SQL.
+            slugs.retain(|slug| is_workspace(slug));
             Grants::Only(slugs)
         };
         let scopes = claims
@@ -292,6 +303,42 @@ mod tests {
             identity.expires_at = unix_now() - 31;
         }
         assert_eq!(verifier.verify(&token).unwrap_err(), AuthError::Expired);
+    }
+
+    fn sign(claims: &serde_json::Value) -> String {
+        jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            claims,
+            &EncodingKey::from_secret(SECRET),
+        )
+        .expect("signs")
+    }
+
+    #[test]
+    fn nbf_ahead_is_refused_but_within_the_leeway_is_accepted() {
+        let exp = unix_now() + 7200;
+        let ahead =
+            sign(&serde_json::json!({"sub": "alice", "exp": exp, "nbf": unix_now() + 3600}));
+        assert_eq!(
+            verifier().verify(&ahead).unwrap_err(),
+            AuthError::Invalid("not valid yet (nbf)".into())
+        );
+        let soon = sign(&serde_json::json!({"sub": "alice", "exp": exp, "nbf": unix_now() + 10}));
+        assert!(verifier().verify(&soon).is_ok());
+    }
+
+    #[test]
+    fn a_sub_with_nul_is_refused_and_grants_that_are_not_slugs_grant_nothing() {
+        let exp = unix_now() + 60;
+        let nul = sign(&serde_json::json!({"sub": "ali\u{0}ce", "exp": exp}));
+        assert!(matches!(
+            verifier().verify(&nul),
+            Err(AuthError::Invalid(_))
+        ));
+        let odd = sign(&serde_json::json!({"sub": "alice", "exp": exp,
+            "workspaces": ["acme", "be\u{0}ta", "with space"]}));
+        let identity = verifier().verify(&odd).expect("verifies");
+        assert_eq!(identity.grants, Grants::Only(vec!["acme".into()]));
     }
 
     #[test]

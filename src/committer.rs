@@ -14,7 +14,7 @@ use crossbeam_channel::{bounded, Receiver, Sender};
 use crate::error::Error;
 use crate::metrics::METRICS;
 use crate::notification::Notification;
-use crate::publisher::Publisher;
+use crate::publisher::{Message, Publisher};
 use crate::store::Store;
 
 /// Most rows one commit takes.
@@ -185,20 +185,16 @@ fn commit_group(store: &Store, publisher: &Publisher, jobs: Vec<Job>) {
 }
 
 /// Publishes every committed notification. A Redis failure never fails the create:
-/// the rows are stored, and connected clients catch up once Redis is back.
+/// the rows are stored, and the publisher deals with the outage (it never makes a
+/// create wait on a Redis it knows is down).
 fn publish(publisher: &Publisher, jobs: &[Job]) {
-    let messages: Vec<(&str, &str)> = jobs
+    let messages: Vec<Message<'_>> = jobs
         .iter()
         .flat_map(|job| job.items.iter())
-        .map(|item| (item.notification.user_id.as_str(), item.json.as_str()))
+        .map(|item| (item.notification.user_id.as_str(), &item.json))
         .collect();
     METRICS
         .notifications_created
         .fetch_add(messages.len() as u64, Ordering::Relaxed);
-    if let Err(err) = publisher.publish_many(&messages) {
-        METRICS
-            .redis_publish_failures
-            .fetch_add(messages.len() as u64, Ordering::Relaxed);
-        log::warn!(count = messages.len(), error = err.to_string().as_str(); "publish failed; notifications are stored");
-    }
+    publisher.publish_many(&messages);
 }

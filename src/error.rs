@@ -39,7 +39,8 @@ pub enum Error {
     TooLarge(String),
     /// A POST/PATCH whose `Content-Type` is not JSON (415).
     UnsupportedMediaType,
-    /// PostgreSQL or Redis does not answer (503); names the dependency.
+    /// PostgreSQL or Redis does not answer, or is going away (503); names the
+    /// dependency. `detail` (for the log) names the server and its own message.
     Unavailable {
         dependency: &'static str,
         detail: String,
@@ -128,17 +129,76 @@ impl std::error::Error for Error {}
 
 impl From<postgres::Error> for Error {
     fn from(err: postgres::Error) -> Error {
-        // A closed connection or an I/O failure means PostgreSQL went away: that is a
-        // 503 the client may retry, not a bug.
-        if err.is_closed() || err.as_db_error().is_none() {
+        let detail = postgres_cause(&err);
+        if postgres_unavailable(&err) {
             Error::Unavailable {
                 dependency: "postgresql",
-                detail: err.to_string(),
+                detail,
             }
         } else {
-            Error::Internal(format!("postgresql: {err}"))
+            Error::Internal(format!("postgresql: {detail}"))
         }
     }
+}
+
+/// True when a PostgreSQL error means "not now" rather than "never": the client may
+/// retry (503). The one place that decides it, by SQLSTATE class.
+pub fn postgres_unavailable(err: &postgres::Error) -> bool {
+    // No error from the server itself: the connection closed or broke (I/O,
+    // timeout) under the statement.
+    let Some(db) = err.as_db_error() else {
+        return true;
+    };
+    retryable_sqlstate(db.code().code())
+}
+
+/// SQLSTATEs a going-away or overloaded server sends: class 08 connection exception,
+/// 53 insufficient resources (53300 too_many_connections), 57 operator intervention
+/// (57P01 admin_shutdown, 57P02 crash_shutdown, 57P03 cannot_connect_now), 58 system
+/// error (I/O), 40001 serialization_failure, 40P01 deadlock_detected, 40003
+/// statement_completion_unknown, and 25006 read_only_sql_transaction (a standby that
+/// is not promoted yet).
+pub fn retryable_sqlstate(code: &str) -> bool {
+    matches!(code.get(..2), Some("08" | "53" | "57" | "58"))
+        || matches!(code, "40001" | "40P01" | "40003" | "25006")
+}
+
+/// A PostgreSQL error with what the server or the OS said beneath it, on one line:
+/// the driver's own text ("db error", "error connecting to server") says nothing alone.
+pub fn postgres_cause(err: &postgres::Error) -> String {
+    match err.as_db_error() {
+        Some(db) => {
+            let mut text = format!(
+                "{}: {} (SQLSTATE {})",
+                db.severity(),
+                db.message(),
+                db.code().code()
+            );
+            if let Some(detail) = db.detail() {
+                text.push_str(&format!("; {detail}"));
+            }
+            text
+        }
+        None => with_causes(err),
+    }
+}
+
+/// `err` and each of its sources, joined with ": ", skipping a source whose text the
+/// line already holds (some errors repeat their source in their own text).
+pub fn with_causes(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    // Bounded: a chain of causes is short, but nothing guarantees it ends.
+    for _ in 0..8 {
+        let Some(cause) = source else { break };
+        let more = cause.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        source = cause.source();
+    }
+    text
 }
 
 impl From<r2d2::Error> for Error {
@@ -146,6 +206,24 @@ impl From<r2d2::Error> for Error {
         Error::Unavailable {
             dependency: "postgresql",
             detail: err.to_string(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_server_going_away_is_retryable_and_a_bug_is_not() {
+        for code in [
+            "57P01", "57P02", "57P03", "08006", "08001", "53300", "40001", "40P01",
+        ] {
+            assert!(retryable_sqlstate(code), "{code}");
+        }
+        // unique_violation, undefined_table, character_not_in_repertoire, syntax error
+        for code in ["23505", "42P01", "22021", "42601", ""] {
+            assert!(!retryable_sqlstate(code), "{code}");
         }
     }
 }

@@ -2,6 +2,10 @@
 //! body into a `Notification` or a 4xx naming the offending field.
 //!
 //! Comes after `api` has read and size-checked the body; the result goes to `store`.
+//!
+//! NUL (`\u0000`) is refused in every string of a create, object keys of the payload
+//! included: PostgreSQL's `text` and `jsonb` cannot hold it, and storing it escaped
+//! would hand clients a different string than they sent.
 
 use serde_json::{Map, Value};
 use uuid::Uuid;
@@ -128,6 +132,7 @@ fn required_string(fields: &mut Map<String, Value>, name: &str) -> Result<String
 fn optional_string(fields: &mut Map<String, Value>, name: &str) -> Result<Option<String>, Error> {
     match fields.remove(name) {
         None | Some(Value::Null) => Ok(None),
+        Some(Value::String(text)) if text.contains('\0') => Err(Error::invalid(name, NUL_RULE)),
         Some(Value::String(text)) => Ok(Some(text)),
         Some(other) => Err(Error::invalid(
             name,
@@ -155,6 +160,15 @@ fn payload(fields: &mut Map<String, Value>) -> Result<Map<String, Value>, Error>
             ))
         }
     };
+    let object = as_object(name, value)?;
+    match nul_path(&object) {
+        Some(path) => Err(Error::invalid(format!("{name}{path}"), NUL_RULE)),
+        None => Ok(object),
+    }
+}
+
+/// A JSON object, or a string holding one.
+fn as_object(name: &str, value: Value) -> Result<Map<String, Value>, Error> {
     match value {
         Value::Object(object) => Ok(object),
         Value::String(text) => match serde_json::from_str::<Value>(&text) {
@@ -175,6 +189,36 @@ fn payload(fields: &mut Map<String, Value>) -> Result<Map<String, Value>, Error>
             name,
             format!("must be a JSON object, got {}", type_name(&other)),
         )),
+    }
+}
+
+/// What 4xx messages say about NUL.
+const NUL_RULE: &str = "must not contain the NUL character (\\u0000): PostgreSQL cannot store it";
+
+/// The path (`.key`, `[index]`) inside `object` to the first key or string that
+/// holds NUL, if any. Recursion is bounded: serde_json refuses documents nested
+/// deeper than 128 levels.
+fn nul_path(object: &Map<String, Value>) -> Option<String> {
+    object.iter().find_map(|(key, value)| {
+        let below = if key.contains('\0') {
+            String::new()
+        } else {
+            nul_path_below(value)?
+        };
+        Some(format!(".{}{below}", key.escape_debug()))
+    })
+}
+
+/// `nul_path` for any value: `Some("")` when `value` is itself a string with NUL.
+fn nul_path_below(value: &Value) -> Option<String> {
+    match value {
+        Value::String(text) => text.contains('\0').then(String::new),
+        Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .find_map(|(i, item)| Some(format!("[{i}]{}", nul_path_below(item)?))),
+        Value::Object(object) => nul_path(object),
+        _ => None,
     }
 }
 
@@ -252,6 +296,35 @@ mod tests {
         );
         assert_eq!(field_of(base(json!({"surprise": 1}))), "surprise");
         assert_eq!(field_of(base(json!({"metadata": {}}))), "metadata");
+    }
+
+    #[test]
+    fn nul_is_refused_in_every_string_and_named_by_its_path() {
+        let base = json!({"user_id": "u", "kind": "k", "payload": {}});
+        let with = |name: &str, value: Value| {
+            let mut body = base.clone();
+            body[name] = value;
+            field_of(new_notification(body))
+        };
+        for name in ["user_id", "kind", "workspace", "type", "title", "message"] {
+            assert_eq!(with(name, json!("a\u{0}b")), name);
+        }
+        let payload = |value: Value| with("payload", value);
+        assert_eq!(payload(json!({"a": {"b": "x\u{0}"}})), "payload.a.b");
+        assert_eq!(
+            payload(json!({"a": [1, {"c": ["ok", "\u{0}"]}]})),
+            "payload.a[1].c[1]"
+        );
+        assert_eq!(payload(json!({"ok": 1, "k\u{0}ey": 1})), "payload.k\\0ey");
+        assert_eq!(payload(json!("{\"s\":\"\\u0000\"}")), "payload.s");
+        let metadata = json!({"user_id": "u", "kind": "k", "metadata": {"m": "\u{0}"}});
+        assert_eq!(field_of(new_notification(metadata)), "metadata.m");
+        // Other control characters are ordinary text.
+        assert!(
+            new_notification(json!({"user_id": "u", "kind": "k", "title": "a\u{1}b",
+            "payload": {"t": "tab\there"}}))
+            .is_ok()
+        );
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! Authentication on the REST API (contract §2): which tokens are refused (401) and
 //! why, the pinned algorithm with an RS256 key, scopes (403), iss/aud checks, the
-//! workspace visibility rule, and key-file configuration errors.
+//! workspace visibility rule, and key-file configuration errors. Tokens refused on
+//! REST for `nbf` or a NUL in `sub` are refused on the WebSocket too (4001): one
+//! verifier serves both.
 
 mod common;
 
@@ -150,6 +152,90 @@ fn tokens_without_a_usable_sub_are_401() {
             "invalid token: missing sub claim",
         );
     }
+}
+
+/// Signs any claims (`nbf`, NUL in strings) with the test secret.
+fn sign(claims: &Value) -> String {
+    jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        claims,
+        &EncodingKey::from_secret(SECRET.as_bytes()),
+    )
+    .expect("sign")
+}
+
+/// Opens a WebSocket with `token` and returns the close code the server sends.
+fn ws_close_code(server: &TestServer, token: &str) -> u16 {
+    let mut ws = server.ws(&format!("token={token}&workspaceSlug=acme"));
+    common::expect_close(&mut ws).0
+}
+
+#[test]
+fn a_token_not_valid_yet_is_refused_on_rest_and_websocket() {
+    let server = TestServer::start();
+    let user = new_user("nbf");
+    let exp = unix_now() + 7200;
+    let ahead =
+        sign(&json!({"sub": user, "exp": exp, "nbf": unix_now() + 3600, "workspaces": ["acme"]}));
+    let response = server.get("/v1/notifications", &ahead);
+    assert_refused(
+        &response,
+        &ahead,
+        "unauthorized",
+        "invalid token: not valid yet (nbf)",
+    );
+    assert_eq!(
+        ws_close_code(&server, &ahead),
+        4001,
+        "WebSocket refuses it too"
+    );
+    // 10 s ahead is inside the default 30 s leeway: clocks differ a little.
+    let soon = sign(&json!({"sub": user, "exp": exp, "nbf": unix_now() + 10}));
+    let response = server.get("/v1/notifications", &soon);
+    assert_eq!(response.status, 200, "{}", response.text());
+}
+
+#[test]
+fn a_sub_holding_nul_is_401_and_4001_and_odd_grants_grant_nothing() {
+    let server = TestServer::start();
+    let exp = unix_now() + 600;
+    let nul = sign(&json!({"sub": "ali\u{0}ce", "exp": exp, "workspaces": ["acme"]}));
+    for path in ["/v1/notifications", "/v1/notifications/unread-count"] {
+        let response = server.get(path, &nul);
+        assert_refused(
+            &response,
+            &nul,
+            "unauthorized",
+            "invalid token: sub contains NUL",
+        );
+    }
+    let body = json!({"user_id": "u", "kind": "k", "payload": {}});
+    let service = sign(&json!({"sub": "svc\u{0}", "exp": exp, "scope": "notifications:publish"}));
+    let response = server.send_json("POST", "/v1/internal/notifications", &service, &body);
+    assert_refused(
+        &response,
+        &service,
+        "unauthorized",
+        "invalid token: sub contains NUL",
+    );
+    assert_eq!(
+        ws_close_code(&server, &nul),
+        4001,
+        "WebSocket refuses it too"
+    );
+
+    // A grant holding NUL can match no workspace: the token works for the others.
+    let user = new_user("oddgrant");
+    server.create(&json!({"user_id": user, "workspace": "acme", "kind": "k", "payload": {}}));
+    let odd = sign(&json!({"sub": user, "exp": exp, "workspaces": ["acme", "be\u{0}ta"]}));
+    let response = server.get("/v1/notifications", &odd);
+    assert_eq!(response.status, 200, "{}", response.text());
+    assert_eq!(
+        response.json()["notifications"].as_array().map(Vec::len),
+        Some(1)
+    );
+    let response = server.get("/v1/notifications/unread-count", &odd);
+    assert_eq!(response.json()["unread"], 1, "{}", response.text());
 }
 
 #[test]

@@ -80,6 +80,43 @@ fn one_invalid_item_refuses_the_batch_and_names_each_bad_index() {
 }
 
 #[test]
+fn nul_in_an_item_refuses_the_batch_naming_the_item_and_field() {
+    let server = TestServer::start();
+    let user = new_user("batchnul");
+    let items = vec![
+        json!({"user_id": user, "kind": "ok", "payload": {}}),
+        json!({"user_id": user, "kind": "ok", "title": "a\u{0}b", "payload": {}}),
+        json!({"user_id": user, "kind": "ok", "payload": {"deep": [{"x": "\u{0}"}]}}),
+    ];
+    let response = batch(&server, items);
+    common::assert_error(
+        &response,
+        400,
+        "invalid_batch",
+        "notifications[1].title:",
+        "a batch with NUL in two items",
+    );
+    let messages: Vec<String> = response.json()["error"]["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|i| {
+            format!(
+                "{}:{}",
+                i["index"],
+                i["message"].as_str().unwrap_or_default()
+            )
+        })
+        .collect();
+    assert_eq!(messages.len(), 2, "{messages:?}");
+    assert!(
+        messages[1].starts_with("2:payload.deep[0].x:"),
+        "{messages:?}"
+    );
+    assert_eq!(stored(&server, &user), 0, "nothing stored");
+}
+
+#[test]
 fn batch_size_limits() {
     let server = TestServer::start();
     let user = new_user("batchsize");

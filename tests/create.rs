@@ -200,6 +200,62 @@ fn invalid_fields_are_named_and_nothing_is_stored() {
 }
 
 #[test]
+fn nul_in_any_string_is_400_naming_the_field_and_nothing_is_stored() {
+    let server = TestServer::start();
+    let user = new_user("nul");
+    let token = service_token();
+    let nul = "before\u{0}after";
+    let base = json!({"user_id": user, "kind": "k", "payload": {}});
+    let with = |field: &str, value: Value| {
+        let mut body = base.clone();
+        body[field] = value;
+        if field == "metadata" {
+            body.as_object_mut().map(|o| o.remove("payload"));
+        }
+        body
+    };
+    let cases = [
+        (with("user_id", json!(nul)), "user_id:"),
+        (with("kind", json!(nul)), "kind:"),
+        (with("workspace", json!(nul)), "workspace:"),
+        (with("title", json!(nul)), "title:"),
+        (with("message", json!(nul)), "message:"),
+        (with("type", json!(nul)), "type:"),
+        (with("payload", json!({"a": {"b": nul}})), "payload.a.b:"),
+        (
+            with("payload", json!({"list": ["ok", nul]})),
+            "payload.list[1]:",
+        ),
+        (
+            with("payload", json!({"a": {"k\u{0}": 1}})),
+            "payload.a.k\\0:",
+        ),
+        (with("metadata", json!({"m": nul})), "metadata.m:"),
+        // The gRPC form: a string holding the JSON, with an escaped NUL inside.
+        (with("payload", json!(r#"{"s":"\u0000"}"#)), "payload.s:"),
+    ];
+    for (body, message_start) in cases {
+        let response = server.send_json("POST", "/v1/internal/notifications", &token, &body);
+        assert_error(
+            &response,
+            400,
+            "invalid_field",
+            message_start,
+            &body.to_string(),
+        );
+        let message = response.json()["error"]["message"].to_string();
+        assert!(message.contains("NUL"), "says why: {message}");
+    }
+    let list = server
+        .get("/v1/notifications", &user_token(&user, &["*"]))
+        .json();
+    assert_eq!(list["notifications"], json!([]), "nothing stored");
+    // Other control characters are ordinary text, stored and answered as sent.
+    let created = server.create(&with("title", json!("tab\there\u{1}")));
+    assert_eq!(created["title"], "tab\there\u{1}");
+}
+
+#[test]
 fn a_notification_over_64_kib_serialized_is_413() {
     let server = TestServer::start();
     let user = new_user("big");

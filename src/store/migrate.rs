@@ -4,7 +4,7 @@
 
 use postgres::{Client, NoTls};
 
-use crate::error::Error;
+use crate::error::{postgres_cause, Error};
 
 /// Every migration, in order: (version, name, SQL).
 const MIGRATIONS: &[(i32, &str, &str)] = &[(
@@ -52,6 +52,8 @@ pub fn migrate(client: &mut Client) -> Result<usize, Error> {
 
 /// Connects to the configured database, creating it first when it does not exist
 /// (connecting to the `postgres` maintenance database on the same server to do so).
+/// A failure names the server and says what it answered: "password authentication
+/// failed", "connection refused", "permission denied to create database".
 pub fn connect_creating(url: &str) -> Result<Client, Error> {
     let config: postgres::Config = url
         .parse()
@@ -62,16 +64,42 @@ pub fn connect_creating(url: &str) -> Result<Client, Error> {
             let name = config.get_dbname().unwrap_or("notifd").to_string();
             let mut admin = config.clone();
             admin.dbname("postgres");
-            let mut client = admin.connect(NoTls)?;
+            let mut client = admin.connect(NoTls).map_err(|e| {
+                unavailable(
+                    format!("database {name:?} does not exist; to create it, connect to"),
+                    &admin,
+                    &e,
+                )
+            })?;
             let quoted = format!("\"{}\"", name.replace('"', "\"\""));
             match client.batch_execute(&format!("CREATE DATABASE {quoted}")) {
                 Ok(()) => log::info!(database = name.as_str(); "database created"),
                 // Another instance created it first: fine.
                 Err(e) if e.code() == Some(&postgres::error::SqlState::DUPLICATE_DATABASE) => {}
-                Err(e) => return Err(e.into()),
+                Err(e) => {
+                    return Err(unavailable(
+                        format!("database {name:?} does not exist, and cannot create it on"),
+                        &admin,
+                        &e,
+                    ))
+                }
             }
-            Ok(config.connect(NoTls)?)
+            config
+                .connect(NoTls)
+                .map_err(|e| unavailable("cannot connect to".into(), &config, &e))
         }
-        Err(err) => Err(err.into()),
+        Err(err) => Err(unavailable("cannot connect to".into(), &config, &err)),
+    }
+}
+
+/// "`what` `server`: `cause`", as a 503-class error: a database notifd cannot use.
+fn unavailable(what: String, config: &postgres::Config, err: &postgres::Error) -> Error {
+    Error::Unavailable {
+        dependency: "postgresql",
+        detail: format!(
+            "{what} {}: {}",
+            super::pool::server(config),
+            postgres_cause(err)
+        ),
     }
 }

@@ -4,7 +4,10 @@
 
 use std::time::Duration;
 
+use postgres::config::Host;
 use postgres::{Client, NoTls, Statement};
+
+use crate::error::postgres_cause;
 
 /// The columns of a notification row, in the order `store::row_to_notification` reads.
 pub const COLUMNS: &str =
@@ -95,20 +98,46 @@ pub struct Connection {
 /// Opens connections for r2d2.
 pub struct Manager {
     config: postgres::Config,
+    /// `server(&config)`, for error messages.
+    server: String,
 }
+
+/// Why the pool could not open a connection: names the server and says what it (or
+/// the OS) answered. r2d2 keeps the text of the last one for the request that times
+/// out waiting, so a 503's log line says why.
+#[derive(Debug)]
+pub struct ConnectError(String);
+
+impl std::fmt::Display for ConnectError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ConnectError {}
 
 impl r2d2::ManageConnection for Manager {
     type Connection = Connection;
-    type Error = postgres::Error;
+    type Error = ConnectError;
 
-    fn connect(&self) -> Result<Connection, postgres::Error> {
-        let mut client = self.config.connect(NoTls)?;
-        let statements = Statements::prepare(&mut client)?;
+    fn connect(&self) -> Result<Connection, ConnectError> {
+        let failed = |err: postgres::Error| {
+            ConnectError(format!(
+                "cannot connect to {}: {}",
+                self.server,
+                postgres_cause(&err)
+            ))
+        };
+        let mut client = self.config.connect(NoTls).map_err(failed)?;
+        let statements = Statements::prepare(&mut client).map_err(failed)?;
         Ok(Connection { client, statements })
     }
 
-    fn is_valid(&self, conn: &mut Connection) -> Result<(), postgres::Error> {
-        conn.client.simple_query("").map(|_| ())
+    fn is_valid(&self, conn: &mut Connection) -> Result<(), ConnectError> {
+        conn.client
+            .simple_query("")
+            .map(|_| ())
+            .map_err(|e| ConnectError(postgres_cause(&e)))
     }
 
     fn has_broken(&self, conn: &mut Connection) -> bool {
@@ -132,5 +161,37 @@ pub fn build(url: &str, size: u32) -> Result<r2d2::Pool<Manager>, String> {
         // Failures reach the client as 503 and the log once per request; r2d2's own
         // logging would repeat each one from its background threads.
         .error_handler(Box::new(r2d2::NopErrorHandler))
-        .build_unchecked(Manager { config }))
+        .build_unchecked(Manager {
+            server: server(&config),
+            config,
+        }))
+}
+
+/// The server a configuration points at, for messages: `host:port (database D,
+/// user U)`. Never the password.
+pub fn server(config: &postgres::Config) -> String {
+    let ports = config.get_ports();
+    let hosts: Vec<String> = config
+        .get_hosts()
+        .iter()
+        .enumerate()
+        .map(|(i, host)| {
+            // libpq's rule: one port for all hosts, or one per host; 5432 by default.
+            let port = ports.get(i).or(ports.first()).copied().unwrap_or(5432);
+            match host {
+                Host::Tcp(name) => format!("{name}:{port}"),
+                Host::Unix(dir) => format!("{}/.s.PGSQL.{port}", dir.display()),
+            }
+        })
+        .collect();
+    format!(
+        "{} (database {}, user {})",
+        if hosts.is_empty() {
+            "no host".to_string()
+        } else {
+            hosts.join(",")
+        },
+        config.get_dbname().unwrap_or("-"),
+        config.get_user().unwrap_or("-"),
+    )
 }

@@ -519,3 +519,160 @@ pub fn assert_error(response: &Response, status: u16, code: &str, message_start:
         "{what}: message {message:?} should start with {message_start:?}"
     );
 }
+
+// ---------------------------------------------------------------------------
+// Outages and start-up (appended by the robustness work)
+// ---------------------------------------------------------------------------
+
+/// A connection to PostgreSQL through the admin URL (roles, `pg_terminate_backend`).
+pub fn admin_client() -> postgres::Client {
+    admin_database_url()
+        .parse::<postgres::Config>()
+        .expect("NOTIFD_TEST_DATABASE_URL parses")
+        .connect(postgres::NoTls)
+        .expect("PostgreSQL reachable for tests")
+}
+
+/// The lines a child writes to stderr, read on a thread of their own so a test can
+/// wait for one with a deadline (`recv_timeout`).
+pub fn stderr_lines(child: &mut std::process::Child) -> std::sync::mpsc::Receiver<String> {
+    use std::io::BufRead;
+    let stderr = child.stderr.take().expect("stderr is piped");
+    let (send, lines) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if send.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    lines
+}
+
+/// A `redis-server` of the test's own on `port`, killed on drop (a panicking test
+/// included), so a test can stop and restart Redis without touching the machine's.
+/// Panics where redis-server is not installed: a Redis outage test that cannot run
+/// must fail, not pass.
+pub struct RedisProcess {
+    pub port: u16,
+    child: Option<std::process::Child>,
+}
+
+impl RedisProcess {
+    pub fn start(port: u16) -> RedisProcess {
+        let child = std::process::Command::new("redis-server")
+            .args(["--port", &port.to_string()])
+            .args(["--save", "", "--appendonly", "no", "--bind", "127.0.0.1"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server runs (install redis-server)");
+        let mut redis = RedisProcess {
+            port,
+            child: Some(child),
+        };
+        redis.wait_ready(Duration::from_secs(10));
+        redis
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Polls PING until PONG (bounded): the server is up.
+    fn wait_ready(&mut self, within: Duration) {
+        let deadline = std::time::Instant::now() + within;
+        while !redis_answers(self.port) {
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
+                panic!("redis-server on port {} exited: {status}", self.port);
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "redis-server answers PING within {within:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for RedisProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn redis_answers(port: u16) -> bool {
+    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
+    let mut reply = [0u8; 7];
+    stream.write_all(b"PING\r\n").is_ok()
+        && stream.read_exact(&mut reply).is_ok()
+        && &reply == b"+PONG\r\n"
+}
+
+/// A port nobody listens on, below Linux's ephemeral range (32768 and up): while a
+/// test's redis-server is down its port must not be handed to an outgoing
+/// connection, or the restart could not bind it again.
+pub fn free_low_port() -> u16 {
+    let seed = u64::from(std::process::id())
+        ^ SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| u64::from(d.subsec_nanos()))
+            .unwrap_or(0);
+    (0..2_000u64)
+        .map(|i| 20_000 + ((seed + i * 7_919) % 12_000) as u16)
+        .find(|&port| std::net::TcpListener::bind(("127.0.0.1", port)).is_ok())
+        .expect("a free port below the ephemeral range")
+}
+
+/// Waits (bounded) until `count` notifd subscribers listen on the control channel of
+/// `prefix` at the Redis of `url`: the instances' subscriber threads are up. Polls
+/// Redis for a state change; nothing waits on a guess.
+pub fn wait_for_subscribers(url: &str, prefix: &str, count: i64, within: Duration) {
+    let channel = format!("{prefix}notifd:control");
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        let now = redis::Client::open(url).ok().and_then(|client| {
+            let mut conn = client
+                .get_connection_with_timeout(Duration::from_secs(1))
+                .ok()?;
+            let (_, n): (String, i64) = redis::cmd("PUBSUB")
+                .arg("NUMSUB")
+                .arg(&channel)
+                .query(&mut conn)
+                .ok()?;
+            Some(n)
+        });
+        if now.is_some_and(|n| n >= count) {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{count} subscriber(s) on {channel} within {within:?}; have {now:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A notifd on a redis-server of the test's own, once its subscriber listens.
+pub fn server_on_own_redis() -> (RedisProcess, String, TestServer) {
+    let redis = RedisProcess::start(free_low_port());
+    let mut settings = settings();
+    settings.redis_url = Some(redis.url());
+    let prefix = settings.redis_prefix.clone().expect("prefix");
+    let server = TestServer::with(settings);
+    wait_for_subscribers(&redis.url(), &prefix, 1, Duration::from_secs(10));
+    (redis, prefix, server)
+}

@@ -1,19 +1,31 @@
 //! The publisher: after a create commits, sends the notification's JSON to
 //! `{prefix}notifications:{user_id}` on Redis (contract §5).
 //!
-//! Comes after `store`; the subscriber threads of every instance come after it. A
-//! Redis failure never fails a create: the row is stored, the failure is logged and
-//! counted, and connected clients are caught up from PostgreSQL once Redis is back.
+//! Comes after `store` (the committer calls it once a group is stored); the
+//! subscriber threads of every instance come after it. A Redis failure never fails a
+//! create, and while Redis is down no create waits on it: the first failed publish
+//! marks Redis down (`outage`), later ones are set aside at once, and one background
+//! prober tries Redis with backoff until it answers, then publishing resumes.
+//! Connected clients are caught up from PostgreSQL by the subscriber when it
+//! reconnects.
 
+mod outage;
+
+use std::sync::Arc;
 use std::time::Duration;
 
-use crate::error::Error;
+use crate::error::{with_causes, Error};
+use outage::Outage;
 
 /// How long a create waits for a Redis connection before giving up on publishing.
 const CONNECTION_TIMEOUT: Duration = Duration::from_millis(500);
 
 /// How long an announcement between instances waits for a pooled connection.
 const CONTROL_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// One message for Redis: a user's channel and the notification's JSON (shared with
+/// the reply, not copied).
+pub type Message<'a> = (&'a str, &'a Arc<String>);
 
 /// A handle on the Redis publishing side; cheap to clone.
 #[derive(Clone)]
@@ -22,6 +34,7 @@ pub struct Publisher {
     manager: Manager,
     client: redis::Client,
     prefix: String,
+    outage: Arc<Outage>,
 }
 
 impl Publisher {
@@ -38,11 +51,13 @@ impl Publisher {
             .connection_timeout(CONNECTION_TIMEOUT)
             .error_handler(Box::new(r2d2::NopErrorHandler))
             .build_unchecked(manager.clone());
+        let outage = Arc::new(Outage::new(redis_server(&client)));
         Ok(Publisher {
             pool,
             manager,
             client,
             prefix: prefix.to_string(),
+            outage,
         })
     }
 
@@ -51,23 +66,31 @@ impl Publisher {
         channel_name(&self.prefix, user_id)
     }
 
-    /// Publishes many notifications in one round trip: `(user_id, json)` pairs.
-    pub fn publish_many(&self, messages: &[(&str, &str)]) -> Result<(), Error> {
-        let mut pipe = redis::pipe();
-        for (user_id, json) in messages {
-            pipe.cmd("PUBLISH")
-                .arg(self.channel(user_id))
-                .arg(*json)
-                .ignore();
+    /// Publishes many notifications in one round trip: `(user_id, json)` pairs. Never
+    /// fails a create: while Redis is down the messages are set aside without waiting
+    /// (and counted in `notifd_redis_publish_failures_total`).
+    pub fn publish_many(&self, messages: &[Message<'_>]) {
+        let channels: Vec<(String, &Arc<String>)> = messages
+            .iter()
+            .map(|(user_id, json)| (self.channel(user_id), *json))
+            .collect();
+        if self.outage.set_aside_if_down(&channels) {
+            return;
         }
-        self.run(&pipe, CONNECTION_TIMEOUT)
+        if let Err(err) = self.run(&pipeline(&channels), CONNECTION_TIMEOUT) {
+            self.outage.begin(&channels, &err, &self.client);
+        }
     }
 
     /// Publishes a message between instances (see `subscriber::Replace`). Waits
     /// longer for a connection than a create does: a burst of thousands of new
     /// WebSockets announces itself at once, and an announcement lost means two
-    /// connections of one user and workspace on two instances.
+    /// connections of one user and workspace on two instances. While Redis is known
+    /// to be down it fails at once: no instance could hear it.
     pub fn publish_control(&self, json: &str) -> Result<(), Error> {
+        if self.outage.is_down() {
+            return Err(self.outage.error("down; announcement not sent"));
+        }
         let mut pipe = redis::pipe();
         pipe.cmd("PUBLISH")
             .arg(crate::subscriber::control_channel(&self.prefix))
@@ -78,7 +101,8 @@ impl Publisher {
 
     /// Runs a pipeline on a pooled connection (waiting at most `wait` for one).
     fn run(&self, pipe: &redis::Pipeline, wait: Duration) -> Result<(), Error> {
-        let mut conn = self.pool.get_timeout(wait).map_err(unavailable)?;
+        let failed = |err: &dyn std::error::Error| self.outage.error(&with_causes(err));
+        let mut conn = self.pool.get_timeout(wait).map_err(|e| failed(&e))?;
         if conn.run(pipe).is_ok() {
             return Ok(());
         }
@@ -86,23 +110,41 @@ impl Publisher {
         // out: this one is now marked broken (the pool drops it), and the publish gets
         // one more try on a fresh connection rather than being lost.
         drop(conn);
-        let mut fresh = r2d2::ManageConnection::connect(&self.manager).map_err(unavailable)?;
-        fresh.run(pipe).map_err(unavailable)
+        let mut fresh = r2d2::ManageConnection::connect(&self.manager).map_err(|e| failed(&e))?;
+        fresh.run(pipe).map_err(|e| failed(&e))
     }
 
     /// True when Redis answers a PING within `timeout` (on a fresh connection, so a
     /// pooled one cannot hide an outage).
     pub fn ping(&self, timeout: Duration) -> Result<(), Error> {
-        let mut conn = self
-            .client
-            .get_connection_with_timeout(timeout)
-            .map_err(unavailable)?;
-        conn.set_read_timeout(Some(timeout)).map_err(unavailable)?;
-        redis::cmd("PING")
-            .query::<String>(&mut conn)
-            .map_err(unavailable)?;
-        Ok(())
+        ping(&self.client, timeout)
+            .map(drop)
+            .map_err(|e| self.outage.error(&with_causes(&e)))
     }
+}
+
+/// One PUBLISH per message, replies ignored.
+fn pipeline(messages: &[(String, &Arc<String>)]) -> redis::Pipeline {
+    let mut pipe = redis::pipe();
+    for (channel, json) in messages {
+        pipe.cmd("PUBLISH").arg(channel).arg(json.as_str()).ignore();
+    }
+    pipe
+}
+
+/// PING on a fresh connection with `timeout` for connecting and for the answer.
+fn ping(client: &redis::Client, timeout: Duration) -> redis::RedisResult<redis::Connection> {
+    let mut conn = client.get_connection_with_timeout(timeout)?;
+    conn.set_read_timeout(Some(timeout))?;
+    conn.set_write_timeout(Some(timeout))?;
+    redis::cmd("PING").query::<String>(&mut conn)?;
+    Ok(conn)
+}
+
+/// `host:port` of the Redis server, for messages (the subscriber's too): never the
+/// URL, which may hold a password.
+pub fn redis_server(client: &redis::Client) -> String {
+    client.get_connection_info().addr().to_string()
 }
 
 /// A pooled Redis connection that remembers a failed command.
@@ -156,11 +198,4 @@ impl r2d2::ManageConnection for Manager {
 /// `{prefix}notifications:{user_id}`.
 pub fn channel_name(prefix: &str, user_id: &str) -> String {
     format!("{prefix}notifications:{user_id}")
-}
-
-fn unavailable(err: impl std::fmt::Display) -> Error {
-    Error::Unavailable {
-        dependency: "redis",
-        detail: err.to_string(),
-    }
 }
