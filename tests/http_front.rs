@@ -206,6 +206,41 @@ fn smuggling_shapes_are_400() {
     );
 }
 
+/// Reads `n` responses (each with a `Content-Length`) that may arrive in one segment;
+/// returns their heads.
+fn read_responses(stream: &mut TcpStream, n: usize) -> Vec<String> {
+    let deadline = Instant::now() + HTTP_DEADLINE;
+    let mut buffer = Vec::new();
+    let mut heads = Vec::new();
+    let mut chunk = [0u8; 4096];
+    while heads.len() < n {
+        if let Some(end) = buffer.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buffer[..end]).to_string();
+            let length: usize = head
+                .lines()
+                .filter_map(|l| l.split_once(':'))
+                .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+                .and_then(|(_, v)| v.trim().parse().ok())
+                .unwrap_or_else(|| panic!("no Content-Length: {head}"));
+            if buffer.len() >= end + 4 + length {
+                buffer.drain(..end + 4 + length);
+                heads.push(head);
+                continue;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "only {} responses of {n}",
+            heads.len()
+        );
+        let got = stream.read(&mut chunk).expect("read");
+        assert!(got > 0, "closed after {} responses of {n}", heads.len());
+        buffer.extend_from_slice(&chunk[..got]);
+    }
+    assert!(buffer.is_empty(), "bytes after the last response");
+    heads
+}
+
 #[test]
 fn keep_alive_pipelining_and_http_1_0() {
     let server = TestServer::start();
@@ -218,8 +253,8 @@ fn keep_alive_pipelining_and_http_1_0() {
               PUT /healthz HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\n\r\n{}",
         )
         .expect("send");
-    for status in ["200", "404", "405"] {
-        let (head, _) = read_one_response(&mut stream);
+    let heads = read_responses(&mut stream, 3);
+    for (head, status) in heads.iter().zip(["200", "404", "405"]) {
         assert!(head.starts_with(&format!("HTTP/1.1 {status} ")), "{head}");
         assert!(head.contains("Connection: keep-alive"), "{head}");
     }
@@ -242,18 +277,23 @@ fn keep_alive_pipelining_and_http_1_0() {
             b"HEAD /healthz HTTP/1.1\r\nHost: t\r\n\r\nGET /healthz HTTP/1.1\r\nHost: t\r\n\r\n",
         )
         .expect("send");
-    let mut buffer = vec![0u8; 4096];
+    // The HEAD answer names the GET's length but carries no body: what follows its
+    // blank line is at once the GET's answer.
     let mut got = Vec::new();
-    while got.windows(4).filter(|w| w == b"\r\n\r\n").count() < 2 || !got.ends_with(b"}") {
-        let n = stream.read(&mut buffer).expect("read");
+    let mut chunk = [0u8; 4096];
+    while !got.ends_with(b"}") {
+        let n = stream.read(&mut chunk).expect("read");
         assert!(n > 0, "closed early");
-        got.extend_from_slice(&buffer[..n]);
+        got.extend_from_slice(&chunk[..n]);
     }
     let text = String::from_utf8_lossy(&got);
-    let second = text
-        .find("HTTP/1.1 200 OK\r\n")
-        .and_then(|first| text[first + 1..].find("HTTP/1.1 200 OK\r\n"));
-    assert!(second.is_some(), "the HEAD answer carried a body: {text}");
+    let (head_answer, rest) = text.split_once("\r\n\r\n").expect("a head");
+    assert!(head_answer.starts_with("HTTP/1.1 200 "), "{text}");
+    assert!(head_answer.contains("Content-Length: 15"), "{text}");
+    assert!(
+        rest.starts_with("HTTP/1.1 200 OK\r\n"),
+        "the HEAD answer carried a body: {text}"
+    );
 }
 
 #[test]
@@ -372,7 +412,6 @@ impl Drop for LimitedServer {
 
 impl LimitedServer {
     fn start(nofile: u64, extra: &[(&str, &str)]) -> LimitedServer {
-        use std::io::BufRead;
         use std::os::unix::process::CommandExt;
         let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_notifd"));
         command
@@ -406,18 +445,7 @@ impl LimitedServer {
             });
         }
         let mut child = command.spawn().expect("notifd starts");
-        let stderr = child.stderr.take().expect("stderr");
-        let (send, lines) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in std::io::BufReader::new(stderr)
-                .lines()
-                .map_while(Result::ok)
-            {
-                if send.send(line).is_err() {
-                    return;
-                }
-            }
-        });
+        let lines = common::stderr_lines(&mut child);
         let mut server = LimitedServer {
             child,
             lines,

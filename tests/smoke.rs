@@ -5,10 +5,9 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc::{self, Receiver};
+use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
 use common::{expect_close, next_notification, ws_connect, Response};
@@ -76,15 +75,7 @@ fn start(format: &str) -> Running {
         .stdout(Stdio::null())
         .spawn()
         .expect("notifd starts");
-    let stderr = child.stderr.take().expect("stderr");
-    let (send, lines) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if send.send(line).is_err() {
-                return;
-            }
-        }
-    });
+    let lines = common::stderr_lines(&mut child);
     Running {
         child,
         lines,
