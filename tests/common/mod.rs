@@ -453,3 +453,5 @@ pub fn assert_error(response: &Response, status: u16, code: &str, message_start:
         "{what}: message {message:?} should start with {message_start:?}"
     );
 }
+
+pub mod raw_ws;
