@@ -96,12 +96,14 @@ impl Committer {
         let mut threads = Vec::with_capacity(THREADS);
         for i in 0..THREADS {
             let (store, publisher, queue) = (store.clone(), publisher.clone(), queue.clone());
-            threads.push(
-                std::thread::Builder::new()
-                    .name(format!("notifd-commit-{i}"))
-                    .stack_size(512 * 1024)
-                    .spawn(move || run(&store, &publisher, &queue))?,
-            );
+            // Essential (a panic ends the process); a return is expected: it
+            // means the queue closed, its owner gone.
+            threads.push(crate::supervise::spawn_essential(
+                format!("notifd-commit-{i}"),
+                512 * 1024,
+                || true,
+                move || run(&store, &publisher, &queue),
+            )?);
         }
         Ok((Committer { jobs }, threads))
     }

@@ -44,6 +44,7 @@ pub mod server;
 pub mod shutdown;
 pub mod store;
 pub mod subscriber;
+pub mod supervise;
 pub mod validate;
 pub mod websocket;
 

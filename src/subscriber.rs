@@ -25,6 +25,8 @@ const READ_TIMEOUT: Duration = Duration::from_millis(500);
 const PING_AFTER: Duration = Duration::from_secs(10);
 const MIN_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
+/// The subscriber thread's name (in logs, and for `supervise`).
+pub const THREAD_NAME: &str = "notifd-subscriber";
 
 /// The control channel's one message: a connection opened; older ones of the same
 /// user and workspace, on any instance, close with 4005.
@@ -63,10 +65,14 @@ pub fn spawn(
     let client = redis::Client::open(redis_url).map_err(std::io::Error::other)?;
     let prefix = prefix.to_string();
     let (ready, subscribed) = crossbeam_channel::bounded(1);
-    let thread = std::thread::Builder::new()
-        .name("notifd-subscriber".into())
-        .stack_size(256 * 1024)
-        .spawn(move || run(&client, &prefix, &hub, &shutdown, &ready))?;
+    let stopping = shutdown.clone();
+    // Essential: without it no notification reaches a client of this instance.
+    let thread = crate::supervise::spawn_essential(
+        THREAD_NAME,
+        256 * 1024,
+        move || stopping.is_fired(),
+        move || run(&client, &prefix, &hub, &shutdown, &ready),
+    )?;
     Ok((thread, subscribed))
 }
 
@@ -137,6 +143,7 @@ fn session(
         if shutdown.is_fired() {
             return Ok(());
         }
+        crate::supervise::fault_point(THREAD_NAME);
         match pubsub.get_message() {
             Ok(message) => {
                 last_heard = Instant::now();

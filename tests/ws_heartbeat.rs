@@ -10,111 +10,12 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::io::Write;
 use std::time::{Duration, Instant};
 
+use common::raw_ws::{RawClient, BINARY, CLOSE, MASK, PING, PONG, TEXT};
 use common::{new_user, user_token, TestServer};
 use serde_json::{json, Value};
-
-const TEXT: u8 = 0x1;
-const CLOSE: u8 = 0x8;
-const PING: u8 = 0x9;
-const PONG: u8 = 0xA;
-const BINARY: u8 = 0x2;
-/// The mask of every client frame here.
-const MASK: [u8; 4] = [0x37, 0xFA, 0x21, 0x3D];
-
-/// A WebSocket client that reads and writes frames itself, so a test decides how
-/// its bytes are cut into TCP segments.
-struct RawClient {
-    tcp: TcpStream,
-}
-
-impl RawClient {
-    fn connect(server: &TestServer, token: &str) -> RawClient {
-        let mut tcp = TcpStream::connect(server.ws_addr()).expect("connect");
-        tcp.set_read_timeout(Some(Duration::from_secs(5)))
-            .expect("timeout");
-        tcp.set_nodelay(true).expect("nodelay");
-        let request = format!(
-            "GET /?token={token}&workspaceSlug=acme HTTP/1.1\r\nHost: notifd\r\n\
-             Upgrade: websocket\r\nConnection: Upgrade\r\n\
-             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-        );
-        tcp.write_all(request.as_bytes()).expect("send upgrade");
-        // Byte by byte up to the blank line: nothing after the response is consumed.
-        let mut head = Vec::new();
-        while !head.ends_with(b"\r\n\r\n") {
-            let mut byte = [0u8; 1];
-            tcp.read_exact(&mut byte).expect("upgrade response");
-            head.push(byte[0]);
-            assert!(head.len() < 4096, "upgrade response too long");
-        }
-        let head = String::from_utf8_lossy(&head);
-        assert!(head.starts_with("HTTP/1.1 101"), "{head}");
-        RawClient { tcp }
-    }
-
-    /// A masked client frame.
-    fn frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
-        assert!(payload.len() <= 125, "short frames only");
-        let mut bytes = vec![0x80 | opcode, 0x80 | payload.len() as u8];
-        bytes.extend_from_slice(&MASK);
-        bytes.extend(payload.iter().enumerate().map(|(i, b)| b ^ MASK[i % 4]));
-        bytes
-    }
-
-    /// Writes `bytes` in two segments with a pause between.
-    fn send_split(&mut self, bytes: &[u8], at: usize) {
-        self.tcp.write_all(&bytes[..at]).expect("first half");
-        std::thread::sleep(Duration::from_millis(30));
-        self.tcp.write_all(&bytes[at..]).expect("second half");
-    }
-
-    /// The next server frame: (opcode, payload).
-    fn read_frame(&mut self) -> (u8, Vec<u8>) {
-        let mut head = [0u8; 2];
-        self.tcp
-            .read_exact(&mut head)
-            .expect("a frame before the deadline");
-        assert_eq!(head[1] & 0x80, 0, "server frames are not masked");
-        let len = match head[1] & 0x7F {
-            126 => {
-                let mut ext = [0u8; 2];
-                self.tcp.read_exact(&mut ext).expect("length");
-                usize::from(u16::from_be_bytes(ext))
-            }
-            127 => panic!("no frame here is that long"),
-            short => usize::from(short),
-        };
-        let mut payload = vec![0u8; len];
-        self.tcp.read_exact(&mut payload).expect("payload");
-        (head[0] & 0x0F, payload)
-    }
-
-    /// Answers a ping with a pong, every other one split after three bytes.
-    fn answer(&mut self, ping: &[u8], pongs: &mut usize) {
-        let pong = Self::frame(PONG, ping);
-        if pongs.is_multiple_of(2) {
-            self.send_split(&pong, 3);
-        } else {
-            self.tcp.write_all(&pong).expect("pong");
-        }
-        *pongs += 1;
-    }
-
-    /// Reads until a frame that is not a ping, answering pings on the way.
-    fn next_non_ping(&mut self, pongs: &mut usize) -> (u8, Vec<u8>) {
-        loop {
-            let (opcode, payload) = self.read_frame();
-            if opcode != PING {
-                return (opcode, payload);
-            }
-            self.answer(&payload, pongs);
-        }
-    }
-}
 
 fn server_with_fast_heartbeat() -> TestServer {
     let mut settings = common::settings();

@@ -25,6 +25,8 @@ const PING_FRAME: [u8; 2] = [0x89, 0x00];
 const MAX_SWEEP: Duration = Duration::from_secs(1);
 /// Shortest pause between steps.
 const MIN_STEP: Duration = Duration::from_millis(10);
+/// The heartbeat thread's name (in logs, and for `supervise`).
+pub const THREAD_NAME: &str = "notifd-heartbeat";
 
 /// Starts the heartbeat thread; it runs until `stop` is set.
 pub fn spawn(
@@ -39,10 +41,13 @@ pub fn spawn(
         idle_ms: idle_timeout.as_millis() as u64,
         sweep: (ping_interval.min(idle_timeout) / 30).clamp(MIN_STEP, MAX_SWEEP),
     };
-    std::thread::Builder::new()
-        .name("notifd-heartbeat".into())
-        .stack_size(128 * 1024)
-        .spawn(move || beat.run(&stop))
+    let stopping = stop.clone();
+    crate::supervise::spawn_essential(
+        THREAD_NAME,
+        128 * 1024,
+        move || stopping.load(Ordering::Acquire),
+        move || beat.run(&stop),
+    )
 }
 
 struct Heartbeat {
@@ -58,6 +63,7 @@ impl Heartbeat {
         let mut position = 0;
         let mut last = Instant::now();
         while !stop.load(Ordering::Acquire) {
+            crate::supervise::fault_point(THREAD_NAME);
             std::thread::sleep(step);
             let now = Instant::now();
             // Slots due this step, in proportion to the time that passed, so a late

@@ -15,6 +15,8 @@ const PONG_START: u8 = 0x8A;
 const MASKED: u8 = 0x80;
 /// Longest payload of a control frame.
 const MAX_CONTROL_PAYLOAD: usize = 125;
+/// Longest length a frame header may declare: the 64-bit form's top bit must be 0.
+const MAX_PAYLOAD_LENGTH: u64 = i64::MAX as u64;
 
 /// The socket under a live `WebSocket`: passes everything through and follows the
 /// frame boundaries of what it reads.
@@ -65,6 +67,13 @@ impl ClientStream {
     pub fn at_frame_start(&self) -> bool {
         self.cursor.at_frame_start()
     }
+
+    /// True once a frame header read declared a 64-bit length with its most
+    /// significant bit set, which RFC 6455 §5.2 forbids (tungstenite takes it for a
+    /// size).
+    pub fn saw_invalid_length(&self) -> bool {
+        self.cursor.invalid_length
+    }
 }
 
 impl Read for ClientStream {
@@ -99,6 +108,9 @@ struct FrameCursor {
     header: [u8; 14],
     header_seen: usize,
     payload_left: u64,
+    /// A header declared a length with the top bit set (the cursor then sees the rest
+    /// of the stream as that frame's payload; the connection is failed anyway).
+    invalid_length: bool,
 }
 
 impl FrameCursor {
@@ -122,6 +134,7 @@ impl FrameCursor {
                 if self.header_seen == header_len {
                     self.header_seen = 0;
                     self.payload_left = payload_len;
+                    self.invalid_length |= payload_len > MAX_PAYLOAD_LENGTH;
                 }
             }
         }
@@ -249,5 +262,23 @@ mod tests {
         let mut unmasked = pong.clone();
         unmasked[1] &= !MASKED;
         assert!(!whole_pongs(&unmasked), "an unmasked pong");
+        // Malformed pongs go to tungstenite, which fails the connection with 1002.
+        assert!(!whole_pongs(&frame(0xCA, 0)), "a pong with RSV1 set");
+        assert!(
+            !whole_pongs(&frame(PONG_START, 126)),
+            "a pong over 125 bytes"
+        );
+    }
+
+    #[test]
+    fn the_cursor_notices_a_length_with_its_top_bit_set() {
+        let mut cursor = FrameCursor::default();
+        cursor.advance(&frame(0x82, 70_000));
+        assert!(!cursor.invalid_length);
+        let mut header = vec![0x82, MASKED | 127];
+        header.extend_from_slice(&(1u64 << 63).to_be_bytes());
+        header.extend_from_slice(&[0; 4]);
+        cursor.advance(&header);
+        assert!(cursor.invalid_length);
     }
 }

@@ -108,11 +108,13 @@ impl WsServer {
         let addr = listener.local_addr()?;
         let stopping = Arc::new(AtomicBool::new(false));
         let acceptor = {
-            let (ctx, stopping) = (ctx.clone(), stopping.clone());
-            std::thread::Builder::new()
-                .name("notifd-ws-accept".into())
-                .stack_size(128 * 1024)
-                .spawn(move || accept_loop(&listener, &ctx, &stopping))?
+            let (ctx, stopping, stopped) = (ctx.clone(), stopping.clone(), stopping.clone());
+            crate::supervise::spawn_essential(
+                "notifd-ws-accept",
+                128 * 1024,
+                move || stopped.load(Ordering::Acquire),
+                move || accept_loop(&listener, &ctx, &stopping),
+            )?
         };
         let readiness_stop = Arc::new(AtomicBool::new(false));
         let heartbeat = heartbeat::spawn(

@@ -23,6 +23,8 @@ use super::link::Link;
 const MAX_EVENTS: usize = 256;
 /// How long `epoll_wait` sleeps before looking at the stop flag.
 const WAIT_MS: i32 = 250;
+/// The readiness thread's name (in logs, and for `supervise`).
+pub const THREAD_NAME: &str = "notifd-readiness";
 
 /// Bytes looked at for pongs: a few pongs' worth; anything longer is the
 /// connection thread's.
@@ -161,15 +163,19 @@ impl Readiness {
     /// connections still need their events then, to read the clients' close replies.
     pub fn spawn(&self, stop: Arc<AtomicBool>) -> io::Result<JoinHandle<()>> {
         let this = self.clone();
-        std::thread::Builder::new()
-            .name("notifd-readiness".into())
-            .stack_size(128 * 1024)
-            .spawn(move || this.run(&stop))
+        let stopping = stop.clone();
+        crate::supervise::spawn_essential(
+            THREAD_NAME,
+            128 * 1024,
+            move || stopping.load(Ordering::Acquire),
+            move || this.run(&stop),
+        )
     }
 
     fn run(&self, stop: &AtomicBool) {
         let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; MAX_EVENTS];
         while !stop.load(Ordering::Acquire) {
+            crate::supervise::fault_point(THREAD_NAME);
             // SAFETY: `events` has room for MAX_EVENTS entries.
             let n = unsafe {
                 libc::epoll_wait(

@@ -676,3 +676,5 @@ pub fn server_on_own_redis() -> (RedisProcess, String, TestServer) {
     wait_for_subscribers(&redis.url(), &prefix, 1, Duration::from_secs(10));
     (redis, prefix, server)
 }
+
+pub mod raw_ws;

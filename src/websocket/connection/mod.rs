@@ -37,6 +37,10 @@ use crate::subscriber::Replace;
 pub const CLOSE_IDLE: u16 = 4000;
 pub const CLOSE_GOING_AWAY: u16 = 1001;
 pub const CLOSE_TOO_BIG: u16 = 1009;
+/// A client frame that breaks RFC 6455.
+pub const CLOSE_PROTOCOL: u16 = 1002;
+/// Text (a message or a close reason) that is not UTF-8.
+pub const CLOSE_INVALID_DATA: u16 = 1007;
 pub const CLOSE_INTERNAL: u16 = 1011;
 /// No close frame at all (the peer vanished).
 const CLOSE_ABNORMAL: u16 = 1006;

@@ -3,12 +3,14 @@
 
 use std::time::Instant;
 
+use tungstenite::error::ProtocolError;
 use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::protocol::CloseFrame;
 use tungstenite::{Error as WsError, Message};
 
 use super::{
-    Done, Session, Step, BATCH, CLOSE_ABNORMAL, CLOSE_GRACE, CLOSE_TOO_BIG, SLOW_CLOSE_GRACE,
+    Done, Session, Step, BATCH, CLOSE_ABNORMAL, CLOSE_GRACE, CLOSE_INVALID_DATA, CLOSE_PROTOCOL,
+    CLOSE_TOO_BIG, SLOW_CLOSE_GRACE,
 };
 use crate::hub::{Frame, CLOSE_TOO_SLOW};
 use crate::metrics;
@@ -74,12 +76,13 @@ impl Session<'_> {
                             self.write(Message::text("pong"))?
                         }
                         Message::Close(frame) => {
-                            // tungstenite queued the reply; send it and finish.
+                            // tungstenite queued the reply (1002 for a code a client
+                            // may not send); send it and finish.
                             let _ = self.ws.flush();
                             let code = self
                                 .closing
                                 .map(|(code, _)| code)
-                                .or_else(|| frame.map(|f| u16::from(f.code)))
+                                .or_else(|| frame.map(|f| peer_close_code(f.code)))
                                 .unwrap_or(1005);
                             return Err(Done(code));
                         }
@@ -87,12 +90,18 @@ impl Session<'_> {
                     }
                 }
                 Err(WsError::Io(e)) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(()),
-                Err(WsError::Capacity(_)) => {
-                    // tungstenite stopped inside the refused frame; reading on would
-                    // trip its internal assertions (and misparse the rest).
-                    self.discard_input = true;
-                    return self.begin_close(CLOSE_TOO_BIG, "message over 64 KiB");
+                // A 64-bit length with its top bit set breaks RFC 6455 §5.2 before it is
+                // too big; tungstenite only sees the size.
+                Err(WsError::Capacity(_)) if self.ws.get_ref().saw_invalid_length() => {
+                    return self.fail(CLOSE_PROTOCOL, "invalid frame length")
                 }
+                Err(WsError::Capacity(_)) => {
+                    return self.fail(CLOSE_TOO_BIG, "message over 64 KiB")
+                }
+                Err(WsError::Protocol(violation)) if is_client_violation(&violation) => {
+                    return self.fail(CLOSE_PROTOCOL, &violation.to_string())
+                }
+                Err(WsError::Utf8(_)) => return self.fail(CLOSE_INVALID_DATA, "invalid UTF-8"),
                 Err(WsError::ConnectionClosed) => {
                     return Err(Done(self.closing.map_or(CLOSE_ABNORMAL, |(code, _)| code)))
                 }
@@ -103,10 +112,35 @@ impl Session<'_> {
         Ok(())
     }
 
+    /// Fails the connection (RFC 6455 §7.1.7) after a frame it cannot take: sends the
+    /// close frame with `code`, then only drains input. tungstenite may have stopped
+    /// inside the frame; reading on would trip its internal assertions (and misparse
+    /// the rest).
+    fn fail(&mut self, code: u16, reason: &str) -> Step {
+        self.discard_input = true;
+        if self.closing.is_some() {
+            // Our close frame is out already; the client's reply is what broke.
+            return Err(Done(self.closing.map_or(code, |(code, _)| code)));
+        }
+        log::info!(code = code, reason = reason; "ws client broke the protocol");
+        self.begin_close(code, reason)?;
+        self.end_output_once_flushed();
+        Ok(())
+    }
+
+    /// Once the close frame is out, sends FIN after it: a client waiting for the
+    /// server to close the TCP connection (RFC 6455 §7.1.1) need not wait for the grace.
+    fn end_output_once_flushed(&mut self) {
+        if !self.flush_pending {
+            let _ = self.ws.get_ref().tcp().shutdown(std::net::Shutdown::Write);
+        }
+    }
+
     /// After a refused frame: reads and drops what the client sends until it closes its
     /// side or the close grace ends, so that closing the socket sends FIN, not a reset
     /// that could cost the client the close frame.
     pub(super) fn discard_available(&mut self) -> Step {
+        self.end_output_once_flushed();
         let mut sink = [0u8; 4096];
         for _ in 0..BATCH {
             match std::io::Read::read(self.ws.get_mut(), &mut sink) {
@@ -150,5 +184,35 @@ impl Session<'_> {
         let _ = self.ws.get_ref().tcp().set_nonblocking(false);
         let _ = self.begin_close(code, reason);
         code
+    }
+}
+
+/// Whether tungstenite's `violation` is a client frame that breaks RFC 6455 (answered
+/// 1002) rather than the connection ending (a reset, frames after the client's close).
+fn is_client_violation(violation: &ProtocolError) -> bool {
+    use ProtocolError::*;
+    matches!(
+        violation,
+        NonZeroReservedBits
+            | UnmaskedFrameFromClient
+            | FragmentedControlFrame
+            | ControlFrameTooBig
+            | UnknownControlFrameType(_)
+            | UnknownDataFrameType(_)
+            | UnexpectedContinueFrame
+            | ExpectedFragment(_)
+            | InvalidOpcode(_)
+            | InvalidCloseSequence
+    )
+}
+
+/// The code a client's close frame ends the connection with: its own, or 1002 when it
+/// sent one no endpoint may send (tungstenite answered it with 1002 too), so that the
+/// close-code metric never carries a client's arbitrary number.
+fn peer_close_code(code: CloseCode) -> u16 {
+    if code.is_allowed() {
+        u16::from(code)
+    } else {
+        CLOSE_PROTOCOL
     }
 }
