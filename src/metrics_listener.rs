@@ -2,8 +2,8 @@
 //! REST port need not expose it: one thread answering one scrape at a time.
 //!
 //! A scrape is one small GET a few times a minute from a private network, so this is
-//! plain HTTP/1.1 written here rather than a second tiny_http server with its own
-//! threads: each request is answered and its connection closed; reads and writes have
+//! plain HTTP/1.1 on one thread rather than a second REST front with its own
+//! workers: each request is answered and its connection closed; reads and writes have
 //! a deadline, and the request head is bounded. Serves what `metrics` renders.
 
 use std::io::{self, Read, Write};
@@ -32,10 +32,13 @@ pub fn spawn(addr: SocketAddr, shutdown: Shutdown) -> io::Result<(SocketAddr, Jo
     // shutdown signal.
     socket2::SockRef::from(&listener).set_read_timeout(Some(ACCEPT_TICK))?;
     let bound = listener.local_addr()?;
-    let thread = std::thread::Builder::new()
-        .name("notifd-metrics".into())
-        .stack_size(256 * 1024)
-        .spawn(move || serve(&listener, &shutdown))?;
+    let stopped = shutdown.clone();
+    let thread = crate::supervise::spawn_essential(
+        "notifd-metrics",
+        256 * 1024,
+        move || stopped.is_fired(),
+        move || serve(&listener, &shutdown),
+    )?;
     Ok((bound, thread))
 }
 

@@ -106,12 +106,6 @@ impl Server {
                 timeout: config.http_timeout,
             },
             Arc::new(api::Api(ctx)),
-            |name, stack, body| {
-                std::thread::Builder::new()
-                    .name(name)
-                    .stack_size(stack)
-                    .spawn(body)
-            },
         )
         .map_err(|e| Error::Internal(format!("cannot start the REST front: {e}")))?;
         let http_addr = front.addr();

@@ -102,3 +102,57 @@ fn a_shutdown_is_not_a_failure() {
     // marked its part down (and be ending this process) by now.
     assert_eq!(supervise::down_parts(), Vec::<String>::new());
 }
+
+/// A REST worker that fails ends the process too, after `/healthz` has said 503
+/// naming it (the other workers still answer during the grace).
+#[test]
+fn a_failing_rest_worker_is_reported_by_healthz_and_ends_the_process() {
+    if std::env::var_os(CHILD).is_some() {
+        notifd::logging::init(log::LevelFilter::Info, notifd::config::LogFormat::Text);
+        let server = TestServer::start();
+        supervise::fail_next_turn("notifd-http");
+        // Whichever worker serves this request fails after answering it.
+        let first = server.request("GET", "/healthz", &[], None);
+        eprintln!("first healthz: {}", first.status);
+        let deadline = Instant::now() + CHILD_LIMIT;
+        while supervise::down_parts().is_empty() {
+            assert!(Instant::now() < deadline, "no REST worker failed");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let health = server.request("GET", "/healthz", &[], None);
+        eprintln!("healthz: {} {}", health.status, health.text());
+        while Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        panic!("the process is still running after a REST worker failed");
+    }
+    let output = Command::new(std::env::current_exe().expect("test binary"))
+        .args([
+            "a_failing_rest_worker_is_reported_by_healthz_and_ends_the_process",
+            "--exact",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CHILD, "1")
+        .output()
+        .expect("child runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(
+        output.status.code(),
+        Some(supervise::EXIT_FAILED),
+        "stderr:\n{stderr}"
+    );
+    assert!(stderr.contains("first healthz: 200"), "{stderr}");
+    let health = stderr
+        .lines()
+        .find(|line| line.starts_with("healthz: "))
+        .unwrap_or_else(|| panic!("no healthz line; stderr:\n{stderr}"));
+    assert!(health.starts_with("healthz: 503 "), "{health}");
+    assert!(health.contains("notifd-http-"), "{health}");
+    assert!(
+        stderr
+            .lines()
+            .any(|l| l.contains("essential thread stopped") && l.contains("thread=notifd-http-")),
+        "{stderr}"
+    );
+}

@@ -6,8 +6,21 @@ use super::{Ctx, READY_TIMEOUT};
 use crate::error::Error;
 use crate::http::Response;
 
+/// 200 while every essential thread runs; 503 naming the ones that stopped, in the
+/// moment before the process exits for its restart (`supervise`).
 pub fn healthz(_ctx: &Ctx) -> Result<Response, Error> {
-    Ok(Response::ok(&json!({"status": "ok"})))
+    let down = crate::supervise::down_parts();
+    if down.is_empty() {
+        return Ok(Response::ok(&json!({"status": "ok"})));
+    }
+    Ok(Response::json(
+        503,
+        &json!({
+            "status": "failing",
+            "down": down,
+            "error": {"code": "service_unavailable", "message": format!("essential threads stopped: {}", down.join(", "))},
+        }),
+    ))
 }
 
 /// Panics, for the tests of panic containment; a plain 404 unless enabled.

@@ -83,13 +83,12 @@ pub struct Front {
 }
 
 impl Front {
-    /// Serves `listener` with `settings.workers` workers and a timer thread; `spawn`
-    /// starts each thread (the server supervises them).
+    /// Serves `listener` with `settings.workers` workers and a timer thread, each an
+    /// essential thread (`supervise`): one that stops before `stop` ends the process.
     pub fn start(
         listener: TcpListener,
         settings: Settings,
         service: Arc<dyn Service>,
-        spawn: impl Fn(String, usize, Box<dyn FnOnce() + Send>) -> io::Result<JoinHandle<()>>,
     ) -> io::Result<Front> {
         listener.set_nonblocking(true)?;
         let addr = listener.local_addr()?;
@@ -107,17 +106,19 @@ impl Front {
         let mut threads = Vec::with_capacity(shared.settings.workers + 1);
         for i in 0..shared.settings.workers {
             let shared = shared.clone();
-            threads.push(spawn(
+            threads.push(essential(
                 format!("notifd-http-{i}"),
                 WORKER_STACK,
-                Box::new(move || work(&shared)),
+                &shared.clone(),
+                move || work(&shared),
             )?);
         }
         let timer = shared.clone();
-        threads.push(spawn(
+        threads.push(essential(
             "notifd-http-timer".into(),
             128 * 1024,
-            Box::new(move || sweep(&timer)),
+            &shared,
+            move || sweep(&timer),
         )?);
         Ok(Front {
             shared,
@@ -151,6 +152,22 @@ impl Front {
     }
 }
 
+/// Starts a supervised thread whose return is expected only once the front stops.
+fn essential(
+    name: String,
+    stack: usize,
+    shared: &Arc<Shared>,
+    body: impl FnOnce() + Send + 'static,
+) -> io::Result<JoinHandle<()>> {
+    let watched = shared.clone();
+    crate::supervise::spawn_essential(
+        name,
+        stack,
+        move || watched.stopping.load(Ordering::SeqCst),
+        body,
+    )
+}
+
 /// A worker: waits for one event, serves it, again, until the front stops.
 fn work(shared: &Shared) {
     loop {
@@ -168,6 +185,8 @@ fn work(shared: &Shared) {
             epoll::LISTENER => accept::burst(shared),
             token => take_turn(shared, token),
         }
+        // Tests make "a REST worker" fail: whichever worker turns next.
+        crate::supervise::fault_point("notifd-http");
     }
 }
 
