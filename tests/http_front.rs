@@ -492,6 +492,19 @@ fn out_of_descriptors_the_rest_port_survives_and_serves_again() {
         .map(|_| TcpStream::connect(server.http_addr).expect("the backlog takes it"))
         .collect();
     server.wait_for("REST accept failing");
+    // Clients the descriptors could not take were answered 503, not left waiting.
+    let mut refused = 0;
+    for stream in &held {
+        stream.set_nonblocking(true).expect("non-blocking");
+        let mut answer = [0u8; 64];
+        if let Ok(n) = (&*stream).read(&mut answer) {
+            refused += usize::from(answer[..n].starts_with(b"HTTP/1.1 503 "));
+        }
+    }
+    assert!(
+        refused > 0,
+        "no client was answered 503 while descriptors ran out"
+    );
     assert!(
         server.child.try_wait().expect("wait").is_none(),
         "notifd died of descriptor exhaustion"
@@ -563,4 +576,108 @@ fn api_answers_say_how_to_authenticate_and_are_not_cached() {
     }
     let health = server.request("GET", "/healthz", &[], None);
     assert_eq!(health.header("cache-control"), None);
+}
+
+/// CPU seconds this process has used (the in-process server's threads included).
+fn process_cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").expect("procfs");
+    let fields: Vec<&str> = stat.rsplit_once(')').expect("stat").1.split(' ').collect();
+    let ticks: f64 =
+        fields[12].parse::<f64>().expect("utime") + fields[13].parse::<f64>().expect("stime");
+    ticks / 100.0
+}
+
+#[test]
+fn a_half_closed_client_that_stops_reading_costs_no_cpu_and_is_cut_off() {
+    let server = server_with_timeout("1s");
+    let socket =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+    socket.set_recv_buffer_size(4096).expect("small buffer");
+    socket.connect(&server.http_addr().into()).expect("connect");
+    let mut stream: TcpStream = socket.into();
+    // Far more answers than the two socket buffers hold; then half-close and read nothing.
+    let mut requests = Vec::new();
+    for _ in 0..3000 {
+        requests.extend_from_slice(b"GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n");
+    }
+    stream.write_all(&requests).expect("send");
+    stream
+        .shutdown(std::net::Shutdown::Write)
+        .expect("half-close");
+    std::thread::sleep(Duration::from_millis(300));
+    let before = process_cpu_seconds();
+    std::thread::sleep(Duration::from_secs(2));
+    let spent = process_cpu_seconds() - before;
+    assert!(
+        spent < 0.5,
+        "{spent:.2} s of CPU in 2 s for one stalled client"
+    );
+    // Its write deadline (1 s without progress) has passed: reading now finds the end.
+    stream
+        .set_read_timeout(Some(HTTP_DEADLINE))
+        .expect("timeout");
+    let mut sink = Vec::new();
+    match stream.read_to_end(&mut sink) {
+        Ok(_) => {}
+        Err(e) if e.kind() == ErrorKind::ConnectionReset => {}
+        Err(e) => panic!("the stalled connection was not closed: {e}"),
+    }
+    assert!(
+        sink.len() < 3000 * 1000,
+        "every answer was written: no stall"
+    );
+}
+
+#[test]
+fn every_client_past_the_cap_gets_503_even_when_the_refusal_slots_are_full() {
+    let mut settings = common::settings();
+    settings.http_max_connections = Some("4".into());
+    let server = TestServer::with(settings);
+    let _held: Vec<TcpStream> = (0..4)
+        .map(|_| {
+            let mut stream = connect(&server);
+            stream
+                .write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
+                .expect("send");
+            read_one_response(&mut stream);
+            stream
+        })
+        .collect();
+    // More refused clients than the front keeps refusal slots (64), none reading yet.
+    let refused: Vec<TcpStream> = (0..150).map(|_| connect(&server)).collect();
+    for (i, mut stream) in refused.into_iter().enumerate() {
+        let mut answer = Vec::new();
+        let _ = stream.read_to_end(&mut answer);
+        let text = String::from_utf8_lossy(&answer);
+        assert!(text.starts_with("HTTP/1.1 503 "), "client {i}: {text:?}");
+        assert!(text.contains("Retry-After: 1"), "client {i}: {text:?}");
+    }
+}
+
+#[test]
+fn a_batch_body_over_64_kib_needs_a_publishing_token_first() {
+    let server = TestServer::start();
+    let mut body = br#"{"notifications":[]}"#.to_vec();
+    body.resize(200 * 1024, b' ');
+    let user = format!(
+        "Bearer {}",
+        common::user_token(&common::new_user("batchauth"), &[])
+    );
+    let service = format!("Bearer {}", common::service_token());
+    let path = "/v1/internal/notifications/batch";
+    let json = ("Content-Type", "application/json");
+    let none = server.request("POST", path, &[json], Some(&body));
+    assert_eq!(none.status, 401, "{}", none.text());
+    let reader = server.request("POST", path, &[json, ("Authorization", &user)], Some(&body));
+    assert_eq!(reader.status, 403, "{}", reader.text());
+    assert_eq!(reader.error_code(), "insufficient_scope");
+    // The publisher's body is read whole and judged on its content.
+    let publisher = server.request(
+        "POST",
+        path,
+        &[json, ("Authorization", &service)],
+        Some(&body),
+    );
+    assert_eq!(publisher.status, 400, "{}", publisher.text());
+    assert_eq!(publisher.error_code(), "invalid_field");
 }

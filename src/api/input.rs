@@ -5,14 +5,14 @@
 use serde_json::Value;
 
 use crate::error::Error;
-use crate::http::Request;
+use crate::http::{Head, Request};
 
 /// Largest request body, in bytes (contract §4).
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
 /// The token of an `Authorization: Bearer …` header, if any.
-pub fn bearer_token(request: &Request) -> Option<&str> {
-    let value = request.header("Authorization")?;
+pub fn bearer_token(head: &Head) -> Option<&str> {
+    let value = head.header("Authorization")?;
     let (scheme, token) = value.trim().split_once(' ')?;
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }

@@ -113,12 +113,15 @@ const ROUTES: &[Route] = &[
 pub struct Api(pub Arc<Ctx>);
 
 impl crate::http::Service for Api {
-    fn body_limit(&self, head: &Head) -> usize {
-        let path = head.target.split('?').next().unwrap_or("");
-        if path == BATCH_PATH {
-            internal::MAX_BATCH_BODY_BYTES
-        } else {
-            input::MAX_BODY_BYTES
+    /// Bodies up to 64 KiB; a batch may carry 1 MiB, but only for a token that may
+    /// publish: nobody else makes notifd hold a megabyte per connection.
+    fn admit(&self, head: &Head) -> Result<usize, Response> {
+        if head.path() != BATCH_PATH {
+            return Ok(input::MAX_BODY_BYTES);
+        }
+        match authorize_service(&self.0, head) {
+            Ok(_) => Ok(internal::MAX_BATCH_BODY_BYTES),
+            Err(err) => Err(standard_headers(error_response(&err), head)),
         }
     }
 
@@ -141,7 +144,7 @@ fn handle(ctx: &Ctx, request: &Request) -> Response {
             (route, user, error_response(&err))
         }
     };
-    let response = standard_headers(response, request);
+    let response = standard_headers(response, &request.head);
     let response = cors::decorate(response, &ctx.cors_origins, request.header("Origin"));
     let status = response.status;
     METRICS.http_request(route, status, started.elapsed());
@@ -162,9 +165,9 @@ const DEPENDENCY_RETRY_AFTER: &str = "5";
 /// Headers every answer of a kind carries: `Cache-Control: no-store` on the API (it
 /// is per user and changes at once), `WWW-Authenticate` on a 401 (RFC 6750 §3), and
 /// `Retry-After` on a 503.
-fn standard_headers(response: Response, request: &Request) -> Response {
+fn standard_headers(response: Response, head: &Head) -> Response {
     let response = match response.status {
-        401 if input::bearer_token(request).is_some() => response.with_header(
+        401 if input::bearer_token(head).is_some() => response.with_header(
             "WWW-Authenticate",
             r#"Bearer realm="notifd", error="invalid_token""#,
         ),
@@ -172,7 +175,7 @@ fn standard_headers(response: Response, request: &Request) -> Response {
         503 => response.with_header("Retry-After", DEPENDENCY_RETRY_AFTER),
         _ => response,
     };
-    if request.path().starts_with("/v1/") {
+    if head.path().starts_with("/v1/") {
         response.with_header("Cache-Control", "no-store")
     } else {
         response
@@ -236,17 +239,10 @@ fn dispatch(
     };
     let result = match &route.handler {
         Handler::Public(handler) => return (route.path, None, handler(ctx)),
-        Handler::User(handler) => authenticate(ctx, request).map(|who| (who, *handler)),
-        Handler::Service(handler) => authenticate(ctx, request).and_then(|who| {
-            if who.has_scope(PUBLISH_SCOPE) {
-                Ok((who, *handler))
-            } else {
-                Err(Error::Forbidden {
-                    code: "insufficient_scope",
-                    message: format!("token lacks the {PUBLISH_SCOPE} scope"),
-                })
-            }
-        }),
+        Handler::User(handler) => authenticate(ctx, &request.head).map(|who| (who, *handler)),
+        Handler::Service(handler) => {
+            authorize_service(ctx, &request.head).map(|who| (who, *handler))
+        }
     };
     match result {
         Ok((who, handler)) => {
@@ -257,8 +253,20 @@ fn dispatch(
     }
 }
 
-fn authenticate(ctx: &Ctx, request: &Request) -> Result<Identity, Error> {
-    let token = input::bearer_token(request).ok_or(Error::Unauthorized(
+/// A verified token with the `notifications:publish` scope (403 without it).
+fn authorize_service(ctx: &Ctx, head: &Head) -> Result<Identity, Error> {
+    let who = authenticate(ctx, head)?;
+    if !who.has_scope(PUBLISH_SCOPE) {
+        return Err(Error::Forbidden {
+            code: "insufficient_scope",
+            message: format!("token lacks the {PUBLISH_SCOPE} scope"),
+        });
+    }
+    Ok(who)
+}
+
+fn authenticate(ctx: &Ctx, head: &Head) -> Result<Identity, Error> {
+    let token = input::bearer_token(head).ok_or(Error::Unauthorized(
         "missing token: send Authorization: Bearer <token>".into(),
     ))?;
     ctx.verifier.verify(token).map_err(|e| match e {

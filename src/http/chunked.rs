@@ -17,10 +17,12 @@ enum State {
     Data(u64),
     /// After a chunk's data: expecting CR (`false`) or LF (`true`).
     DataEnd(bool),
-    /// In the trailer section: the length of the current line and of all of it.
+    /// In the trailer section: the length of the current line and of all of it, and
+    /// whether the last byte was CR.
     Trailers {
         line: usize,
         total: usize,
+        cr: bool,
     },
     Done,
 }
@@ -45,9 +47,9 @@ impl Chunked {
         matches!(self.state, State::Done)
     }
 
-    /// The decoded body, once `is_done`.
-    pub fn into_body(self) -> Vec<u8> {
-        self.body
+    /// Takes the decoded body, once `is_done`.
+    pub fn take_body(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.body)
     }
 
     /// Decodes from `input`; returns how many bytes it consumed (all of them, unless
@@ -78,7 +80,11 @@ impl Chunked {
                     return Err(Refusal::body_too_large(self.limit));
                 }
                 self.state = match size {
-                    0 => State::Trailers { line: 0, total: 0 },
+                    0 => State::Trailers {
+                        line: 0,
+                        total: 0,
+                        cr: false,
+                    },
                     n => State::Data(n),
                 };
                 Ok(1)
@@ -100,16 +106,18 @@ impl Chunked {
                 }
                 Ok(1)
             }
-            State::Trailers { line, total } => {
+            State::Trailers { line, total, cr } => {
                 *total += 1;
                 if *total > MAX_TRAILERS {
                     return Err(bad("trailer section too long"));
                 }
-                match input[0] {
-                    b'\n' if *line == 0 => self.state = State::Done,
-                    b'\n' => *line = 0,
-                    // A CR just before the LF does not make a line non-empty.
-                    b'\r' if *line == 0 => {}
+                match (input[0], *cr) {
+                    (b'\n', true) if *line == 0 => self.state = State::Done,
+                    (b'\n', true) => (*line, *cr) = (0, false),
+                    (b'\r', false) => *cr = true,
+                    (b'\n' | b'\r', _) | (_, true) => {
+                        return Err(bad("trailer lines must end in CRLF"))
+                    }
                     _ => *line += 1,
                 }
                 Ok(1)
@@ -119,21 +127,36 @@ impl Chunked {
     }
 }
 
-/// The size of a chunk-size line (`1a;ext=1\r`, the LF already taken off).
+/// The size of a chunk-size line (`1a;ext=1\r`, the LF already taken off): hex
+/// digits, then optionally spaces or tabs and `;` extensions, then CR. Leading zeros
+/// are allowed however many.
 fn chunk_size(line: &[u8]) -> Result<u64, Refusal> {
     let line = line
         .strip_suffix(b"\r")
         .ok_or_else(|| bad("chunk-size line must end in CRLF"))?;
+    if line.contains(&b'\r') {
+        return Err(bad("a bare CR in a chunk-size line"));
+    }
     let digits_end = line
         .iter()
         .position(|b| !b.is_ascii_hexdigit())
         .unwrap_or(line.len());
     let (digits, rest) = line.split_at(digits_end);
-    let rest = rest.trim_ascii_start();
-    if digits.is_empty() || digits.len() > 15 || !(rest.is_empty() || rest[0] == b';') {
+    let rest = rest
+        .iter()
+        .position(|b| !matches!(b, b' ' | b'\t'))
+        .map_or(&[][..], |at| &rest[at..]);
+    let significant = digits
+        .iter()
+        .position(|&b| b != b'0')
+        .map_or(&[][..], |at| &digits[at..]);
+    if digits.is_empty() || significant.len() > 15 || !(rest.is_empty() || rest[0] == b';') {
         return Err(bad("malformed chunk size"));
     }
-    let text = std::str::from_utf8(digits).map_err(|_| bad("malformed chunk size"))?;
+    let text = std::str::from_utf8(significant).map_err(|_| bad("malformed chunk size"))?;
+    if text.is_empty() {
+        return Ok(0);
+    }
     u64::from_str_radix(text, 16).map_err(|_| bad("malformed chunk size"))
 }
 
@@ -156,7 +179,7 @@ mod tests {
             }
         }
         assert!(decoder.is_done(), "not done");
-        Ok((decoder.into_body(), used))
+        Ok((decoder.take_body(), used))
     }
 
     #[test]
@@ -167,7 +190,7 @@ mod tests {
         assert_eq!(&input[used..], b"NEXT");
         let mut whole = Chunked::new(100);
         assert_eq!(whole.feed(input).expect("valid"), used);
-        assert_eq!(whole.into_body(), b"hello!");
+        assert_eq!(whole.take_body(), b"hello!");
     }
 
     #[test]
@@ -180,10 +203,17 @@ mod tests {
             b"5\nhello\r\n0\r\n\r\n",
             b"5\r\nhelloXX0\r\n\r\n",
             b"ffffffffffffffffff\r\n",
+            b"2\r\r\nab\r\n0\r\n\r\n",
+            b"2\x0c\r\nab\r\n0\r\n\r\n",
+            b"2;a\rb\r\nab\r\n0\r\n\r\n",
+            b"0\r\nX: 1\n\r\n",
+            b"0\r\n\n",
         ] {
             assert_eq!(decode(bad, 100).err(), Some(400), "{bad:?}");
         }
         assert_eq!(decode(b"65\r\n", 100).err(), Some(413));
+        let zeros = b"00000000000000000002\t;x\r\nab\r\n0\r\n\r\n";
+        assert_eq!(decode(zeros, 100).expect("leading zeros").0, b"ab");
         assert_eq!(decode(b"3\r\nabc\r\n62\r\n", 100).err(), Some(413));
     }
 }

@@ -57,6 +57,9 @@ pub struct Connection {
     pending: Option<(Head, Body)>,
     output: Vec<u8>,
     written: usize,
+    /// When a stalled response must have moved on; set at the first stall, moved only
+    /// when the client takes bytes.
+    write_deadline: Option<Instant>,
     /// Close once `output` is sent (after draining what the client still sends).
     closing: bool,
     drain: Option<(Instant, usize)>,
@@ -74,6 +77,7 @@ impl Connection {
             pending: None,
             output: Vec::new(),
             written: 0,
+            write_deadline: None,
             closing: false,
             drain: None,
         }
@@ -103,7 +107,12 @@ impl Connection {
             if self.written < self.output.len() {
                 match self.flush() {
                     Ok(true) => {}
-                    Ok(false) => return Turn::Park(Interest::Write, Instant::now() + self.timeout),
+                    Ok(false) => {
+                        let deadline = *self
+                            .write_deadline
+                            .get_or_insert_with(|| Instant::now() + self.timeout);
+                        return Turn::Park(Interest::Write, deadline);
+                    }
                     Err(_) => return Turn::Close,
                 }
             }
@@ -147,7 +156,11 @@ impl Connection {
     pub fn expire(mut self) {
         if !self.closing && self.started.is_some() {
             self.refuse(Refusal::timeout());
-            let _ = self.flush();
+            if self.flush().is_ok() {
+                // Half-close, then take what the client already sent: closing with
+                // unread bytes would reset the connection and could destroy the 408.
+                let _ = self.drain();
+            }
         }
     }
 
@@ -180,25 +193,23 @@ impl Connection {
         if self.pending.is_none() && !self.take_head(service)? {
             return Ok(None);
         }
-        let Some((_, body)) = &mut self.pending else {
+        let Some((head, mut body)) = self.pending.take() else {
             return Ok(None);
         };
-        let body = match body {
+        let complete = match &mut body {
             Body::Length(n) if self.input.len() >= *n => {
                 let rest = self.input.split_off(*n);
-                std::mem::replace(&mut self.input, rest)
+                Some(std::mem::replace(&mut self.input, rest))
             }
-            Body::Length(_) => return Ok(None),
+            Body::Length(_) => None,
             Body::Chunked(decoder) => {
                 let used = decoder.feed(&self.input)?;
                 self.input.drain(..used);
-                if !decoder.is_done() {
-                    return Ok(None);
-                }
-                std::mem::replace(decoder, Chunked::new(0)).into_body()
+                decoder.is_done().then(|| decoder.take_body())
             }
         };
-        let Some((head, _)) = self.pending.take() else {
+        let Some(body) = complete else {
+            self.pending = Some((head, body));
             return Ok(None);
         };
         self.started = None;
@@ -233,7 +244,7 @@ impl Connection {
         };
         self.input.drain(..len);
         self.scanned = 0;
-        let limit = service.body_limit(&head);
+        let limit = service.admit(&head).map_err(Refusal::answer)?;
         let body = match head.framing {
             Framing::None => Body::Length(0),
             Framing::Length(n) if n > limit => return Err(Refusal::body_too_large(limit)),
@@ -241,7 +252,8 @@ impl Connection {
             Framing::Chunked => Body::Chunked(Chunked::new(limit)),
         };
         let waits_for_body = !matches!(body, Body::Length(0)) && self.input.is_empty();
-        if head.expects_continue && waits_for_body {
+        // HTTP/1.0 clients do not know 100 Continue (RFC 9110 §10.1.1).
+        if head.expects_continue && head.minor_version == 1 && waits_for_body {
             self.output
                 .extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
         }
@@ -286,7 +298,10 @@ impl Connection {
         while self.written < self.output.len() {
             match self.stream.write(&self.output[self.written..]) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => self.written += n,
+                Ok(n) => {
+                    self.written += n;
+                    self.write_deadline = None;
+                }
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => return Ok(false),
                 Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
                 Err(err) => return Err(err),

@@ -29,12 +29,16 @@ pub enum Interest {
 
 impl Interest {
     fn mask(self) -> u32 {
-        let base = (libc::EPOLLONESHOT | libc::EPOLLRDHUP) as u32;
-        base | match self {
-            Interest::Read => libc::EPOLLIN as u32,
-            Interest::Write => libc::EPOLLOUT as u32,
-            Interest::Yield => (libc::EPOLLIN | libc::EPOLLOUT) as u32,
-        }
+        let oneshot = libc::EPOLLONESHOT as u32;
+        oneshot
+            | match self {
+                Interest::Read => (libc::EPOLLIN | libc::EPOLLRDHUP) as u32,
+                // No RDHUP here: a client that half-closed and stopped reading keeps
+                // that condition set, and every re-arm would fire at once (a spinning
+                // worker). A full close still reports EPOLLHUP/EPOLLERR.
+                Interest::Write => libc::EPOLLOUT as u32,
+                Interest::Yield => (libc::EPOLLIN | libc::EPOLLOUT) as u32,
+            }
     }
 }
 

@@ -31,7 +31,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-pub use request::{Head, Request, MAX_HEAD_BYTES};
+pub use request::{Head, Request};
 pub use response::Response;
 
 use connection::Turn;
@@ -44,11 +44,15 @@ const SWEEP_EVERY: Duration = Duration::from_millis(250);
 const REFUSAL_SLOTS: usize = 64;
 /// Stack of a worker: handlers are shallow; JSON and SQL buffers live on the heap.
 const WORKER_STACK: usize = 256 * 1024;
+/// The timer only walks the table.
+const TIMER_STACK: usize = 128 * 1024;
 
 /// What the front serves: notifd's REST API, or a test's.
 pub trait Service: Send + Sync + 'static {
-    /// The largest body the request with this head may carry (413 beyond).
-    fn body_limit(&self, head: &Head) -> usize;
+    /// Decides from the head alone, before any body is read: the largest body the
+    /// request may carry (413 beyond), or the answer that refuses it (the connection
+    /// then closes).
+    fn admit(&self, head: &Head) -> Result<usize, Response>;
     /// Answers one request. A panic here answers 500 and closes that connection.
     fn serve(&self, request: &Request) -> Response;
 }
@@ -101,22 +105,22 @@ impl Front {
             service,
             settings,
             stopping: AtomicBool::new(false),
-            accept: accept::Trouble::default(),
+            accept: accept::Trouble::new(),
         });
         let mut threads = Vec::with_capacity(shared.settings.workers + 1);
         for i in 0..shared.settings.workers {
-            let shared = shared.clone();
+            let worker = shared.clone();
             threads.push(essential(
                 format!("notifd-http-{i}"),
                 WORKER_STACK,
-                &shared.clone(),
-                move || work(&shared),
+                &shared,
+                move || work(&worker),
             )?);
         }
         let timer = shared.clone();
         threads.push(essential(
             "notifd-http-timer".into(),
-            128 * 1024,
+            TIMER_STACK,
             &shared,
             move || sweep(&timer),
         )?);
@@ -131,24 +135,19 @@ impl Front {
         self.addr
     }
 
-    /// Open connections counted against the cap.
-    pub fn connections(&self) -> usize {
-        self.shared.table.counted()
-    }
-
     /// Stops accepting, closes idle connections, lets requests in flight finish
     /// (their connections close after the answer), and joins every thread.
     pub fn stop(self) {
         let shared = &self.shared;
         shared.stopping.store(true, Ordering::SeqCst);
         shared.epoll.remove(shared.listener.as_raw_fd());
-        close_parked(shared, true);
+        close_all_parked(shared);
         shared.epoll.wake_all();
         for thread in self.threads {
             let _ = thread.join();
         }
         // A worker may have parked a connection just before it saw the flag.
-        close_parked(shared, true);
+        close_all_parked(shared);
     }
 }
 
@@ -182,7 +181,12 @@ fn work(shared: &Shared) {
         match token {
             epoll::WAKER if shared.stopping.load(Ordering::SeqCst) => return,
             epoll::WAKER => {}
-            epoll::LISTENER => accept::burst(shared),
+            epoll::LISTENER => {
+                if let Err(err) = accept::burst(shared) {
+                    log::error!(error = err.to_string().as_str(); "cannot re-arm the REST listener");
+                    return;
+                }
+            }
             token => take_turn(shared, token),
         }
         // Tests make "a REST worker" fail: whichever worker turns next.
@@ -218,19 +222,27 @@ fn take_turn(shared: &Shared, token: Token) {
     shared.table.release(token);
 }
 
-/// The timer thread: closes connections past their deadline.
+/// The timer thread: closes connections past their deadline, re-arms a paused
+/// listener.
 fn sweep(shared: &Shared) {
     while !shared.stopping.load(Ordering::SeqCst) {
         std::thread::sleep(SWEEP_EVERY);
-        close_parked(shared, false);
-        shared.accept.resume_if_due(shared);
+        for (token, connection) in shared.table.take_expired(Instant::now(), false) {
+            connection.expire();
+            shared.table.release(token);
+        }
+        if let Err(err) = shared.accept.resume_if_due(shared) {
+            log::error!(error = err.to_string().as_str(); "cannot re-arm the REST listener");
+            return;
+        }
     }
 }
 
-/// Closes parked connections past their deadline (`all`: every parked one).
-fn close_parked(shared: &Shared, all: bool) {
-    for (token, connection) in shared.table.take_expired(Instant::now(), all) {
-        connection.expire();
+/// At shutdown: closes every parked connection (a request still arriving is not
+/// answered; its client retries against a running instance).
+fn close_all_parked(shared: &Shared) {
+    for (token, connection) in shared.table.take_expired(Instant::now(), true) {
+        drop(connection);
         shared.table.release(token);
     }
 }

@@ -12,6 +12,8 @@ pub struct Refusal {
     pub status: u16,
     pub code: &'static str,
     pub message: String,
+    /// The service's own answer, when it refused the request from its head.
+    answer: Option<Response>,
 }
 
 impl Refusal {
@@ -20,6 +22,17 @@ impl Refusal {
             status,
             code,
             message: message.into(),
+            answer: None,
+        }
+    }
+
+    /// The service refused a request from its head (`Service::admit`) with `answer`.
+    pub fn answer(answer: Response) -> Refusal {
+        Refusal {
+            status: answer.status,
+            code: "refused_by_service",
+            message: "refused before its body was read".into(),
+            answer: Some(answer),
         }
     }
 
@@ -87,6 +100,9 @@ impl Refusal {
     }
 
     pub fn into_response(self) -> Response {
+        if let Some(answer) = self.answer {
+            return answer;
+        }
         let response = Response::error(self.status, self.code, &self.message);
         if self.status == 503 {
             response.with_header("Retry-After", RETRY_AFTER_SECONDS)

@@ -37,6 +37,33 @@ pub struct Head {
     pub expects_continue: bool,
 }
 
+impl Head {
+    /// The first value of a header, if present and UTF-8 (a value with other bytes,
+    /// RFC 9110's obs-text, is kept by the parse but is not text to any handler).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        header(&self.headers, name).and_then(|v| std::str::from_utf8(v).ok())
+    }
+
+    /// The path of the target, without the query string.
+    pub fn path(&self) -> &str {
+        let target = origin_form(&self.target);
+        target.split_once('?').map_or(target, |(path, _)| path)
+    }
+}
+
+/// The path-and-query of a target: an absolute-form target (`http://host/path`,
+/// which proxies send and RFC 9112 §3.2.2 says servers accept) loses its scheme and
+/// authority.
+fn origin_form(target: &str) -> &str {
+    let Some((scheme, rest)) = target.split_once("://") else {
+        return target;
+    };
+    if !(scheme.eq_ignore_ascii_case("http") || scheme.eq_ignore_ascii_case("https")) {
+        return target;
+    }
+    rest.find('/').map_or("/", |at| &rest[at..])
+}
+
 /// A whole request, body included (bodies are bounded, so they live in memory).
 #[derive(Debug)]
 pub struct Request {
@@ -52,19 +79,19 @@ impl Request {
 
     /// The path, without the query string.
     pub fn path(&self) -> &str {
-        let target = &self.head.target;
-        target.split_once('?').map_or(target, |(path, _)| path)
+        self.head.path()
     }
 
     /// The raw query string (after `?`), if any.
     pub fn query(&self) -> Option<&str> {
-        self.head.target.split_once('?').map(|(_, query)| query)
+        origin_form(&self.head.target)
+            .split_once('?')
+            .map(|(_, query)| query)
     }
 
-    /// The first value of a header, if present and UTF-8 (a value with other bytes,
-    /// RFC 9110's obs-text, is kept by the parse but is not text to any handler).
+    /// The first value of a header (see `Head::header`).
     pub fn header(&self, name: &str) -> Option<&str> {
-        header(&self.head.headers, name).and_then(|v| std::str::from_utf8(v).ok())
+        self.head.header(name)
     }
 
     /// True when the request carried a body of at least one byte.
@@ -94,7 +121,9 @@ pub enum Parse {
 pub fn parse_head(bytes: &[u8]) -> Result<Parse, Refusal> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut request = httparse::Request::new(&mut headers);
-    let status = request.parse(bytes).map_err(refusal_for)?;
+    let status = request
+        .parse(bytes)
+        .map_err(|err| refusal_for(err, bytes))?;
     let len = match status {
         httparse::Status::Partial if bytes.len() >= MAX_HEAD_BYTES => {
             return Err(Refusal::head_too_large())
@@ -121,24 +150,38 @@ pub fn parse_head(bytes: &[u8]) -> Result<Parse, Refusal> {
         .iter()
         .map(|h| (h.name.to_string(), h.value.to_vec()))
         .collect();
+    let framing = framing(&headers)?;
     let head = Head {
         method: method.to_string(),
         target: target.to_string(),
         minor_version,
-        framing: framing(&headers)?,
-        keep_alive: keep_alive(&headers, minor_version),
+        framing,
+        // An HTTP/1.0 body with a transfer coding is framed in a way 1.0 did not
+        // know: serve it, then close (RFC 9112 §6.1).
+        keep_alive: keep_alive(&headers, minor_version)
+            && !(minor_version == 0 && framing == Framing::Chunked),
         expects_continue: expects_continue(&headers)?,
         headers,
     };
-    if minor_version == 1 && header(&head.headers, "Host").is_none() {
+    let hosts = head
+        .headers
+        .iter()
+        .filter(|(n, _)| n.eq_ignore_ascii_case("Host"))
+        .count();
+    if hosts > 1 {
+        return Err(Refusal::bad_request("more than one Host header"));
+    }
+    if minor_version == 1 && hosts == 0 {
         return Err(Refusal::bad_request("HTTP/1.1 requests need a Host header"));
     }
     Ok(Parse::Head(head, len))
 }
 
-fn refusal_for(err: httparse::Error) -> Refusal {
+fn refusal_for(err: httparse::Error, bytes: &[u8]) -> Refusal {
     match err {
-        httparse::Error::Version => Refusal::version(),
+        // 505 is for HTTP of another version; anything else in that place is a 400.
+        httparse::Error::Version if names_http_version(bytes) => Refusal::version(),
+        httparse::Error::Version => Refusal::bad_request("malformed HTTP version"),
         httparse::Error::TooManyHeaders => Refusal::head_too_large(),
         httparse::Error::HeaderName => {
             Refusal::bad_request("a header name holds a byte that is not a token character")
@@ -150,12 +193,22 @@ fn refusal_for(err: httparse::Error) -> Refusal {
     }
 }
 
+/// True when the request line's third word looks like `HTTP/x.y`.
+fn names_http_version(bytes: &[u8]) -> bool {
+    let line = bytes.split(|&b| b == b'\n').next().unwrap_or_default();
+    line.split(|&b| b == b' ')
+        .filter(|word| !word.is_empty())
+        .nth(2)
+        .is_some_and(|version| version.starts_with(b"HTTP/"))
+}
+
 /// The body framing, refusing every ambiguous shape (RFC 9112 §6.3): both
 /// `Content-Length` and `Transfer-Encoding`, differing lengths, a coding other than
 /// a single `chunked`.
 fn framing(headers: &[(String, Vec<u8>)]) -> Result<Framing, Refusal> {
     let mut length: Option<usize> = None;
     let mut encodings = Vec::new();
+    let mut has_transfer_encoding = false;
     for (name, value) in headers {
         if name.eq_ignore_ascii_case("Content-Length") {
             // A list of one repeated value ("5, 5") is the same length (RFC 9110 §8.6).
@@ -167,6 +220,7 @@ fn framing(headers: &[(String, Vec<u8>)]) -> Result<Framing, Refusal> {
                 length = Some(n);
             }
         } else if name.eq_ignore_ascii_case("Transfer-Encoding") {
+            has_transfer_encoding = true;
             encodings.extend(
                 value
                     .split(|&b| b == b',')
@@ -175,17 +229,26 @@ fn framing(headers: &[(String, Vec<u8>)]) -> Result<Framing, Refusal> {
             );
         }
     }
-    match (length, encodings.as_slice()) {
-        (Some(_), [_, ..]) => Err(Refusal::bad_request(
+    if has_transfer_encoding && length.is_some() {
+        return Err(Refusal::bad_request(
             "both Content-Length and Transfer-Encoding: send one of them",
+        ));
+    }
+    if has_transfer_encoding && encodings.is_empty() {
+        return Err(Refusal::bad_request("an empty Transfer-Encoding"));
+    }
+    if !has_transfer_encoding {
+        return Ok(match length {
+            None | Some(0) => Framing::None,
+            Some(n) => Framing::Length(n),
+        });
+    }
+    match encodings.as_slice() {
+        [only] if only.as_slice() == b"chunked" => Ok(Framing::Chunked),
+        _ if encodings.iter().any(|e| e.as_slice() == b"chunked") => Err(Refusal::bad_request(
+            "Transfer-Encoding: chunked must be the only coding",
         )),
-        (Some(0), []) | (None, []) => Ok(Framing::None),
-        (Some(n), []) => Ok(Framing::Length(n)),
-        (None, [only]) if only.as_slice() == b"chunked" => Ok(Framing::Chunked),
-        (None, _) if encodings.iter().any(|e| e.as_slice() == b"chunked") => Err(
-            Refusal::bad_request("Transfer-Encoding: chunked must be the only coding"),
-        ),
-        (None, _) => Err(Refusal::not_implemented(
+        _ => Err(Refusal::not_implemented(
             "Transfer-Encoding: only chunked is supported",
         )),
     }
@@ -263,6 +326,8 @@ mod tests {
             "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 99999999999999999999\r\n\r\n",
             "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, gzip\r\n\r\n",
             "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding:\r\nContent-Length: 2\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: \r\n\r\n",
         ] {
             assert_eq!(status(refused), 400, "{refused:?}");
         }
@@ -283,6 +348,10 @@ mod tests {
             400
         );
         assert_eq!(status("GET / HTTP/1.1\r\n\r\n"), 400, "no Host");
+        assert_eq!(status("GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n"), 400);
+        assert_eq!(status("GET / HTTX/1.1\r\nHost: a\r\n\r\n"), 400);
+        let h = head("GET http://example.com/x?y=1 HTTP/1.1\r\nHost: a\r\n\r\n").expect("ok");
+        assert_eq!(h.path(), "/x");
         assert_eq!(
             status("GET / HTTP/1.1\r\nHost: a\r\nExpect: magic\r\n\r\n"),
             417

@@ -5,7 +5,7 @@
 //! moves on when its connection closes, so a late event for a closed connection
 //! finds nothing to take, even if the slot (or the descriptor number) is in use again.
 
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::Instant;
 
@@ -17,7 +17,7 @@ struct Slot {
     /// When the parked connection expires, in ms since the table's epoch (0: none).
     deadline: AtomicU64,
     /// Counted against the connection cap (refused connections are not).
-    counted: std::sync::atomic::AtomicBool,
+    counted: AtomicBool,
 }
 
 pub struct Table {
@@ -45,7 +45,7 @@ impl Table {
                 connection: Mutex::new(None),
                 generation: AtomicU32::new(0),
                 deadline: AtomicU64::new(0),
-                counted: std::sync::atomic::AtomicBool::new(false),
+                counted: AtomicBool::new(false),
             })
             .collect();
         Table {
@@ -160,6 +160,11 @@ impl Table {
                 continue;
             }
             let mut guard = lock(&slot.connection);
+            // Parked again with a new deadline since the look above: not expired.
+            let deadline = slot.deadline.load(Ordering::Acquire);
+            if !all && (deadline == 0 || deadline > now_ms) {
+                continue;
+            }
             if let Some(connection) = guard.take() {
                 let generation = slot.generation.load(Ordering::Acquire);
                 expired.push((token(index as u32, generation), connection));
@@ -176,7 +181,7 @@ impl Table {
 
 /// Locks a mutex whose data stays consistent even if a holder panicked (every
 /// critical section here is a move or a push).
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+pub fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
