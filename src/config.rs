@@ -25,9 +25,6 @@ pub const DEFAULT_WS_QUEUE: usize = 256;
 /// Longest retention period: PostgreSQL's interval arithmetic (and common sense)
 /// stop well before `u32::MAX` days.
 pub const MAX_RETENTION_DAYS: u32 = 36_500;
-/// File descriptors kept back from WebSocket connections for REST clients, the
-/// PostgreSQL pool, Redis, listeners and logs.
-pub const FD_RESERVE: u64 = 512;
 
 /// A setting that could not be used; `Display` is the one line printed at start-up.
 #[derive(Debug)]
@@ -91,6 +88,15 @@ pub struct JwtConfig {
     pub leeway: Duration,
 }
 
+/// A connection cap set above what the process's limits allow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CapLowered {
+    /// What the setting asked for.
+    pub asked: usize,
+    /// The limit that allows less (`RLIMIT_NOFILE`, `vm.max_map_count`, …).
+    pub limit: &'static str,
+}
+
 /// The whole configuration of one notifd process.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -116,8 +122,13 @@ pub struct Config {
     pub ping_interval: Duration,
     /// Defaults to 5 min.
     pub idle_timeout: Duration,
-    /// Defaults to the soft file-descriptor limit less `FD_RESERVE`.
+    /// WebSocket connections held at once. Defaults to what the process's limits
+    /// allow (descriptors, threads, memory maps) less a reserve
+    /// (`websocket::capacity`); a larger setting is lowered to that.
     pub max_connections: usize,
+    /// Set when `NOTIFD_MAX_CONNECTIONS` asked for more than the limits allow and
+    /// `max_connections` was lowered. Warned about at start.
+    pub max_connections_lowered: Option<CapLowered>,
     /// Defaults to none.
     pub cors_origins: Vec<String>,
     /// Defaults to none (keep forever).
@@ -148,6 +159,7 @@ impl Config {
             .unwrap_or_else(|| DEFAULT_REDIS_URL.into());
         redis::Client::open(redis_url.as_str())
             .map_err(|e| bad("NOTIFD_REDIS_URL", format!("not a Redis URL: {e}")))?;
+        let (max_connections, max_connections_lowered) = max_connections(s)?;
         Ok(Config {
             database_url,
             redis_url,
@@ -177,10 +189,8 @@ impl Config {
                 &s.idle_timeout,
                 DEFAULT_IDLE_TIMEOUT,
             )?,
-            max_connections: match &s.max_connections {
-                Some(v) => parse_number("NOTIFD_MAX_CONNECTIONS", v, 1)?,
-                None => default_max_connections(),
-            },
+            max_connections,
+            max_connections_lowered,
             cors_origins: parse_list(s.cors_origins.as_deref()),
             retention_days: match &s.retention_days {
                 Some(v) if !v.trim().is_empty() => {
@@ -216,11 +226,23 @@ impl Config {
     }
 }
 
-/// The default connection cap: what the soft descriptor limit allows, one descriptor
-/// per WebSocket, less a reserve for everything else.
-pub fn default_max_connections() -> usize {
-    let limit = crate::process::fd_limit();
-    limit.saturating_sub(FD_RESERVE).max(16) as usize
+/// The WebSocket connection cap: `NOTIFD_MAX_CONNECTIONS` if the process's limits
+/// allow that many, else (and by default) what they allow; with what was asked, when
+/// that was lowered.
+fn max_connections(s: &Settings) -> Result<(usize, Option<CapLowered>), ConfigError> {
+    let allowed = crate::websocket::capacity::allowed(&crate::process::limits());
+    match &s.max_connections {
+        None => Ok((allowed.connections, None)),
+        Some(v) => {
+            let asked = parse_number("NOTIFD_MAX_CONNECTIONS", v, 1)?;
+            Ok(if asked > allowed.connections {
+                let limit = allowed.limit;
+                (allowed.connections, Some(CapLowered { asked, limit }))
+            } else {
+                (asked, None)
+            })
+        }
+    }
 }
 
 fn parse_addr(
@@ -452,6 +474,28 @@ mod tests {
             Config::from_settings(&s).unwrap_err().variable,
             "NOTIFD_METRICS_ADDR"
         );
+    }
+
+    #[test]
+    fn a_connection_cap_over_the_limits_is_lowered_and_says_which() {
+        let allowed = crate::websocket::capacity::allowed(&crate::process::limits());
+        let config = Config::from_settings(&settings()).expect("valid");
+        assert!(
+            config.max_connections <= allowed.connections + 64,
+            "{config:?}"
+        );
+        assert_eq!(config.max_connections_lowered, None);
+        let mut s = settings();
+        s.max_connections = Some("100000000".into());
+        let config = Config::from_settings(&s).expect("valid");
+        assert!(config.max_connections < 100_000_000);
+        let lowered = config.max_connections_lowered.expect("lowered");
+        assert_eq!(lowered.asked, 100_000_000);
+        assert!(!lowered.limit.is_empty());
+        s.max_connections = Some("7".into());
+        let config = Config::from_settings(&s).expect("valid");
+        assert_eq!(config.max_connections, 7);
+        assert_eq!(config.max_connections_lowered, None);
     }
 
     #[test]

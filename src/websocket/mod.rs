@@ -10,12 +10,14 @@
 //! writes), so routine traffic wakes no connection thread; `inbound` follows the
 //! client's frames so that only whole pongs between frames are taken.
 
+pub mod capacity;
 mod connection;
 pub(crate) mod direct;
 pub(crate) mod gate;
 pub mod handshake;
 mod heartbeat;
 mod inbound;
+mod lean_thread;
 pub(crate) mod link;
 mod readiness;
 pub(crate) mod seen;
@@ -33,6 +35,8 @@ use crate::publisher::Publisher;
 use crate::shutdown::Shutdown;
 use crate::store::Store;
 use handshake::CLOSE_AT_CAPACITY;
+use inbound::ClientStream;
+use tungstenite::WebSocket;
 
 /// A client must finish the HTTP upgrade within this time.
 const HANDSHAKE_LIMIT: Duration = Duration::from_secs(10);
@@ -48,6 +52,9 @@ const CONNECTION_STACK: usize = 128 * 1024;
 const SEND_STALL_LIMIT: Duration = Duration::from_secs(20);
 /// Handshakes allowed beyond the connection cap, to answer them with 1013.
 const HANDSHAKE_MARGIN: usize = 64;
+/// Thread names (`top -H`; `supervise::inject_fault` in tests).
+const HANDSHAKE_THREAD: &str = "notifd-ws-hs";
+const CONNECTION_THREAD: &str = "notifd-ws";
 /// How long shutdown waits for connections to finish their close handshakes.
 const DRAIN_LIMIT: Duration = Duration::from_secs(5);
 
@@ -88,6 +95,14 @@ impl WsServer {
         verifier: Verifier,
         shutdown: Shutdown,
     ) -> std::io::Result<WsServer> {
+        if let Some(lowered) = config.max_connections_lowered {
+            log::warn!(
+                asked = lowered.asked,
+                max_connections = config.max_connections,
+                limit = lowered.limit;
+                "NOTIFD_MAX_CONNECTIONS is above what the process's limits allow; lowered"
+            );
+        }
         let readiness = readiness::Readiness::new(config.max_connections)?;
         let ctx = Arc::new(WsCtx {
             hub,
@@ -202,18 +217,17 @@ fn accept_loop(listener: &TcpListener, ctx: &Arc<WsCtx>, stopping: &AtomicBool) 
         }
         ctx.active.fetch_add(1, Ordering::AcqRel);
         let slot = Counted(ctx.clone());
-        let spawned = std::thread::Builder::new()
-            .name("notifd-ws-handshake".into())
-            .stack_size(HANDSHAKE_STACK)
-            .spawn(move || open(stream, slot));
-        if let Err(err) = spawned {
-            log::warn!(error = err.to_string().as_str(); "cannot start a handshake thread");
+        let spawned = lean_thread::spawn(HANDSHAKE_THREAD, HANDSHAKE_STACK, (stream, slot), open);
+        if let Err((err, _unanswered)) = spawned {
+            // Without a thread there is no handshake to carry a 1013: the client sees
+            // the connection closed, and everyone else is served.
+            log::warn!(error = err.to_string().as_str(); "cannot start a handshake thread; connection dropped");
         }
     }
 }
 
 /// Handshake thread: upgrade, check, then hand the socket to a connection thread.
-fn open(stream: TcpStream, slot: Counted) {
+fn open((stream, slot): (TcpStream, Counted)) {
     let ctx = slot.0.clone();
     let _ = stream.set_nodelay(true);
     // A client that takes no data for this long while data waits (it stopped reading,
@@ -233,14 +247,17 @@ fn open(stream: TcpStream, slot: Counted) {
         }
     };
     let opened = connection::open(&ctx, admitted);
-    let spawned = std::thread::Builder::new()
-        .name("notifd-ws".into())
-        .stack_size(CONNECTION_STACK)
-        .spawn(move || {
-            let _slot = slot;
-            connection::run(&ctx, ws, opened);
-        });
-    if let Err(err) = spawned {
-        log::warn!(error = err.to_string().as_str(); "cannot start a connection thread");
+    let live = (slot, ws, opened);
+    if let Err((err, (_slot, ws, opened))) =
+        lean_thread::spawn(CONNECTION_THREAD, CONNECTION_STACK, live, run_connection)
+    {
+        // The kernel refused a thread (EAGAIN, ENOMEM): refuse this one connection.
+        log::warn!(error = err.to_string().as_str(); "cannot start a connection thread; refusing with 1013");
+        connection::refuse(opened, ws, CLOSE_AT_CAPACITY, "server at capacity");
     }
+}
+
+/// Connection thread: the connection's whole life, then its slot is freed.
+fn run_connection((slot, ws, opened): (Counted, WebSocket<ClientStream>, connection::Opened)) {
+    connection::run(&slot.0, ws, opened);
 }
