@@ -131,3 +131,74 @@ fn a_connection_the_kernel_gives_no_thread_is_closed_with_1013_and_others_are_se
     assert_eq!(next_notification(&mut served), created);
     assert_eq!(notifd::supervise::down_parts(), Vec::<String>::new());
 }
+
+/// Every log record of this test binary: (level, message and fields).
+fn captured_logs() -> &'static Mutex<Vec<(log::Level, String)>> {
+    struct Capture;
+    static LINES: Mutex<Vec<(log::Level, String)>> = Mutex::new(Vec::new());
+    impl log::Log for Capture {
+        fn enabled(&self, _: &log::Metadata) -> bool {
+            true
+        }
+        fn log(&self, record: &log::Record) {
+            struct Fields(String);
+            impl<'kvs> log::kv::VisitSource<'kvs> for Fields {
+                fn visit_pair(
+                    &mut self,
+                    key: log::kv::Key<'kvs>,
+                    value: log::kv::Value<'kvs>,
+                ) -> Result<(), log::kv::Error> {
+                    self.0.push_str(&format!(" {key}={value}"));
+                    Ok(())
+                }
+            }
+            let mut fields = Fields(record.args().to_string());
+            let _ = record.key_values().visit(&mut fields);
+            let mut lines = LINES.lock().unwrap_or_else(|e| e.into_inner());
+            lines.push((record.level(), fields.0));
+        }
+        fn flush(&self) {}
+    }
+    static INSTALLED: std::sync::Once = std::sync::Once::new();
+    INSTALLED.call_once(|| {
+        log::set_boxed_logger(Box::new(Capture)).expect("the only logger");
+        log::set_max_level(log::LevelFilter::Warn);
+    });
+    &LINES
+}
+
+#[test]
+fn a_cap_above_the_limits_is_lowered_with_a_warning_naming_the_limit() {
+    let logs = captured_logs();
+    let mut settings = common::settings();
+    settings.max_connections = Some("100000000".into());
+    let server = TestServer::with(settings);
+    let cap = server.config.max_connections;
+    assert!(cap < 100_000_000, "{cap}");
+    let lines = logs.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let warning = lines
+        .iter()
+        .find(|(_, line)| line.contains("NOTIFD_MAX_CONNECTIONS is above"))
+        .unwrap_or_else(|| panic!("no warning in {lines:#?}"));
+    assert_eq!(warning.0, log::Level::Warn);
+    assert!(warning.1.contains("asked=100000000"), "{}", warning.1);
+    assert!(
+        warning.1.contains(&format!("max_connections={cap}")),
+        "{}",
+        warning.1
+    );
+    let limit = [
+        "RLIMIT_NOFILE",
+        "RLIMIT_NPROC",
+        "kernel.",
+        "vm.max_map_count",
+        "cgroup",
+    ];
+    assert!(
+        limit
+            .iter()
+            .any(|l| warning.1.contains(&format!("limit={l}"))),
+        "{}",
+        warning.1
+    );
+}
