@@ -1,6 +1,7 @@
 //! The WebSocket endpoint (contract §3) on its own listener: accepts, runs each
 //! handshake on a short-lived thread, then each admitted connection on a long-lived
-//! thread of its own.
+//! thread of its own (both `lean_thread`s, two memory maps each; how many the process
+//! can hold is `capacity`'s).
 //!
 //! tiny_http's upgrade is not used: it hides the `TcpStream`, and a connection here
 //! needs its fd (for epoll) and non-blocking mode. Comes after `hub` (which feeds the
