@@ -21,6 +21,7 @@ mod inbound;
 mod lean_thread;
 pub(crate) mod link;
 mod readiness;
+mod refuser;
 pub(crate) mod seen;
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -123,13 +124,14 @@ impl WsServer {
         let listener = crate::net::listen(config.ws_addr, None)?;
         let addr = listener.local_addr()?;
         let stopping = Arc::new(AtomicBool::new(false));
+        let (refuser, refusing) = refuser::Refuser::spawn(stopping.clone())?;
         let acceptor = {
             let (ctx, stopping, stopped) = (ctx.clone(), stopping.clone(), stopping.clone());
             crate::supervise::spawn_essential(
                 "notifd-ws-accept",
                 128 * 1024,
                 move || stopped.load(Ordering::Acquire),
-                move || accept_loop(&listener, &ctx, &stopping),
+                move || accept_loop(&listener, &ctx, &refuser, &stopping),
             )?
         };
         let readiness_stop = Arc::new(AtomicBool::new(false));
@@ -141,6 +143,7 @@ impl WsServer {
         )?;
         let threads = vec![
             acceptor,
+            refusing,
             readiness.spawn(readiness_stop.clone())?,
             heartbeat,
         ];
@@ -192,7 +195,12 @@ impl Drop for Counted {
     }
 }
 
-fn accept_loop(listener: &TcpListener, ctx: &Arc<WsCtx>, stopping: &AtomicBool) {
+fn accept_loop(
+    listener: &TcpListener,
+    ctx: &Arc<WsCtx>,
+    refuser: &refuser::Refuser,
+    stopping: &AtomicBool,
+) {
     loop {
         let stream = match listener.accept() {
             Ok((stream, _)) => stream,
@@ -219,10 +227,11 @@ fn accept_loop(listener: &TcpListener, ctx: &Arc<WsCtx>, stopping: &AtomicBool) 
         ctx.active.fetch_add(1, Ordering::AcqRel);
         let slot = Counted(ctx.clone());
         let spawned = lean_thread::spawn(HANDSHAKE_THREAD, HANDSHAKE_STACK, (stream, slot), open);
-        if let Err((err, _unanswered)) = spawned {
-            // Without a thread there is no handshake to carry a 1013: the client sees
-            // the connection closed, and everyone else is served.
-            log::warn!(error = err.to_string().as_str(); "cannot start a handshake thread; connection dropped");
+        if let Err((err, (stream, slot))) = spawned {
+            // The kernel refused a thread: the refuser answers 1013 (or, when it has
+            // a queue full of them already, the connection is dropped).
+            let answered = refuser.refuse(stream, slot);
+            log::warn!(error = err.to_string().as_str(), refused_with_1013 = answered; "cannot start a handshake thread");
         }
     }
 }
