@@ -25,9 +25,6 @@ pub const DEFAULT_WS_QUEUE: usize = 256;
 /// Longest retention period: PostgreSQL's interval arithmetic (and common sense)
 /// stop well before `u32::MAX` days.
 pub const MAX_RETENTION_DAYS: u32 = 36_500;
-/// File descriptors kept back from WebSocket connections for REST clients, the
-/// PostgreSQL pool, Redis, listeners and logs.
-pub const FD_RESERVE: u64 = 512;
 
 /// A setting that could not be used; `Display` is the one line printed at start-up.
 #[derive(Debug)]
@@ -91,6 +88,15 @@ pub struct JwtConfig {
     pub leeway: Duration,
 }
 
+/// A connection cap set above what the process's limits allow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CapLowered {
+    /// What the setting asked for.
+    pub asked: usize,
+    /// The limit that allows less (`RLIMIT_NOFILE`, `vm.max_map_count`, …).
+    pub limit: &'static str,
+}
+
 /// The whole configuration of one notifd process.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -116,8 +122,13 @@ pub struct Config {
     pub ping_interval: Duration,
     /// Defaults to 5 min.
     pub idle_timeout: Duration,
-    /// Defaults to the soft file-descriptor limit less `FD_RESERVE`.
+    /// WebSocket connections held at once. Defaults to what the process's limits
+    /// allow (descriptors, threads, memory maps) less a reserve
+    /// (`websocket::capacity`); a larger setting is lowered to that.
     pub max_connections: usize,
+    /// Set when `NOTIFD_MAX_CONNECTIONS` asked for more than the limits allow and
+    /// `max_connections` was lowered. Warned about at start.
+    pub max_connections_lowered: Option<CapLowered>,
     /// Defaults to none.
     pub cors_origins: Vec<String>,
     /// Defaults to none (keep forever).
@@ -127,7 +138,7 @@ pub struct Config {
     /// Defaults to 15 s.
     pub http_timeout: Duration,
     /// Defaults to what the descriptor limit leaves after `max_connections` and
-    /// `FD_RESERVE`, at least `MIN_HTTP_CONNECTIONS`.
+    /// `OTHER_DESCRIPTORS`, at least `MIN_HTTP_CONNECTIONS`.
     pub http_max_connections: usize,
     /// Adds a route that panics, for the tests of panic containment. Set only by
     /// code (tests); no setting or flag reaches it.
@@ -141,10 +152,6 @@ pub struct Config {
 impl Config {
     /// Parses and validates every setting.
     pub fn from_settings(s: &Settings) -> Result<Config, ConfigError> {
-        let max_connections = match &s.max_connections {
-            Some(v) => parse_number("NOTIFD_MAX_CONNECTIONS", v, 1)?,
-            None => default_max_connections(),
-        };
         let database_url = s
             .database_url
             .clone()
@@ -158,6 +165,7 @@ impl Config {
             .unwrap_or_else(|| DEFAULT_REDIS_URL.into());
         redis::Client::open(redis_url.as_str())
             .map_err(|e| bad("NOTIFD_REDIS_URL", format!("not a Redis URL: {e}")))?;
+        let (max_connections, max_connections_lowered) = max_connections(s)?;
         Ok(Config {
             database_url,
             redis_url,
@@ -188,6 +196,7 @@ impl Config {
                 DEFAULT_IDLE_TIMEOUT,
             )?,
             max_connections,
+            max_connections_lowered,
             cors_origins: parse_list(s.cors_origins.as_deref()),
             retention_days: match &s.retention_days {
                 Some(v) if !v.trim().is_empty() => {
@@ -228,6 +237,10 @@ impl Config {
     }
 }
 
+/// Descriptors kept for what is not a connection (the PostgreSQL and Redis pools,
+/// listeners, epoll, logs) when the REST default is worked out.
+pub const OTHER_DESCRIPTORS: usize = 512;
+
 /// Fewest REST connections the default allows, however the WebSocket cap is set.
 pub const MIN_HTTP_CONNECTIONS: usize = 256;
 
@@ -237,15 +250,27 @@ pub const MIN_HTTP_CONNECTIONS: usize = 256;
 pub fn default_http_max_connections(ws_max_connections: usize) -> usize {
     let limit = crate::process::fd_limit() as usize;
     limit
-        .saturating_sub(ws_max_connections + FD_RESERVE as usize)
+        .saturating_sub(ws_max_connections + OTHER_DESCRIPTORS)
         .max(MIN_HTTP_CONNECTIONS.min(limit / 4))
 }
 
-/// The default connection cap: what the soft descriptor limit allows, one descriptor
-/// per WebSocket, less a reserve for everything else.
-pub fn default_max_connections() -> usize {
-    let limit = crate::process::fd_limit();
-    limit.saturating_sub(FD_RESERVE).max(16) as usize
+/// The WebSocket connection cap: `NOTIFD_MAX_CONNECTIONS` if the process's limits
+/// allow that many, else (and by default) what they allow; with what was asked, when
+/// that was lowered.
+fn max_connections(s: &Settings) -> Result<(usize, Option<CapLowered>), ConfigError> {
+    let allowed = crate::websocket::capacity::allowed(&crate::process::limits());
+    match &s.max_connections {
+        None => Ok((allowed.connections, None)),
+        Some(v) => {
+            let asked = parse_number("NOTIFD_MAX_CONNECTIONS", v, 1)?;
+            Ok(if asked > allowed.connections {
+                let limit = allowed.limit;
+                (allowed.connections, Some(CapLowered { asked, limit }))
+            } else {
+                (asked, None)
+            })
+        }
+    }
 }
 
 fn parse_addr(
@@ -477,6 +502,28 @@ mod tests {
             Config::from_settings(&s).unwrap_err().variable,
             "NOTIFD_METRICS_ADDR"
         );
+    }
+
+    #[test]
+    fn a_connection_cap_over_the_limits_is_lowered_and_says_which() {
+        let allowed = crate::websocket::capacity::allowed(&crate::process::limits());
+        let config = Config::from_settings(&settings()).expect("valid");
+        assert!(
+            config.max_connections <= allowed.connections + 64,
+            "{config:?}"
+        );
+        assert_eq!(config.max_connections_lowered, None);
+        let mut s = settings();
+        s.max_connections = Some("100000000".into());
+        let config = Config::from_settings(&s).expect("valid");
+        assert!(config.max_connections < 100_000_000);
+        let lowered = config.max_connections_lowered.expect("lowered");
+        assert_eq!(lowered.asked, 100_000_000);
+        assert!(!lowered.limit.is_empty());
+        s.max_connections = Some("7".into());
+        let config = Config::from_settings(&s).expect("valid");
+        assert_eq!(config.max_connections, 7);
+        assert_eq!(config.max_connections_lowered, None);
     }
 
     #[test]

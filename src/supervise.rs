@@ -88,15 +88,17 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> &str {
     }
 }
 
-/// Threads a test asked to panic at their next loop turn (`fail_next_turn`).
+/// Faults a test armed (`inject_fault`), by thread name.
 static FAULTS: Mutex<Vec<String>> = Mutex::new(Vec::new());
-/// Whether `FAULTS` holds anything: keeps `fault_point` to one load in production.
+/// Whether `FAULTS` holds anything: keeps `take_fault` to one load in production.
 static FAULTS_ARMED: AtomicBool = AtomicBool::new(false);
 
-/// Test hook: makes the essential thread `name` panic at its next loop turn. Not a
-/// setting: only code linked into the process (a test) can call it.
+/// Test hook: the next fault point of the thread `name` fails. An essential thread's
+/// loop panics at its next turn; the next start of a WebSocket thread fails as if
+/// the kernel said EAGAIN. Not a setting: only code linked into the process (a test)
+/// can call it.
 #[doc(hidden)]
-pub fn fail_next_turn(name: &str) {
+pub fn inject_fault(name: &str) {
     FAULTS
         .lock()
         .unwrap_or_else(|e| e.into_inner())
@@ -104,15 +106,22 @@ pub fn fail_next_turn(name: &str) {
     FAULTS_ARMED.store(true, Ordering::Release);
 }
 
-/// Called by essential loops once a turn: panics if a test armed a fault for `name`.
-pub(crate) fn fault_point(name: &str) {
+/// Whether a test armed a fault for `name` (and disarms it).
+pub(crate) fn take_fault(name: &str) -> bool {
     if !FAULTS_ARMED.load(Ordering::Acquire) {
-        return;
+        return false;
     }
     let mut faults = FAULTS.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(at) = faults.iter().position(|armed| armed == name) {
-        faults.remove(at);
-        drop(faults);
+    let Some(at) = faults.iter().position(|armed| armed == name) else {
+        return false;
+    };
+    faults.remove(at);
+    true
+}
+
+/// Called by essential loops once a turn: panics if a test armed a fault for `name`.
+pub(crate) fn fault_point(name: &str) {
+    if take_fault(name) {
         panic!("fault injected by a test");
     }
 }

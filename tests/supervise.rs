@@ -5,7 +5,7 @@
 //!
 //! A failure ends the whole process, so each failing case runs in a child: this test
 //! binary re-executes itself for just that test, with `CHILD` set; the child starts a
-//! server, arms the fault hook (`supervise::fail_next_turn`, callable only from code
+//! server, arms the fault hook (`supervise::inject_fault`, callable only from code
 //! in the process) and waits for its own exit. The parent checks the status and the
 //! child's stderr.
 
@@ -57,7 +57,7 @@ fn a_panic_ends_the_process(test_name: &str, thread: &str) {
 fn child(thread: &str) {
     notifd::logging::init(log::LevelFilter::Info, notifd::config::LogFormat::Text);
     let _server = TestServer::start();
-    supervise::fail_next_turn(thread);
+    supervise::inject_fault(thread);
     let deadline = Instant::now() + CHILD_LIMIT;
     while supervise::down_parts().is_empty() {
         assert!(Instant::now() < deadline, "{thread} did not fail");
@@ -110,7 +110,7 @@ fn a_failing_rest_worker_is_reported_by_healthz_and_ends_the_process() {
     if std::env::var_os(CHILD).is_some() {
         notifd::logging::init(log::LevelFilter::Info, notifd::config::LogFormat::Text);
         let server = TestServer::start();
-        supervise::fail_next_turn("notifd-http");
+        supervise::inject_fault("notifd-http");
         // Whichever worker serves this request fails after answering it.
         let first = server.request("GET", "/healthz", &[], None);
         eprintln!("first healthz: {}", first.status);

@@ -276,8 +276,10 @@ fn server_panics() -> usize {
     HOOK.call_once(|| {
         let previous = std::panic::take_hook();
         std::panic::set_hook(Box::new(move |info| {
-            let name = std::thread::current().name().map(String::from);
-            if name.is_some_and(|n| n.starts_with("notifd-")) {
+            // The kernel's name: WebSocket threads are not std threads, so
+            // `thread::current().name()` does not know theirs.
+            let name = std::fs::read_to_string("/proc/thread-self/comm").unwrap_or_default();
+            if name.starts_with("notifd-") {
                 PANICS.fetch_add(1, Ordering::SeqCst);
             }
             previous(info);

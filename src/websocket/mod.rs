@@ -1,6 +1,7 @@
 //! The WebSocket endpoint (contract §3) on its own listener: accepts, runs each
 //! handshake on a short-lived thread, then each admitted connection on a long-lived
-//! thread of its own.
+//! thread of its own (both `lean_thread`s, two memory maps each; how many the process
+//! can hold is `capacity`'s).
 //!
 //! tiny_http's upgrade is not used: it hides the `TcpStream`, and a connection here
 //! needs its fd (for epoll) and non-blocking mode. Comes after `hub` (which feeds the
@@ -10,14 +11,17 @@
 //! writes), so routine traffic wakes no connection thread; `inbound` follows the
 //! client's frames so that only whole pongs between frames are taken.
 
+pub mod capacity;
 mod connection;
 pub(crate) mod direct;
 pub(crate) mod gate;
 pub mod handshake;
 mod heartbeat;
 mod inbound;
+mod lean_thread;
 pub(crate) mod link;
 mod readiness;
+mod refuser;
 pub(crate) mod seen;
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -33,6 +37,8 @@ use crate::publisher::Publisher;
 use crate::shutdown::Shutdown;
 use crate::store::Store;
 use handshake::CLOSE_AT_CAPACITY;
+use inbound::ClientStream;
+use tungstenite::WebSocket;
 
 /// A client must finish the HTTP upgrade within this time.
 const HANDSHAKE_LIMIT: Duration = Duration::from_secs(10);
@@ -48,6 +54,9 @@ const CONNECTION_STACK: usize = 128 * 1024;
 const SEND_STALL_LIMIT: Duration = Duration::from_secs(20);
 /// Handshakes allowed beyond the connection cap, to answer them with 1013.
 const HANDSHAKE_MARGIN: usize = 64;
+/// Thread names (`top -H`; `supervise::inject_fault` in tests).
+const HANDSHAKE_THREAD: &str = "notifd-ws-hs";
+const CONNECTION_THREAD: &str = "notifd-ws";
 /// How long shutdown waits for connections to finish their close handshakes.
 const DRAIN_LIMIT: Duration = Duration::from_secs(5);
 
@@ -88,6 +97,14 @@ impl WsServer {
         verifier: Verifier,
         shutdown: Shutdown,
     ) -> std::io::Result<WsServer> {
+        if let Some(lowered) = config.max_connections_lowered {
+            log::warn!(
+                asked = lowered.asked,
+                max_connections = config.max_connections,
+                limit = lowered.limit;
+                "NOTIFD_MAX_CONNECTIONS is above what the process's limits allow; lowered"
+            );
+        }
         let readiness = readiness::Readiness::new(config.max_connections)?;
         let ctx = Arc::new(WsCtx {
             hub,
@@ -107,13 +124,14 @@ impl WsServer {
         let listener = crate::net::listen(config.ws_addr, None)?;
         let addr = listener.local_addr()?;
         let stopping = Arc::new(AtomicBool::new(false));
+        let (refuser, refusing) = refuser::Refuser::spawn(stopping.clone())?;
         let acceptor = {
             let (ctx, stopping, stopped) = (ctx.clone(), stopping.clone(), stopping.clone());
             crate::supervise::spawn_essential(
                 "notifd-ws-accept",
                 128 * 1024,
                 move || stopped.load(Ordering::Acquire),
-                move || accept_loop(&listener, &ctx, &stopping),
+                move || accept_loop(&listener, &ctx, &refuser, &stopping),
             )?
         };
         let readiness_stop = Arc::new(AtomicBool::new(false));
@@ -125,6 +143,7 @@ impl WsServer {
         )?;
         let threads = vec![
             acceptor,
+            refusing,
             readiness.spawn(readiness_stop.clone())?,
             heartbeat,
         ];
@@ -176,7 +195,12 @@ impl Drop for Counted {
     }
 }
 
-fn accept_loop(listener: &TcpListener, ctx: &Arc<WsCtx>, stopping: &AtomicBool) {
+fn accept_loop(
+    listener: &TcpListener,
+    ctx: &Arc<WsCtx>,
+    refuser: &refuser::Refuser,
+    stopping: &AtomicBool,
+) {
     loop {
         let stream = match listener.accept() {
             Ok((stream, _)) => stream,
@@ -202,18 +226,18 @@ fn accept_loop(listener: &TcpListener, ctx: &Arc<WsCtx>, stopping: &AtomicBool) 
         }
         ctx.active.fetch_add(1, Ordering::AcqRel);
         let slot = Counted(ctx.clone());
-        let spawned = std::thread::Builder::new()
-            .name("notifd-ws-handshake".into())
-            .stack_size(HANDSHAKE_STACK)
-            .spawn(move || open(stream, slot));
-        if let Err(err) = spawned {
-            log::warn!(error = err.to_string().as_str(); "cannot start a handshake thread");
+        let spawned = lean_thread::spawn(HANDSHAKE_THREAD, HANDSHAKE_STACK, (stream, slot), open);
+        if let Err((err, (stream, slot))) = spawned {
+            // The kernel refused a thread: the refuser answers 1013 (or, when it has
+            // a queue full of them already, the connection is dropped).
+            let answered = refuser.refuse(stream, slot);
+            log::warn!(error = err.to_string().as_str(), refused_with_1013 = answered; "cannot start a handshake thread");
         }
     }
 }
 
 /// Handshake thread: upgrade, check, then hand the socket to a connection thread.
-fn open(stream: TcpStream, slot: Counted) {
+fn open((stream, slot): (TcpStream, Counted)) {
     let ctx = slot.0.clone();
     let _ = stream.set_nodelay(true);
     // A client that takes no data for this long while data waits (it stopped reading,
@@ -233,14 +257,17 @@ fn open(stream: TcpStream, slot: Counted) {
         }
     };
     let opened = connection::open(&ctx, admitted);
-    let spawned = std::thread::Builder::new()
-        .name("notifd-ws".into())
-        .stack_size(CONNECTION_STACK)
-        .spawn(move || {
-            let _slot = slot;
-            connection::run(&ctx, ws, opened);
-        });
-    if let Err(err) = spawned {
-        log::warn!(error = err.to_string().as_str(); "cannot start a connection thread");
+    let live = (slot, ws, opened);
+    if let Err((err, (_slot, ws, opened))) =
+        lean_thread::spawn(CONNECTION_THREAD, CONNECTION_STACK, live, run_connection)
+    {
+        // The kernel refused a thread (EAGAIN, ENOMEM): refuse this one connection.
+        log::warn!(error = err.to_string().as_str(); "cannot start a connection thread; refusing with 1013");
+        connection::refuse(opened, ws, CLOSE_AT_CAPACITY, "server at capacity");
     }
+}
+
+/// Connection thread: the connection's whole life, then its slot is freed.
+fn run_connection((slot, ws, opened): (Counted, WebSocket<ClientStream>, connection::Opened)) {
+    connection::run(&slot.0, ws, opened);
 }

@@ -206,6 +206,15 @@ pub fn run(ctx: &WsCtx, ws: WebSocket<ClientStream>, opened: Opened) {
     );
 }
 
+/// Closes an opened connection that cannot get a thread of its own with `code`, on
+/// the calling (handshake) thread.
+pub fn refuse(opened: Opened, ws: WebSocket<ClientStream>, code: u16, reason: &str) {
+    // Unregistered first: no frame is queued for a connection that is going.
+    drop(opened.registration);
+    super::handshake::close_blocking(ws, code, reason);
+    METRICS.ws_closed(code);
+}
+
 /// Tells every instance (this one included) that older connections of this user and
 /// workspace must close with 4005.
 fn announce(ctx: &WsCtx, user_id: &str, workspace: &str, key: &crate::hub::ConnKey) {
