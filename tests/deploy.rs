@@ -153,9 +153,11 @@ fn run(command: &mut Command) -> Output {
     output
 }
 
-/// A scratch directory of this test binary, emptied first.
+/// A scratch directory of this test binary, emptied first. In cargo's per-target
+/// temporary directory under one fixed name, so each run replaces the last one's
+/// package (about 90 MB with the debug binary) instead of adding one.
 fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("notifd-deb-{}-{name}", std::process::id()));
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("deploy-{name}"));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("scratch dir");
     dir
