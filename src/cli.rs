@@ -96,7 +96,8 @@ pub struct Settings {
     /// Close a WebSocket (4000) after this long without a client frame [default: 5m]
     #[arg(long, env = "NOTIFD_IDLE_TIMEOUT", global = true)]
     pub idle_timeout: Option<String>,
-    /// Most WebSocket connections held at once [default: file-descriptor limit less a reserve]
+    /// Most WebSocket connections held at once [default: what the process's limits
+    /// (descriptors, threads, memory maps) allow, less a reserve]
     #[arg(long, env = "NOTIFD_MAX_CONNECTIONS", global = true)]
     pub max_connections: Option<String>,
     /// Comma-separated browser origins allowed by CORS [default: empty]

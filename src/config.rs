@@ -221,7 +221,9 @@ impl Config {
                 DEFAULT_HTTP_TIMEOUT,
             )?,
             http_max_connections: match &s.http_max_connections {
-                Some(v) => parse_number("NOTIFD_HTTP_MAX_CONNECTIONS", v, 1)?,
+                // One descriptor each: more than the limit could never be open.
+                Some(v) => parse_number("NOTIFD_HTTP_MAX_CONNECTIONS", v, 1)?
+                    .min(crate::process::fd_limit() as usize),
                 None => default_http_max_connections(max_connections),
             },
             test_faults: false,
@@ -302,8 +304,18 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         "h" => Duration::from_secs(number.saturating_mul(3600)),
         _ => return Err(format!("unknown unit in {text:?} (use ms, s, m or h)")),
     };
+    // Deadlines are `Instant + duration`: past this they would overflow.
+    if duration > MAX_DURATION {
+        return Err(format!(
+            "{text:?} is longer than {} days",
+            MAX_DURATION.as_secs() / 86_400
+        ));
+    }
     Ok(duration)
 }
+
+/// Longest duration any setting takes (ten years).
+const MAX_DURATION: Duration = Duration::from_secs(10 * 365 * 86_400);
 
 fn duration_or(
     variable: &'static str,
@@ -443,6 +455,10 @@ mod tests {
         assert_eq!(parse_duration("45"), Ok(Duration::from_secs(45)));
         assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
         assert!(parse_duration("5 minutes").is_err());
+        assert!(
+            parse_duration("99999999999999h").is_err(),
+            "would overflow a deadline"
+        );
         assert!(parse_duration("").is_err());
     }
 

@@ -22,6 +22,8 @@
 //! - [`retention`]: deletes notifications past `NOTIFD_RETENTION_DAYS`.
 //! - [`metrics`]: Prometheus counters and histograms for `/metrics`;
 //!   [`metrics_listener`]: `/metrics` on an address of its own, when configured.
+//! - [`supervise`]: essential threads; one that stops ends the process (exit 70) so
+//!   systemd restarts it.
 //! - [`logging`], [`process`], [`net`], [`error`]: plumbing.
 
 pub mod api;

@@ -27,7 +27,7 @@ const DRAIN_TIMEOUT: Duration = Duration::from_millis(500);
 
 /// Binds `addr` and serves `/metrics` there until `shutdown` fires.
 pub fn spawn(addr: SocketAddr, shutdown: Shutdown) -> io::Result<(SocketAddr, JoinHandle<()>)> {
-    let listener = crate::net::listen(addr, None)?;
+    let listener = crate::net::listen(addr)?;
     // A receive timeout on a listener bounds `accept()`: the loop wakes to see the
     // shutdown signal.
     socket2::SockRef::from(&listener).set_read_timeout(Some(ACCEPT_TICK))?;

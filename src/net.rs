@@ -1,23 +1,17 @@
 //! Listening sockets, set up before anyone accepts on them.
 
 use std::net::{SocketAddr, TcpListener};
-use std::time::Duration;
 
 use socket2::{Domain, Protocol, Socket, Type};
 
 /// Connections the kernel queues for `accept`.
 const BACKLOG: i32 = 4096;
 
-/// Binds a listener. With `client_timeout`, every accepted connection inherits a
-/// receive and send timeout (Linux copies them from the listening socket at accept).
-pub fn listen(addr: SocketAddr, client_timeout: Option<Duration>) -> std::io::Result<TcpListener> {
+/// Binds a listener; accepted sockets inherit `TCP_NODELAY` from it.
+pub fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     socket.set_reuse_address(true)?;
     socket.set_tcp_nodelay(true)?;
-    if let Some(timeout) = client_timeout {
-        socket.set_read_timeout(Some(timeout))?;
-        socket.set_write_timeout(Some(timeout))?;
-    }
     socket.bind(&addr.into())?;
     socket.listen(BACKLOG)?;
     Ok(socket.into())

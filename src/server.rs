@@ -96,7 +96,7 @@ impl Server {
         )
         .map_err(|e| bind_error("NOTIFD_WS_ADDR", config.ws_addr, e))?;
 
-        let listener = crate::net::listen(config.http_addr, None)
+        let listener = crate::net::listen(config.http_addr)
             .map_err(|e| bind_error("NOTIFD_HTTP_ADDR", config.http_addr, e))?;
         let front = Front::start(
             listener,

@@ -92,7 +92,12 @@ fn run(client: &redis::Client, prefix: &str, hub: &Hub, shutdown: &Shutdown, rea
         ) {
             Ok(()) => return,
             Err(err) => {
-                log::warn!(error = err.to_string().as_str(), retry_ms = backoff.as_millis() as u64; "redis subscriber disconnected");
+                log::warn!(
+                    server = crate::publisher::redis_server(client).as_str(),
+                    error = err.to_string().as_str(),
+                    retry_ms = backoff.as_millis() as u64;
+                    "redis subscriber disconnected"
+                );
             }
         }
         if subscribed {

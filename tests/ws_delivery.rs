@@ -15,14 +15,13 @@
 mod common;
 
 use std::collections::{HashMap, HashSet};
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::io::{BufRead, BufReader, Read};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::{expect_close, new_user, next_notification, user_token, TestServer, Ws};
+use common::{expect_close, new_user, next_notification, user_token, RedisProcess, TestServer, Ws};
 use serde_json::{json, Value};
 use tungstenite::Message;
 
@@ -98,39 +97,6 @@ fn describe_difference(expected: &[String], got: &[String]) -> String {
         expected.len(),
         got.len()
     )
-}
-
-/// Subscribers of `channel` on the Redis at `url` (PUBSUB NUMSUB).
-fn subscribers(url: &str, channel: &str) -> Option<i64> {
-    let client = redis::Client::open(url).ok()?;
-    let mut conn = client
-        .get_connection_with_timeout(Duration::from_secs(1))
-        .ok()?;
-    let (_, n): (String, i64) = redis::cmd("PUBSUB")
-        .arg("NUMSUB")
-        .arg(channel)
-        .query(&mut conn)
-        .ok()?;
-    Some(n)
-}
-
-/// Waits (bounded) until `count` notifd subscribers listen on the control channel of
-/// `prefix`: the instances' subscriber threads are up. Polling Redis for a state
-/// change, not sleeping for correctness.
-fn wait_for_subscribers(url: &str, prefix: &str, count: i64, within: Duration) {
-    let channel = format!("{prefix}notifd:control");
-    let deadline = Instant::now() + within;
-    loop {
-        let now = subscribers(url, &channel);
-        if now.is_some_and(|n| n >= count) {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{count} subscriber(s) on {channel} within {within:?}; have {now:?}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 // ---------------------------------------------------------------------------
@@ -307,7 +273,7 @@ fn two_instances_on_one_redis_deliver_across_and_replace_across() {
     let a = TestServer::with(settings.clone());
     let b = TestServer::with(settings);
     // Both subscriber threads listen (else a message published now reaches nobody).
-    wait_for_subscribers(&common::redis_url(), &prefix, 2, Duration::from_secs(10));
+    common::wait_for_subscribers(&common::redis_url(), &prefix, 2, Duration::from_secs(10));
 
     // A create through A reaches a client connected to B.
     let reader = new_user("two_reader");
@@ -338,121 +304,17 @@ fn two_instances_on_one_redis_deliver_across_and_replace_across() {
 // Redis restart
 // ---------------------------------------------------------------------------
 
-/// A `redis-server` of this test, killed on drop (a panicking test included).
-struct RedisProcess {
-    port: u16,
-    child: Option<Child>,
-}
-
-impl RedisProcess {
-    fn start(port: u16) -> RedisProcess {
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string()])
-            .args(["--save", "", "--appendonly", "no", "--bind", "127.0.0.1"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server runs");
-        let mut redis = RedisProcess {
-            port,
-            child: Some(child),
-        };
-        redis.wait_ready(Duration::from_secs(10));
-        redis
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    /// Polls PING until PONG (bounded): the server is up.
-    fn wait_ready(&mut self, within: Duration) {
-        let deadline = Instant::now() + within;
-        loop {
-            if ping(self.port) {
-                return;
-            }
-            if let Some(child) = self.child.as_mut() {
-                if let Ok(Some(status)) = child.try_wait() {
-                    panic!("redis-server on port {} exited: {status}", self.port);
-                }
-            }
-            assert!(
-                Instant::now() < deadline,
-                "redis-server answers PING within {within:?}"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Drop for RedisProcess {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-fn ping(port: u16) -> bool {
-    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
-        return false;
-    };
-    let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
-    if stream.write_all(b"PING\r\n").is_err() {
-        return false;
-    }
-    let mut reply = [0u8; 7];
-    stream.read_exact(&mut reply).is_ok() && &reply == b"+PONG\r\n"
-}
-
-/// A port nobody listens on, below Linux's ephemeral range (32768 and up): while
-/// redis-server is down, the port must not be handed to some outgoing connection
-/// (this binary opens hundreds), or the restart could not bind it again.
-fn free_port() -> u16 {
-    let seed = std::process::id() as u64
-        ^ std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.subsec_nanos() as u64)
-            .unwrap_or(0);
-    (0..2_000u64)
-        .map(|i| 20_000 + ((seed + i * 7_919) % 12_000) as u16)
-        .find(|&port| TcpListener::bind(("127.0.0.1", port)).is_ok())
-        .expect("a free port below the ephemeral range")
-}
-
-/// A notifd on a `redis-server` of the test's own (on a free port), once its
-/// subscriber listens; `None` (test skipped) where redis-server is not installed.
-fn server_on_own_redis() -> Option<(RedisProcess, u16, String, TestServer)> {
-    if Command::new("redis-server")
-        .arg("--version")
-        .output()
-        .is_err()
-    {
-        eprintln!("SKIPPED: redis-server is not on PATH");
-        return None;
-    }
-    let port = free_port();
-    let redis = RedisProcess::start(port);
-    let mut settings = common::settings();
-    settings.redis_url = Some(redis.url());
-    let prefix = settings.redis_prefix.clone().expect("prefix");
-    let server = TestServer::with(settings);
-    wait_for_subscribers(&redis.url(), &prefix, 1, Duration::from_secs(10));
-    Some((redis, port, prefix, server))
+/// A notifd on a `redis-server` of the test's own, with that server's port.
+fn server_on_own_redis() -> (RedisProcess, u16, String, TestServer) {
+    let (redis, prefix, server) = common::server_on_own_redis();
+    let port = redis.port;
+    (redis, port, prefix, server)
 }
 
 #[test]
 fn a_redis_restart_loses_nothing_for_a_connected_client() {
     // Declared first, dropped last: the server shuts down while Redis still runs.
-    let Some((mut redis, port, prefix, server)) = server_on_own_redis() else {
-        return;
-    };
+    let (mut redis, port, prefix, server) = server_on_own_redis();
 
     let user = new_user("restart");
     let mut ws = connect(&server, &user, &["acme"], "acme");
@@ -476,7 +338,7 @@ fn a_redis_restart_loses_nothing_for_a_connected_client() {
         created.push(id_of(&create(&server, &user, Some("acme"), "restarted", n)));
     }
     // Once the subscriber has subscribed again, delivery must be live again.
-    wait_for_subscribers(&redis.url(), &prefix, 1, Duration::from_secs(25));
+    common::wait_for_subscribers(&redis.url(), &prefix, 1, Duration::from_secs(25));
     for n in 0..3 {
         created.push(id_of(&create(&server, &user, Some("acme"), "after", n)));
     }
@@ -499,9 +361,7 @@ fn a_redis_restart_loses_nothing_for_a_connected_client() {
 #[test]
 fn after_a_quiet_redis_restart_new_notifications_are_live_again() {
     // Declared first, dropped last: the server shuts down while Redis still runs.
-    let Some((mut redis, port, prefix, server)) = server_on_own_redis() else {
-        return;
-    };
+    let (mut redis, port, prefix, server) = server_on_own_redis();
 
     let user = new_user("quiet");
     let mut ws = connect(&server, &user, &["acme"], "acme");
@@ -528,7 +388,7 @@ fn after_a_quiet_redis_restart_new_notifications_are_live_again() {
     // Redis restarts while nothing is created; the subscriber comes back.
     redis.kill();
     let mut redis = RedisProcess::start(port);
-    wait_for_subscribers(&redis.url(), &prefix, 1, Duration::from_secs(25));
+    common::wait_for_subscribers(&redis.url(), &prefix, 1, Duration::from_secs(25));
     let created: Vec<String> = (0..6)
         .map(|n| id_of(&create(&server, &user, Some("acme"), "after", n)))
         .collect();
@@ -715,10 +575,12 @@ fn wait_for_line(
 
 #[test]
 fn the_first_documents_notification_manager_receives_and_stops_on_4001() {
-    if Command::new("node").arg("--version").output().is_err() {
-        eprintln!("SKIPPED: node is not on PATH");
-        return;
-    }
+    // scripts/test installs Node.js and npm: without them this test fails, it never
+    // passes by skipping.
+    assert!(
+        Command::new("node").arg("--version").output().is_ok(),
+        "node is not on PATH (scripts/test installs nodejs and npm)"
+    );
     let dir = std::env::temp_dir().join(new_user("notifd_js"));
     std::fs::create_dir_all(&dir).expect("scratch dir");
     let mut scratch = Scratch {
@@ -736,17 +598,11 @@ fn the_first_documents_notification_manager_receives_and_stops_on_4001() {
     .current_dir(&dir);
     match run_bounded(npm, Duration::from_secs(45)) {
         Some(out) if out.status.success() => {}
-        Some(out) => {
-            eprintln!(
-                "SKIPPED: npm install ws failed: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            return;
-        }
-        None => {
-            eprintln!("SKIPPED: npm install ws did not finish (or npm is missing)");
-            return;
-        }
+        Some(out) => panic!(
+            "npm install ws failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ),
+        None => panic!("npm install ws did not finish within 45 s (or npm is missing)"),
     }
     let script = dir.join("manager.js");
     std::fs::write(&script, NOTIFICATION_MANAGER_JS).expect("write script");

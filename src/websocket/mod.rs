@@ -121,7 +121,7 @@ impl WsServer {
             cors_origins: config.cors_origins.clone(),
             active: AtomicUsize::new(0),
         });
-        let listener = crate::net::listen(config.ws_addr, None)?;
+        let listener = crate::net::listen(config.ws_addr)?;
         let addr = listener.local_addr()?;
         let stopping = Arc::new(AtomicBool::new(false));
         let (refuser, refusing) = refuser::Refuser::spawn(stopping.clone())?;
