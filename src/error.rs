@@ -47,6 +47,9 @@ pub enum Error {
     },
     /// A bug or an unexpected failure (500); the detail goes to the log only.
     Internal(String),
+    /// notifd cannot start: a listener cannot bind, a thread cannot start. Never a
+    /// response; the message names the setting to change.
+    Startup(String),
 }
 
 impl Error {
@@ -69,7 +72,7 @@ impl Error {
             Error::MethodNotAllowed(_) => 405,
             Error::TooLarge(_) => 413,
             Error::UnsupportedMediaType => 415,
-            Error::Internal(_) => 500,
+            Error::Internal(_) | Error::Startup(_) => 500,
             Error::Unavailable { .. } => 503,
         }
     }
@@ -89,14 +92,14 @@ impl Error {
             Error::TooLarge(_) => "payload_too_large",
             Error::UnsupportedMediaType => "unsupported_media_type",
             Error::Unavailable { .. } => "service_unavailable",
-            Error::Internal(_) => "internal_error",
+            Error::Internal(_) | Error::Startup(_) => "internal_error",
         }
     }
 
     /// The human text of the error body: safe to show to the client.
     pub fn public_message(&self) -> String {
         match self {
-            Error::Internal(_) => "internal server error".to_string(),
+            Error::Internal(_) | Error::Startup(_) => "internal server error".to_string(),
             Error::Unavailable { dependency, .. } => format!("{dependency} is unavailable"),
             other => other.to_string(),
         }
@@ -121,6 +124,7 @@ impl fmt::Display for Error {
                 write!(f, "{dependency} unavailable: {detail}")
             }
             Error::Internal(detail) => write!(f, "internal error: {detail}"),
+            Error::Startup(message) => f.write_str(message),
         }
     }
 }

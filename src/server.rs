@@ -54,7 +54,7 @@ impl Server {
         let publisher =
             Publisher::new(&config.redis_url, &config.redis_prefix, config.db_pool_size)?;
         let (committer, committers) = Committer::start(store.clone(), publisher.clone())
-            .map_err(|e| Error::Internal(format!("cannot start committers: {e}")))?;
+            .map_err(|e| Error::Startup(format!("cannot start committers: {e}")))?;
         background.extend(committers);
         let ctx = Arc::new(Ctx {
             store,
@@ -69,7 +69,7 @@ impl Server {
         if let Some(days) = config.retention_days {
             let retention =
                 crate::retention::spawn(config.database_url.clone(), days, shutdown.clone())
-                    .map_err(|e| Error::Internal(format!("cannot start retention: {e}")))?;
+                    .map_err(|e| Error::Startup(format!("cannot start retention: {e}")))?;
             background.push(retention);
         }
         let hub = Hub::new(uuid::Uuid::now_v7().simple().to_string());
@@ -79,7 +79,7 @@ impl Server {
             hub.clone(),
             shutdown.clone(),
         )
-        .map_err(|e| Error::Internal(format!("cannot start the Redis subscriber: {e}")))?;
+        .map_err(|e| Error::Startup(format!("cannot start the Redis subscriber: {e}")))?;
         background.push(subscriber);
         // Take connections once Redis deliveries (and 4005 from other instances) can
         // reach them; with Redis down, start anyway and catch up when it is back.
@@ -107,7 +107,7 @@ impl Server {
             },
             Arc::new(api::Api(ctx)),
         )
-        .map_err(|e| Error::Internal(format!("cannot start the REST front: {e}")))?;
+        .map_err(|e| Error::Startup(format!("cannot start the REST front: {e}")))?;
         let http_addr = front.addr();
         let metrics_addr = match config.metrics_addr {
             Some(addr) => {
@@ -180,12 +180,12 @@ fn spawn(
         .name(name.to_string())
         .stack_size(stack)
         .spawn(body)
-        .map_err(|e| Error::Internal(format!("cannot start thread {name}: {e}")))
+        .map_err(|e| Error::Startup(format!("cannot start thread {name}: {e}")))
 }
 
 /// A listener that cannot bind, naming the setting to change.
 fn bind_error(variable: &str, addr: SocketAddr, err: std::io::Error) -> Error {
-    Error::Internal(format!("{variable}: cannot listen on {addr}: {err}"))
+    Error::Startup(format!("{variable}: cannot listen on {addr}: {err}"))
 }
 
 /// Creates the database if needed and applies pending migrations.

@@ -138,3 +138,32 @@ fn serve_keeps_retrying_and_each_log_line_names_the_server_and_cause() {
     }
     assert!(!log.contains(PASSWORD), "the password is printed: {log}");
 }
+
+#[test]
+fn a_port_in_use_names_the_setting_and_the_address() {
+    let taken = TcpListener::bind("127.0.0.1:0").expect("a port");
+    let addr = taken.local_addr().expect("address").to_string();
+    for variable in ["NOTIFD_HTTP_ADDR", "NOTIFD_WS_ADDR"] {
+        let output = notifd(&common::database_url())
+            .env(variable, &addr)
+            .arg("serve")
+            .stdin(Stdio::null())
+            .output()
+            .expect("notifd runs");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            !output.status.success(),
+            "{variable}: started on a taken port"
+        );
+        let line = stderr
+            .lines()
+            .find(|l| l.contains("cannot listen"))
+            .unwrap_or_else(|| panic!("{variable}: no bind error; stderr:\n{stderr}"));
+        assert!(
+            line.contains(&format!("{variable}: cannot listen on {addr}")),
+            "{line}"
+        );
+        assert!(line.contains("in use"), "{line}");
+        assert!(!line.contains("internal error"), "{line}");
+    }
+}
