@@ -321,21 +321,26 @@ fn expect_100_continue_gets_continue_before_the_body() {
     assert_eq!(body, br#"{"updated":0}"#);
 }
 
-#[test]
-fn past_the_connection_cap_a_new_connection_gets_503_with_retry_after() {
-    let mut settings = common::settings();
-    settings.http_max_connections = Some("8".into());
-    let server = TestServer::with(settings);
-    let mut held: Vec<TcpStream> = (0..8)
+/// `n` keep-alive connections, each proven by one answered request.
+fn served_connections(server: &TestServer, n: usize) -> Vec<TcpStream> {
+    (0..n)
         .map(|_| {
-            let mut stream = connect(&server);
+            let mut stream = connect(server);
             stream
                 .write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
                 .expect("send");
             read_one_response(&mut stream);
             stream
         })
-        .collect();
+        .collect()
+}
+
+#[test]
+fn past_the_connection_cap_a_new_connection_gets_503_with_retry_after() {
+    let mut settings = common::settings();
+    settings.http_max_connections = Some("8".into());
+    let server = TestServer::with(settings);
+    let mut held = served_connections(&server, 8);
     let refused = exchange(&server, b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n");
     assert_refused(&refused, 503, "service_unavailable");
     assert_eq!(refused.header("retry-after"), Some("1"));
@@ -413,18 +418,8 @@ impl Drop for LimitedServer {
 impl LimitedServer {
     fn start(nofile: u64, extra: &[(&str, &str)]) -> LimitedServer {
         use std::os::unix::process::CommandExt;
-        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_notifd"));
+        let mut command = common::notifd_command("limited");
         command
-            .env_clear()
-            .env("NOTIFD_DATABASE_URL", common::database_url())
-            .env("NOTIFD_REDIS_URL", common::redis_url())
-            .env(
-                "NOTIFD_REDIS_PREFIX",
-                format!("{}:", common::new_user("limited")),
-            )
-            .env("NOTIFD_HTTP_ADDR", "127.0.0.1:0")
-            .env("NOTIFD_WS_ADDR", "127.0.0.1:0")
-            .env("NOTIFD_JWT_SECRET", common::SECRET)
             .env("NOTIFD_DB_POOL_SIZE", "2")
             .env("NOTIFD_MAX_CONNECTIONS", "16")
             .envs(extra.iter().copied())
@@ -635,16 +630,7 @@ fn every_client_past_the_cap_gets_503_even_when_the_refusal_slots_are_full() {
     let mut settings = common::settings();
     settings.http_max_connections = Some("4".into());
     let server = TestServer::with(settings);
-    let _held: Vec<TcpStream> = (0..4)
-        .map(|_| {
-            let mut stream = connect(&server);
-            stream
-                .write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
-                .expect("send");
-            read_one_response(&mut stream);
-            stream
-        })
-        .collect();
+    let _held = served_connections(&server, 4);
     // More refused clients than the front keeps refusal slots (64), none reading yet.
     let refused: Vec<TcpStream> = (0..150).map(|_| connect(&server)).collect();
     for (i, mut stream) in refused.into_iter().enumerate() {

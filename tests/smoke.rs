@@ -52,19 +52,8 @@ impl Running {
 }
 
 fn command(format: &str) -> Command {
-    let mut command = Command::new(BIN);
-    command
-        .env_clear()
-        .env("NOTIFD_DATABASE_URL", common::database_url())
-        .env("NOTIFD_REDIS_URL", common::redis_url())
-        .env(
-            "NOTIFD_REDIS_PREFIX",
-            format!("{}:", common::new_user("smoke")),
-        )
-        .env("NOTIFD_HTTP_ADDR", "127.0.0.1:0")
-        .env("NOTIFD_WS_ADDR", "127.0.0.1:0")
-        .env("NOTIFD_JWT_SECRET", common::SECRET)
-        .env("NOTIFD_LOG_FORMAT", format);
+    let mut command = common::notifd_command("smoke");
+    command.env("NOTIFD_LOG_FORMAT", format);
     command
 }
 

@@ -10,18 +10,11 @@ use std::net::TcpListener;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_notifd");
 const PASSWORD: &str = "pw-that-must-never-be-printed";
 
 fn notifd(database_url: &str) -> Command {
-    let mut command = Command::new(BIN);
-    command
-        .env_clear()
-        .env("NOTIFD_DATABASE_URL", database_url)
-        .env("NOTIFD_REDIS_URL", common::redis_url())
-        .env("NOTIFD_HTTP_ADDR", "127.0.0.1:0")
-        .env("NOTIFD_WS_ADDR", "127.0.0.1:0")
-        .env("NOTIFD_JWT_SECRET", common::SECRET);
+    let mut command = common::notifd_command("startup");
+    command.env("NOTIFD_DATABASE_URL", database_url);
     command
 }
 
@@ -102,10 +95,6 @@ fn migrate_says_when_the_missing_database_cannot_be_created() {
 fn serve_keeps_retrying_and_each_log_line_names_the_server_and_cause() {
     let port = closed_port();
     let mut child = notifd(&url("postgres", port, "notifd_x"))
-        .env(
-            "NOTIFD_REDIS_PREFIX",
-            format!("{}:", common::new_user("startup")),
-        )
         .arg("serve")
         .stderr(Stdio::piped())
         .stdout(Stdio::null())

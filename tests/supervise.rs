@@ -29,18 +29,7 @@ fn a_panic_ends_the_process(test_name: &str, thread: &str) {
     if std::env::var_os(CHILD).is_some() {
         return child(thread);
     }
-    let output = Command::new(std::env::current_exe().expect("test binary"))
-        .args([test_name, "--exact", "--nocapture", "--test-threads=1"])
-        .env(CHILD, "1")
-        .output()
-        .expect("child runs");
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(
-        output.status.code(),
-        Some(supervise::EXIT_FAILED),
-        "child status {:?}; stderr:\n{stderr}",
-        output.status
-    );
+    let stderr = run_failing_child(test_name);
     let line = stderr
         .lines()
         .find(|line| line.contains("essential thread stopped"))
@@ -52,6 +41,24 @@ fn a_panic_ends_the_process(test_name: &str, thread: &str) {
         stderr.contains(&format!("down: [\"{thread}\"]")),
         "the part was not reported down; stderr:\n{stderr}"
     );
+}
+
+/// Runs test `test_name` of this binary as a child with `CHILD` set; asserts it exited
+/// with `EXIT_FAILED` and returns its stderr.
+fn run_failing_child(test_name: &str) -> String {
+    let output = Command::new(std::env::current_exe().expect("test binary"))
+        .args([test_name, "--exact", "--nocapture", "--test-threads=1"])
+        .env(CHILD, "1")
+        .output()
+        .expect("child runs");
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert_eq!(
+        output.status.code(),
+        Some(supervise::EXIT_FAILED),
+        "child status {:?}; stderr:\n{stderr}",
+        output.status
+    );
+    stderr
 }
 
 fn child(thread: &str) {
@@ -126,22 +133,8 @@ fn a_failing_rest_worker_is_reported_by_healthz_and_ends_the_process() {
         }
         panic!("the process is still running after a REST worker failed");
     }
-    let output = Command::new(std::env::current_exe().expect("test binary"))
-        .args([
-            "a_failing_rest_worker_is_reported_by_healthz_and_ends_the_process",
-            "--exact",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(CHILD, "1")
-        .output()
-        .expect("child runs");
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(
-        output.status.code(),
-        Some(supervise::EXIT_FAILED),
-        "stderr:\n{stderr}"
-    );
+    let stderr =
+        run_failing_child("a_failing_rest_worker_is_reported_by_healthz_and_ends_the_process");
     assert!(stderr.contains("first healthz: 200"), "{stderr}");
     let health = stderr
         .lines()

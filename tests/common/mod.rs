@@ -533,6 +533,22 @@ pub fn admin_client() -> postgres::Client {
         .expect("PostgreSQL reachable for tests")
 }
 
+/// The notifd binary with an empty environment but what a test server needs: this
+/// binary's database, the shared Redis under a fresh prefix (`tag`), free ports, the
+/// test secret. Callers add or override settings.
+pub fn notifd_command(tag: &str) -> std::process::Command {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_notifd"));
+    command
+        .env_clear()
+        .env("NOTIFD_DATABASE_URL", database_url())
+        .env("NOTIFD_REDIS_URL", redis_url())
+        .env("NOTIFD_REDIS_PREFIX", format!("{}:", new_user(tag)))
+        .env("NOTIFD_HTTP_ADDR", "127.0.0.1:0")
+        .env("NOTIFD_WS_ADDR", "127.0.0.1:0")
+        .env("NOTIFD_JWT_SECRET", SECRET);
+    command
+}
+
 /// The lines a child writes to stderr, read on a thread of their own so a test can
 /// wait for one with a deadline (`recv_timeout`).
 pub fn stderr_lines(child: &mut std::process::Child) -> std::sync::mpsc::Receiver<String> {
