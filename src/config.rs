@@ -152,13 +152,7 @@ pub struct Config {
 impl Config {
     /// Parses and validates every setting.
     pub fn from_settings(s: &Settings) -> Result<Config, ConfigError> {
-        let database_url = s
-            .database_url
-            .clone()
-            .unwrap_or_else(|| DEFAULT_DATABASE_URL.into());
-        database_url
-            .parse::<postgres::Config>()
-            .map_err(|e| bad("NOTIFD_DATABASE_URL", format!("not a PostgreSQL URL: {e}")))?;
+        let database_url = database_url(s)?;
         let redis_url = s
             .redis_url
             .clone()
@@ -237,6 +231,36 @@ impl Config {
             },
         })
     }
+}
+
+/// What `notifd migrate` needs, and nothing else: the database and how to log.
+pub struct MigrateConfig {
+    pub database_url: String,
+    pub log_level: log::LevelFilter,
+    pub log_format: LogFormat,
+}
+
+impl MigrateConfig {
+    /// Parses only the settings a migration uses, so that `notifd migrate` runs
+    /// without a JWT secret or anything else `serve` needs.
+    pub fn from_settings(s: &Settings) -> Result<MigrateConfig, ConfigError> {
+        Ok(MigrateConfig {
+            database_url: database_url(s)?,
+            log_level: parse_log_level(s.log.as_deref())?,
+            log_format: parse_log_format(s.log_format.as_deref())?,
+        })
+    }
+}
+
+/// `NOTIFD_DATABASE_URL`, checked to be a PostgreSQL URL.
+fn database_url(s: &Settings) -> Result<String, ConfigError> {
+    let url = s
+        .database_url
+        .clone()
+        .unwrap_or_else(|| DEFAULT_DATABASE_URL.into());
+    url.parse::<postgres::Config>()
+        .map_err(|e| bad("NOTIFD_DATABASE_URL", format!("not a PostgreSQL URL: {e}")))?;
+    Ok(url)
 }
 
 /// Descriptors kept for what is not a connection (the PostgreSQL and Redis pools,

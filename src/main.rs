@@ -15,6 +15,9 @@ fn main() -> ExitCode {
     process::enlarge_futex_hash();
     notifd::cli::unset_blank_environment();
     let cli = Cli::parse();
+    if let Command::Migrate = cli.command {
+        return migrate(&cli.settings);
+    }
     let config = match Config::from_settings(&cli.settings) {
         Ok(config) => config,
         Err(err) => {
@@ -25,13 +28,33 @@ fn main() -> ExitCode {
     logging::init(config.log_level, config.log_format);
     let result = match &cli.command {
         Command::Serve => serve(&config),
-        Command::Migrate => server::apply_migrations(&config.database_url)
-            .map(|n| eprintln!("notifd: {n} migration(s) applied"))
-            .map_err(|e| e.to_string()),
+        Command::Migrate => unreachable!("handled above"),
         Command::Token(args) => token(&config, args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("notifd: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `notifd migrate`: needs only the database settings (no JWT secret).
+fn migrate(settings: &notifd::cli::Settings) -> ExitCode {
+    let config = match config::MigrateConfig::from_settings(settings) {
+        Ok(config) => config,
+        Err(err) => {
+            eprintln!("notifd: {err}");
+            return ExitCode::from(2);
+        }
+    };
+    logging::init(config.log_level, config.log_format);
+    match server::apply_migrations(&config.database_url) {
+        Ok(n) => {
+            eprintln!("notifd: {n} migration(s) applied");
+            ExitCode::SUCCESS
+        }
         Err(err) => {
             eprintln!("notifd: {err}");
             ExitCode::FAILURE

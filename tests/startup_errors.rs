@@ -156,3 +156,16 @@ fn a_port_in_use_names_the_setting_and_the_address() {
         assert!(!line.contains("internal error"), "{line}");
     }
 }
+
+#[test]
+fn migrate_needs_only_the_database_settings() {
+    let output = notifd(&common::database_url())
+        .env_remove("NOTIFD_JWT_SECRET")
+        .arg("migrate")
+        .stdin(Stdio::null())
+        .output()
+        .expect("notifd runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(stderr.contains("migration(s) applied"), "{stderr}");
+}
