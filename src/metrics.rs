@@ -1,5 +1,6 @@
 //! Prometheus metrics: process-wide counters, gauges and histograms, rendered in the
-//! text exposition format 0.0.4 by `GET /metrics`.
+//! text exposition format 0.0.4 by `GET /metrics`, followed by the standard
+//! `process_*` family (`process`, read from /proc at each scrape).
 //!
 //! Plain atomics on the hot paths (create, deliver); a short-held mutex only for the
 //! labelled families, whose label sets are bounded by construction: route templates,
@@ -10,6 +11,8 @@ use std::fmt::Write;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
+
+mod process;
 
 /// Upper bounds (seconds) of the latency histogram buckets.
 const BUCKETS: [f64; 14] = [
@@ -167,13 +170,15 @@ impl Metrics {
         );
         header(
             &mut out,
-            "notifd_ws_connections",
+            // Not `notifd_ws_connections`: under OpenMetrics that is the family name
+            // of the counter `notifd_ws_connections_total`, and the two would clash.
+            "notifd_ws_connections_open",
             "gauge",
             "WebSocket connections open now.",
         );
         let _ = writeln!(
             out,
-            "notifd_ws_connections {}",
+            "notifd_ws_connections_open {}",
             self.ws_connections.load(Ordering::Relaxed).max(0)
         );
         counter(
@@ -283,6 +288,7 @@ impl Metrics {
             "Notifications deleted by retention.",
             load(&self.retention_deleted),
         );
+        process::render(&mut out);
         out
     }
 }

@@ -120,7 +120,11 @@ pub fn limits() -> ProcessLimits {
         .map(|maps| maps.lines().count() as u64)
         .ok();
     ProcessLimits {
-        descriptors: left("RLIMIT_NOFILE", Some(fd_limit()), open_descriptors()),
+        descriptors: left(
+            "RLIMIT_NOFILE",
+            Some(fd_limit()),
+            open_descriptors().unwrap_or(0),
+        ),
         threads: least(threads),
         maps: left(
             "vm.max_map_count",
@@ -150,7 +154,7 @@ fn least(headrooms: Vec<Headroom>) -> Headroom {
 }
 
 /// A soft resource limit; `None` when unlimited or unreadable.
-fn rlimit(resource: libc::__rlimit_resource_t) -> Option<u64> {
+pub(crate) fn rlimit(resource: libc::__rlimit_resource_t) -> Option<u64> {
     let mut limit = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
@@ -179,8 +183,12 @@ fn tasks_on_host() -> Option<u64> {
     total.parse().ok()
 }
 
-fn open_descriptors() -> u64 {
-    std::fs::read_dir("/proc/self/fd").map_or(0, |dir| dir.count() as u64)
+/// Descriptors open now (the directory's own one included); `None` when /proc
+/// cannot be read.
+pub(crate) fn open_descriptors() -> Option<u64> {
+    std::fs::read_dir("/proc/self/fd")
+        .ok()
+        .map(|dir| dir.count() as u64)
 }
 
 /// `pids.max - pids.current` at each level of this process's cgroup that sets a

@@ -1,6 +1,7 @@
 //! `GET /metrics`: Prometheus text format that a real parser reads, with values that
-//! move as traffic flows and label sets bounded to route templates; with
-//! `NOTIFD_METRICS_ADDR`, served on that address only.
+//! move as traffic flows and label sets bounded to route templates, the standard
+//! `process_*` family with this process's values, and family names that OpenMetrics
+//! can tell apart; with `NOTIFD_METRICS_ADDR`, served on that address only.
 
 mod common;
 
@@ -47,7 +48,7 @@ fn metrics_parse_and_move_with_traffic() {
     let before = scrape(&server);
     for name in [
         "notifd_build_info",
-        "notifd_ws_connections",
+        "notifd_ws_connections_open",
         "notifd_ws_connections_total",
         "notifd_notifications_created_total",
         "notifd_notifications_delivered_total",
@@ -173,4 +174,88 @@ fn a_metrics_address_of_its_own_serves_them_there_and_not_on_the_rest_port() {
     let huge = format!("GET /metrics HTTP/1.1\r\nX-Pad: {}\r\n", "a".repeat(20_000));
     assert_eq!(common::raw_to(addr, huge.as_bytes()).status, 431);
     parse(&common::request_to(addr, "GET", "/metrics", &[], None));
+}
+
+/// The `process_*` family describes this very process (the server runs in it): the
+/// values are checked against what the test reads itself, not only for presence.
+#[test]
+fn the_process_family_reports_this_process() {
+    let server = TestServer::start();
+    let scrape = scrape(&server);
+    let gauge = |name: &str| {
+        assert!(
+            scrape.samples.iter().any(|s| s.metric == name),
+            "{name} missing"
+        );
+        value(&scrape, name, &[])
+    };
+    let open = gauge("process_open_fds");
+    let max = gauge("process_max_fds");
+    assert!(open > 0.0 && open <= max, "open {open}, max {max}");
+    assert_eq!(max, notifd::process::fd_limit() as f64);
+    let resident = gauge("process_resident_memory_bytes");
+    assert!(resident > 1e6, "resident {resident}");
+    assert!(gauge("process_virtual_memory_bytes") >= resident);
+    // The server's own threads (listeners, workers, subscriber) are in this process.
+    assert!(gauge("process_threads") > 4.0);
+    assert!(gauge("process_cpu_seconds_total") > 0.0);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_secs_f64();
+    let started = gauge("process_start_time_seconds");
+    // Clock ticks are 10 ms; the boot time is whole seconds.
+    assert!(
+        started <= now + 1.0 && started > now - 3600.0,
+        "started {started}, now {now}"
+    );
+    let text = server.request("GET", "/metrics", &[], None).text();
+    for (name, kind) in [
+        ("process_cpu_seconds_total", "counter"),
+        ("process_open_fds", "gauge"),
+        ("process_threads", "gauge"),
+    ] {
+        assert!(
+            text.contains(&format!("# TYPE {name} {kind}\n")),
+            "{name} is a {kind}"
+        );
+    }
+}
+
+/// OpenMetrics names a counter's family without its `_total` and a histogram's
+/// series `_bucket`, `_sum` and `_count`: no other family may take those names
+/// (`notifd_ws_connections` as a gauge once clashed with the connections counter).
+#[test]
+fn family_names_do_not_clash_under_openmetrics() {
+    let server = TestServer::start();
+    let text = server.request("GET", "/metrics", &[], None).text();
+    let families: Vec<(&str, &str)> = text
+        .lines()
+        .filter_map(|line| line.strip_prefix("# TYPE "))
+        .filter_map(|rest| rest.split_once(' '))
+        .collect();
+    assert!(families.len() > 10, "{families:?}");
+    let names: std::collections::HashSet<&str> = families.iter().map(|(n, _)| *n).collect();
+    assert_eq!(names.len(), families.len(), "a family is declared twice");
+    for (name, kind) in &families {
+        let taken: Vec<String> = match *kind {
+            "counter" => {
+                let base = name.strip_suffix("_total");
+                assert!(base.is_some(), "counter {name} does not end in _total");
+                base.into_iter().map(String::from).collect()
+            }
+            "histogram" => ["_bucket", "_sum", "_count"]
+                .iter()
+                .map(|suffix| format!("{name}{suffix}"))
+                .collect(),
+            _ => Vec::new(),
+        };
+        for other in taken {
+            assert!(
+                !names.contains(other.as_str()),
+                "{other} clashes with {kind} {name}"
+            );
+        }
+    }
+    assert!(names.contains("notifd_ws_connections_open"));
 }
