@@ -25,13 +25,24 @@ struct Sample {
     value: Option<f64>,
 }
 
-/// Appends the family to a scrape.
+/// Appends the family to a scrape: the samples that could be read, each with its
+/// `# HELP` and `# TYPE`.
 pub fn render(out: &mut String) {
+    for sample in samples() {
+        if let Some(value) = sample.value {
+            super::header(out, sample.name, sample.kind, sample.help);
+            let _ = writeln!(out, "{} {value}", sample.name);
+        }
+    }
+}
+
+/// Reads the family now.
+fn samples() -> [Sample; 7] {
     let stat =
         read_bounded("/proc/self/stat", MAX_STAT).map_or_else(Stat::default, |s| parse_stat(&s));
     let ticks = clock_ticks();
     let page = sysconf(libc::_SC_PAGESIZE);
-    let samples = [
+    [
         Sample {
             name: "process_cpu_seconds_total",
             kind: "counter",
@@ -60,7 +71,10 @@ pub fn render(out: &mut String) {
             name: "process_resident_memory_bytes",
             kind: "gauge",
             help: "Resident memory size in bytes.",
-            value: stat.resident_pages.zip(page).map(|(n, p)| (n * p) as f64),
+            value: stat
+                .resident_pages
+                .zip(page)
+                .map(|(n, p)| n as f64 * p as f64),
         },
         Sample {
             name: "process_start_time_seconds",
@@ -74,16 +88,7 @@ pub fn render(out: &mut String) {
             help: "Threads of the process (one per WebSocket, plus a few dozen).",
             value: stat.threads.map(|n| n as f64),
         },
-    ];
-    for sample in samples {
-        if let Some(value) = sample.value {
-            let (name, kind, help) = (sample.name, sample.kind, sample.help);
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
-            );
-        }
-    }
+    ]
 }
 
 /// The fields of /proc/self/stat the family needs.
@@ -108,7 +113,10 @@ fn parse_stat(text: &str) -> Stat {
     let fields: Vec<&str> = text[cut + 1..].split_whitespace().collect();
     let field = |n: usize| fields.get(n - 3).and_then(|f| f.parse::<u64>().ok());
     Stat {
-        cpu_ticks: field(14).zip(field(15)).map(|(user, system)| user + system),
+        // Checked: the numbers are the kernel's, and an overflow must not panic.
+        cpu_ticks: field(14)
+            .zip(field(15))
+            .and_then(|(user, system)| user.checked_add(system)),
         threads: field(20),
         start_ticks: field(22),
         virtual_bytes: field(23),
