@@ -84,7 +84,7 @@ pub struct Settings {
     /// Clock leeway for `exp` [default: 30s]
     #[arg(long, env = "NOTIFD_JWT_LEEWAY", global = true)]
     pub jwt_leeway: Option<String>,
-    /// Log level: error, warn, info, debug, trace [default: info]
+    /// Log level, then optional module=level pairs (info,notifd::store=debug) [default: info]
     #[arg(long, env = "NOTIFD_LOG", global = true)]
     pub log: Option<String>,
     /// Log format: text or json [default: text]

@@ -114,8 +114,9 @@ pub struct Config {
     /// REST port serves it).
     pub metrics_addr: Option<SocketAddr>,
     pub jwt: JwtConfig,
+    /// The default level and per-module levels (`info,notifd::store=debug`).
     /// Defaults to info.
-    pub log_level: log::LevelFilter,
+    pub log_filter: crate::logging::Filter,
     /// Defaults to text.
     pub log_format: LogFormat,
     /// Defaults to 30 s.
@@ -177,7 +178,7 @@ impl Config {
                 _ => None,
             },
             jwt: parse_jwt(s)?,
-            log_level: parse_log_level(s.log.as_deref())?,
+            log_filter: parse_log_filter(s.log.as_deref())?,
             log_format: parse_log_format(s.log_format.as_deref())?,
             ping_interval: duration_or(
                 "NOTIFD_PING_INTERVAL",
@@ -236,7 +237,7 @@ impl Config {
 /// What `notifd migrate` needs, and nothing else: the database and how to log.
 pub struct MigrateConfig {
     pub database_url: String,
-    pub log_level: log::LevelFilter,
+    pub log_filter: crate::logging::Filter,
     pub log_format: LogFormat,
 }
 
@@ -246,7 +247,7 @@ impl MigrateConfig {
     pub fn from_settings(s: &Settings) -> Result<MigrateConfig, ConfigError> {
         Ok(MigrateConfig {
             database_url: database_url(s)?,
-            log_level: parse_log_level(s.log.as_deref())?,
+            log_filter: parse_log_filter(s.log.as_deref())?,
             log_format: parse_log_format(s.log_format.as_deref())?,
         })
     }
@@ -380,13 +381,9 @@ fn parse_list(text: Option<&str>) -> Vec<String> {
         .collect()
 }
 
-fn parse_log_level(text: Option<&str>) -> Result<log::LevelFilter, ConfigError> {
-    text.unwrap_or("info").parse().map_err(|_| {
-        bad(
-            "NOTIFD_LOG",
-            "use one of error, warn, info, debug, trace, off",
-        )
-    })
+fn parse_log_filter(text: Option<&str>) -> Result<crate::logging::Filter, ConfigError> {
+    crate::logging::Filter::parse(text.unwrap_or("info"))
+        .map_err(|problem| bad("NOTIFD_LOG", problem))
 }
 
 fn parse_log_format(text: Option<&str>) -> Result<LogFormat, ConfigError> {

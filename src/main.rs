@@ -25,7 +25,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    logging::init(config.log_level, config.log_format);
+    logging::init(config.log_filter.clone(), config.log_format);
     let result = match &cli.command {
         Command::Serve => serve(&config),
         Command::Migrate => unreachable!("handled above"),
@@ -49,7 +49,7 @@ fn migrate(settings: &notifd::cli::Settings) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    logging::init(config.log_level, config.log_format);
+    logging::init(config.log_filter.clone(), config.log_format);
     match server::apply_migrations(&config.database_url) {
         Ok(n) => {
             eprintln!("notifd: {n} migration(s) applied");

@@ -55,9 +55,10 @@ pub fn migrate(client: &mut Client) -> Result<usize, Error> {
 /// A failure names the server and says what it answered: "password authentication
 /// failed", "connection refused", "permission denied to create database".
 pub fn connect_creating(url: &str) -> Result<Client, Error> {
-    let config: postgres::Config = url
+    let mut config: postgres::Config = url
         .parse()
         .map_err(|e| Error::Internal(format!("bad database URL: {e}")))?;
+    config.notice_callback(log_notice);
     match config.connect(NoTls) {
         Ok(client) => Ok(client),
         Err(err) if err.code() == Some(&postgres::error::SqlState::INVALID_CATALOG_NAME) => {
@@ -90,6 +91,12 @@ pub fn connect_creating(url: &str) -> Result<Client, Error> {
         }
         Err(err) => Err(unavailable("cannot connect to".into(), &config, &err)),
     }
+}
+
+/// PostgreSQL notices (`relation "notifd_migrations" already exists, skipping` on
+/// every start) at debug: they are routine, and the postgres crate logs them at info.
+fn log_notice(notice: postgres::error::DbError) {
+    log::debug!(severity = notice.severity(), code = notice.code().code(); "postgresql notice: {}", notice.message());
 }
 
 /// "`what` `server`: `cause`", as a 503-class error: a database notifd cannot use.
