@@ -2,7 +2,7 @@
 //! environment variable. Values stay strings here; `config` parses and validates them
 //! so that every error names the variable it came from.
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 
 /// notifd: a self-hosted real-time notification server.
 #[derive(Debug, Parser)]
@@ -14,13 +14,41 @@ pub struct Cli {
     pub settings: Settings,
 }
 
+impl Cli {
+    /// Parses the command line (exiting with clap's message on an error). The
+    /// settings are global flags, so `notifd serve --log debug` works; `notifd token`
+    /// accepts them too but its help lists only its own options, which the settings
+    /// would otherwise bury.
+    pub fn parse_args() -> Cli {
+        let mut command = Cli::command();
+        // Building copies the global settings into each subcommand; only then can
+        // token's copies be hidden.
+        command.build();
+        let command = command.mut_subcommand("token", |token| {
+            token.mut_args(|arg| {
+                let global = arg.is_global_set();
+                arg.hide(global)
+            })
+        });
+        Cli::from_arg_matches(&command.get_matches()).unwrap_or_else(|err| err.exit())
+    }
+}
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Apply pending migrations, then serve REST and WebSocket until SIGTERM/SIGINT.
     Serve,
     /// Create the database if missing and apply pending migrations, then exit.
     Migrate,
+    /// Print the settings notifd would run with (secrets masked) and check that
+    /// PostgreSQL and Redis answer; exit 0 when all is well, 1 when a dependency
+    /// does not answer, 2 when a setting is bad.
+    CheckConfig,
     /// Mint a token with the configured HS* secret (for curl and wscat).
+    #[command(
+        after_help = "Signs with NOTIFD_JWT_ALGORITHM and NOTIFD_JWT_SECRET (or NOTIFD_JWT_SECRET_FILE), \
+                      from the environment or their flags, as `notifd --help` lists them."
+    )]
     Token(TokenArgs),
 }
 
@@ -51,9 +79,16 @@ pub struct Settings {
         hide_env_values = true
     )]
     pub database_url: Option<String>,
+    /// File holding the PostgreSQL URL, so its password stays out of the environment
+    /// (trailing newline ignored) [default: none]
+    #[arg(long, env = "NOTIFD_DATABASE_URL_FILE", global = true)]
+    pub database_url_file: Option<String>,
     /// Redis URL [default: redis://127.0.0.1:6379]
     #[arg(long, env = "NOTIFD_REDIS_URL", global = true, hide_env_values = true)]
     pub redis_url: Option<String>,
+    /// File holding the Redis URL (trailing newline ignored) [default: none]
+    #[arg(long, env = "NOTIFD_REDIS_URL_FILE", global = true)]
+    pub redis_url_file: Option<String>,
     /// Prefix of every Redis channel name [default: empty]
     #[arg(long, env = "NOTIFD_REDIS_PREFIX", global = true)]
     pub redis_prefix: Option<String>,
@@ -84,7 +119,7 @@ pub struct Settings {
     /// Clock leeway for `exp` [default: 30s]
     #[arg(long, env = "NOTIFD_JWT_LEEWAY", global = true)]
     pub jwt_leeway: Option<String>,
-    /// Log level: error, warn, info, debug, trace [default: info]
+    /// Log level, then optional module=level pairs (info,notifd::store=debug) [default: info]
     #[arg(long, env = "NOTIFD_LOG", global = true)]
     pub log: Option<String>,
     /// Log format: text or json [default: text]

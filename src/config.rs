@@ -114,8 +114,9 @@ pub struct Config {
     /// REST port serves it).
     pub metrics_addr: Option<SocketAddr>,
     pub jwt: JwtConfig,
+    /// The default level and per-module levels (`info,notifd::store=debug`).
     /// Defaults to info.
-    pub log_level: log::LevelFilter,
+    pub log_filter: crate::logging::Filter,
     /// Defaults to text.
     pub log_format: LogFormat,
     /// Defaults to 30 s.
@@ -153,12 +154,7 @@ impl Config {
     /// Parses and validates every setting.
     pub fn from_settings(s: &Settings) -> Result<Config, ConfigError> {
         let database_url = database_url(s)?;
-        let redis_url = s
-            .redis_url
-            .clone()
-            .unwrap_or_else(|| DEFAULT_REDIS_URL.into());
-        redis::Client::open(redis_url.as_str())
-            .map_err(|e| bad("NOTIFD_REDIS_URL", format!("not a Redis URL: {e}")))?;
+        let redis_url = redis_url(s)?;
         let (max_connections, max_connections_lowered) = max_connections(s)?;
         Ok(Config {
             database_url,
@@ -177,7 +173,7 @@ impl Config {
                 _ => None,
             },
             jwt: parse_jwt(s)?,
-            log_level: parse_log_level(s.log.as_deref())?,
+            log_filter: parse_log_filter(s.log.as_deref())?,
             log_format: parse_log_format(s.log_format.as_deref())?,
             ping_interval: duration_or(
                 "NOTIFD_PING_INTERVAL",
@@ -236,7 +232,7 @@ impl Config {
 /// What `notifd migrate` needs, and nothing else: the database and how to log.
 pub struct MigrateConfig {
     pub database_url: String,
-    pub log_level: log::LevelFilter,
+    pub log_filter: crate::logging::Filter,
     pub log_format: LogFormat,
 }
 
@@ -246,21 +242,67 @@ impl MigrateConfig {
     pub fn from_settings(s: &Settings) -> Result<MigrateConfig, ConfigError> {
         Ok(MigrateConfig {
             database_url: database_url(s)?,
-            log_level: parse_log_level(s.log.as_deref())?,
+            log_filter: parse_log_filter(s.log.as_deref())?,
             log_format: parse_log_format(s.log_format.as_deref())?,
         })
     }
 }
 
-/// `NOTIFD_DATABASE_URL`, checked to be a PostgreSQL URL.
+/// `NOTIFD_DATABASE_URL` (or the file `NOTIFD_DATABASE_URL_FILE` names), checked
+/// to be a PostgreSQL URL.
 fn database_url(s: &Settings) -> Result<String, ConfigError> {
-    let url = s
-        .database_url
-        .clone()
-        .unwrap_or_else(|| DEFAULT_DATABASE_URL.into());
+    let (url, variable) = value_or_file(
+        ("NOTIFD_DATABASE_URL", &s.database_url),
+        ("NOTIFD_DATABASE_URL_FILE", &s.database_url_file),
+    )?
+    .unwrap_or_else(|| (DEFAULT_DATABASE_URL.into(), "NOTIFD_DATABASE_URL"));
+    // The parser's message names the part that is wrong, never the password.
     url.parse::<postgres::Config>()
-        .map_err(|e| bad("NOTIFD_DATABASE_URL", format!("not a PostgreSQL URL: {e}")))?;
+        .map_err(|e| bad(variable, format!("not a PostgreSQL URL: {e}")))?;
     Ok(url)
+}
+
+/// `NOTIFD_REDIS_URL` (or the file `NOTIFD_REDIS_URL_FILE` names), checked to be a
+/// Redis URL.
+fn redis_url(s: &Settings) -> Result<String, ConfigError> {
+    let (url, variable) = value_or_file(
+        ("NOTIFD_REDIS_URL", &s.redis_url),
+        ("NOTIFD_REDIS_URL_FILE", &s.redis_url_file),
+    )?
+    .unwrap_or_else(|| (DEFAULT_REDIS_URL.into(), "NOTIFD_REDIS_URL"));
+    redis::Client::open(url.as_str())
+        .map_err(|e| bad(variable, format!("not a Redis URL: {e}")))?;
+    Ok(url)
+}
+
+/// A value given directly or in a file (`…_FILE`, for values that hold a password:
+/// systemd credentials, Docker and Kubernetes secrets are files). Returns the value
+/// and the variable it came from, for later messages; `None` when neither is set.
+/// Setting both is an error rather than a silent choice. A message names the file's
+/// path, never its content.
+fn value_or_file(
+    (variable, value): (&'static str, &Option<String>),
+    (file_variable, path): (&'static str, &Option<String>),
+) -> Result<Option<(String, &'static str)>, ConfigError> {
+    let value = value.as_ref().filter(|v| !v.is_empty());
+    let path = path.as_ref().filter(|p| !p.is_empty());
+    match (value, path) {
+        (Some(_), Some(_)) => Err(bad(
+            variable,
+            format!("set either {variable} or {file_variable}, not both"),
+        )),
+        (Some(value), None) => Ok(Some((value.clone(), variable))),
+        (None, Some(path)) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| bad(file_variable, format!("cannot read {path}: {e}")))?;
+            let text = text.trim_end_matches(['\r', '\n']);
+            if text.is_empty() {
+                return Err(bad(file_variable, format!("{path} is empty")));
+            }
+            Ok(Some((text.to_string(), file_variable)))
+        }
+        (None, None) => Ok(None),
+    }
 }
 
 /// Descriptors kept for what is not a connection (the PostgreSQL and Redis pools,
@@ -380,13 +422,9 @@ fn parse_list(text: Option<&str>) -> Vec<String> {
         .collect()
 }
 
-fn parse_log_level(text: Option<&str>) -> Result<log::LevelFilter, ConfigError> {
-    text.unwrap_or("info").parse().map_err(|_| {
-        bad(
-            "NOTIFD_LOG",
-            "use one of error, warn, info, debug, trace, off",
-        )
-    })
+fn parse_log_filter(text: Option<&str>) -> Result<crate::logging::Filter, ConfigError> {
+    crate::logging::Filter::parse(text.unwrap_or("info"))
+        .map_err(|problem| bad("NOTIFD_LOG", problem))
 }
 
 fn parse_log_format(text: Option<&str>) -> Result<LogFormat, ConfigError> {
@@ -447,24 +485,20 @@ fn parse_jwt(s: &Settings) -> Result<JwtConfig, ConfigError> {
 }
 
 fn read_secret(s: &Settings) -> Result<Vec<u8>, ConfigError> {
-    let secret = match (&s.jwt_secret, &s.jwt_secret_file) {
-        (Some(secret), _) if !secret.is_empty() => secret.clone().into_bytes(),
-        (_, Some(path)) => {
-            let text = std::fs::read_to_string(path)
-                .map_err(|e| bad("NOTIFD_JWT_SECRET_FILE", format!("cannot read {path}: {e}")))?;
-            text.trim_end_matches(['\r', '\n']).as_bytes().to_vec()
-        }
-        _ => {
-            return Err(bad(
-                "NOTIFD_JWT_SECRET",
-                "required for HS* algorithms (or set NOTIFD_JWT_SECRET_FILE)",
-            ))
-        }
-    };
+    let (secret, variable) = value_or_file(
+        ("NOTIFD_JWT_SECRET", &s.jwt_secret),
+        ("NOTIFD_JWT_SECRET_FILE", &s.jwt_secret_file),
+    )?
+    .ok_or_else(|| {
+        bad(
+            "NOTIFD_JWT_SECRET",
+            "required for HS* algorithms (or set NOTIFD_JWT_SECRET_FILE)",
+        )
+    })?;
     if secret.len() < 16 {
-        return Err(bad("NOTIFD_JWT_SECRET", "too short: use at least 16 bytes"));
+        return Err(bad(variable, "too short: use at least 16 bytes"));
     }
-    Ok(secret)
+    Ok(secret.into_bytes())
 }
 
 #[cfg(test)]

@@ -8,7 +8,8 @@
 //! REST list / mark-read -> store
 //! ```
 //!
-//! - [`config`] / [`cli`]: every `NOTIFD_*` setting, parsed and validated once.
+//! - [`config`] / [`cli`]: every `NOTIFD_*` setting, parsed and validated once;
+//!   [`check`]: `notifd check-config` (the settings, masked, and the dependencies).
 //! - [`auth`]: JWT verification and what a token grants.
 //! - [`notification`]: the one JSON shape; [`validate`]: create requests.
 //! - [`store`]: PostgreSQL (pool, migrations, keyset pages, read state).
@@ -28,6 +29,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod check;
 pub mod cli;
 pub mod committer;
 pub mod config;

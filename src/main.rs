@@ -4,19 +4,20 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::Parser;
 use notifd::auth::{self, Claims};
 use notifd::cli::{Cli, Command, TokenArgs};
 use notifd::config::{self, JwtKey};
-use notifd::{logging, process, server, Config, Server};
+use notifd::{check, logging, process, server, Config, Server};
 
 fn main() -> ExitCode {
     process::raise_fd_limit();
     process::enlarge_futex_hash();
     notifd::cli::unset_blank_environment();
-    let cli = Cli::parse();
-    if let Command::Migrate = cli.command {
-        return migrate(&cli.settings);
+    let cli = Cli::parse_args();
+    match cli.command {
+        Command::Migrate => return migrate(&cli.settings),
+        Command::CheckConfig => return check_config(&cli.settings),
+        Command::Serve | Command::Token(_) => {}
     }
     let config = match Config::from_settings(&cli.settings) {
         Ok(config) => config,
@@ -25,10 +26,10 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    logging::init(config.log_level, config.log_format);
+    logging::init(config.log_filter.clone(), config.log_format);
     let result = match &cli.command {
         Command::Serve => serve(&config),
-        Command::Migrate => unreachable!("handled above"),
+        Command::Migrate | Command::CheckConfig => unreachable!("handled above"),
         Command::Token(args) => token(&config, args),
     };
     match result {
@@ -49,7 +50,7 @@ fn migrate(settings: &notifd::cli::Settings) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    logging::init(config.log_level, config.log_format);
+    logging::init(config.log_filter.clone(), config.log_format);
     match server::apply_migrations(&config.database_url) {
         Ok(n) => {
             eprintln!("notifd: {n} migration(s) applied");
@@ -59,6 +60,46 @@ fn migrate(settings: &notifd::cli::Settings) -> ExitCode {
             eprintln!("notifd: {err}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// `notifd check-config`: the settings on stdout, one `NAME=value` line each
+/// (secrets masked), then one line per dependency; exit 0 when both answer, 1 when
+/// one does not (on stderr, with host:port and the cause), 2 for a bad setting.
+fn check_config(settings: &notifd::cli::Settings) -> ExitCode {
+    let config = match Config::from_settings(settings) {
+        Ok(config) => config,
+        Err(err) => {
+            eprintln!("notifd: {err}");
+            return ExitCode::from(2);
+        }
+    };
+    for (variable, value) in check::settings(&config, settings) {
+        println!("{variable}={value}");
+    }
+    if let Some(lowered) = config.max_connections_lowered {
+        println!(
+            "# NOTIFD_MAX_CONNECTIONS asked for {}; {} allows no more",
+            lowered.asked, lowered.limit
+        );
+    }
+    let mut healthy = true;
+    for (name, result) in [
+        ("postgresql", check::postgresql(&config.database_url)),
+        ("redis", check::redis(&config.redis_url)),
+    ] {
+        match result {
+            Ok(answer) => println!("# {name} {answer}"),
+            Err(cause) => {
+                eprintln!("notifd: {name} unreachable: {cause}");
+                healthy = false;
+            }
+        }
+    }
+    if healthy {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
     }
 }
 

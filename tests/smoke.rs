@@ -6,50 +6,14 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc::Receiver;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{expect_close, next_notification, ws_connect, Response};
+use common::{expect_close, next_notification, ws_connect, Response, Running};
 use serde_json::{json, Value};
 
 const BIN: &str = env!("CARGO_BIN_EXE_notifd");
 const PAYLOAD_MARKER: &str = "payload-content-that-must-not-be-logged";
-
-struct Running {
-    child: Child,
-    lines: Receiver<String>,
-    log: Vec<String>,
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Running {
-    /// Reads log lines until one contains `needle`; panics after 20 s.
-    fn wait_for(&mut self, needle: &str) -> String {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
-            match self.lines.recv_timeout(left) {
-                Ok(line) => {
-                    self.log.push(line.clone());
-                    if line.contains(needle) {
-                        return line;
-                    }
-                }
-                Err(_) => break,
-            }
-        }
-        panic!(
-            "no log line with {needle:?}; log so far:\n{}",
-            self.log.join("\n")
-        );
-    }
-}
 
 fn command(format: &str) -> Command {
     let mut command = common::notifd_command("smoke");
@@ -58,18 +22,9 @@ fn command(format: &str) -> Command {
 }
 
 fn start(format: &str) -> Running {
-    let mut child = command(format)
-        .arg("serve")
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("notifd starts");
-    let lines = common::stderr_lines(&mut child);
-    Running {
-        child,
-        lines,
-        log: Vec::new(),
-    }
+    let mut command = command(format);
+    command.arg("serve");
+    Running::spawn(command)
 }
 
 /// The value of `key` in a text (`key=value`) or JSON log line.

@@ -141,6 +141,16 @@ fn ping(client: &redis::Client, timeout: Duration) -> redis::RedisResult<redis::
     Ok(conn)
 }
 
+/// For `notifd check-config`: PING on a fresh connection within `timeout`. Ok and Err
+/// both name the server (`host:port`), never the URL.
+pub fn check(url: &str, timeout: Duration) -> Result<String, String> {
+    let client = redis::Client::open(url).map_err(|e| format!("not a Redis URL: {e}"))?;
+    let server = redis_server(&client);
+    ping(&client, timeout)
+        .map(|_| format!("{server}: ok"))
+        .map_err(|e| format!("{server}: {}", with_causes(&e)))
+}
+
 /// `host:port` of the Redis server, for messages (the subscriber's too): never the
 /// URL, which may hold a password.
 pub fn redis_server(client: &redis::Client) -> String {

@@ -55,9 +55,10 @@ pub fn migrate(client: &mut Client) -> Result<usize, Error> {
 /// A failure names the server and says what it answered: "password authentication
 /// failed", "connection refused", "permission denied to create database".
 pub fn connect_creating(url: &str) -> Result<Client, Error> {
-    let config: postgres::Config = url
+    let mut config: postgres::Config = url
         .parse()
         .map_err(|e| Error::Internal(format!("bad database URL: {e}")))?;
+    config.notice_callback(log_notice);
     match config.connect(NoTls) {
         Ok(client) => Ok(client),
         Err(err) if err.code() == Some(&postgres::error::SqlState::INVALID_CATALOG_NAME) => {
@@ -90,6 +91,38 @@ pub fn connect_creating(url: &str) -> Result<Client, Error> {
         }
         Err(err) => Err(unavailable("cannot connect to".into(), &config, &err)),
     }
+}
+
+/// For `notifd check-config`: connects within `timeout` and runs `SELECT 1`,
+/// creating nothing. A missing database is fine when the server answers, since
+/// `serve` and `migrate` create it. Ok and Err both name the server, never the
+/// password.
+pub fn check(url: &str, timeout: std::time::Duration) -> Result<String, String> {
+    let mut config: postgres::Config = url.parse().map_err(|e| format!("bad database URL: {e}"))?;
+    config.connect_timeout(timeout).notice_callback(log_notice);
+    let server = super::pool::server(&config);
+    let failed = |e: &postgres::Error| format!("{server}: {}", postgres_cause(e));
+    match config.connect(NoTls) {
+        Ok(mut client) => {
+            client.simple_query("SELECT 1").map_err(|e| failed(&e))?;
+            Ok(format!("{server}: ok"))
+        }
+        Err(err) if err.code() == Some(&postgres::error::SqlState::INVALID_CATALOG_NAME) => {
+            let mut admin = config.clone();
+            admin.dbname("postgres");
+            admin.connect(NoTls).map_err(|e| failed(&e))?;
+            Ok(format!(
+                "{server}: ok (the database does not exist yet; serve and migrate create it)"
+            ))
+        }
+        Err(err) => Err(failed(&err)),
+    }
+}
+
+/// PostgreSQL notices (`relation "notifd_migrations" already exists, skipping` on
+/// every start) at debug: they are routine, and the postgres crate logs them at info.
+fn log_notice(notice: postgres::error::DbError) {
+    log::debug!(severity = notice.severity(), code = notice.code().code(); "postgresql notice: {}", notice.message());
 }
 
 /// "`what` `server`: `cause`", as a 503-class error: a database notifd cannot use.

@@ -17,7 +17,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 pub use cursor::Cursor;
-pub use migrate::{connect_creating, migrate};
+pub use migrate::{check, connect_creating, migrate};
 
 use crate::auth::{Grants, Identity};
 use crate::error::Error;

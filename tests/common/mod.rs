@@ -568,6 +568,56 @@ pub fn stderr_lines(child: &mut std::process::Child) -> std::sync::mpsc::Receive
     lines
 }
 
+/// A notifd child (`serve`), killed on drop, with its stderr lines as they come and
+/// the ones read so far.
+pub struct Running {
+    pub child: std::process::Child,
+    pub lines: std::sync::mpsc::Receiver<String>,
+    pub log: Vec<String>,
+}
+
+impl Running {
+    /// Spawns `command` (stdout discarded, stderr read line by line).
+    pub fn spawn(mut command: std::process::Command) -> Running {
+        let mut child = command
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("notifd starts");
+        let lines = stderr_lines(&mut child);
+        Running {
+            child,
+            lines,
+            log: Vec::new(),
+        }
+    }
+
+    /// Reads log lines until one contains `needle`; panics after 20 s.
+    pub fn wait_for(&mut self, needle: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            let Ok(line) = self.lines.recv_timeout(left) else {
+                break;
+            };
+            self.log.push(line.clone());
+            if line.contains(needle) {
+                return line;
+            }
+        }
+        panic!(
+            "no log line with {needle:?}; log so far:\n{}",
+            self.log.join("\n")
+        );
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// A `redis-server` of the test's own on `port`, killed on drop (a panicking test
 /// included), so a test can stop and restart Redis without touching the machine's.
 /// Panics where redis-server is not installed: a Redis outage test that cannot run
