@@ -16,6 +16,9 @@ use log::{Level, LevelFilter, Log, Metadata, Record};
 
 use crate::config::LogFormat;
 
+/// Crates whose debug lines carry request data; see `Filter::level_for`.
+const QUIET_UNLESS_NAMED: [&str; 2] = ["tokio_postgres", "postgres"];
+
 /// A default level and per-module levels; the longest matching module prefix wins.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Filter {
@@ -58,15 +61,22 @@ impl Filter {
 
     /// The level for records of `target` (a module path such as `notifd::store::pool`).
     pub fn level_for(&self, target: &str) -> LevelFilter {
-        self.modules
-            .iter()
-            .find(|(module, _)| {
-                target == module
-                    || target
-                        .strip_prefix(module.as_str())
-                        .is_some_and(|rest| rest.starts_with("::"))
-            })
-            .map_or(self.default, |(_, level)| *level)
+        let within = |module: &str| {
+            target == module
+                || target
+                    .strip_prefix(module)
+                    .is_some_and(|rest| rest.starts_with("::"))
+        };
+        if let Some((_, level)) = self.modules.iter().find(|(module, _)| within(module)) {
+            return *level;
+        }
+        // The PostgreSQL client logs each statement with its parameters at debug
+        // (notification payloads, user ids): those stay out of the log unless the
+        // operator names the client's module.
+        if QUIET_UNLESS_NAMED.iter().any(|module| within(module)) {
+            return self.default.min(LevelFilter::Info);
+        }
+        self.default
     }
 
     /// The most verbose level any module gets: `log`'s global cut-off.
@@ -266,6 +276,17 @@ mod tests {
         );
         assert_eq!(filter.max(), LevelFilter::Debug);
         assert_eq!(filter.to_string(), "info,notifd::http=warn,notifd=debug");
+    }
+
+    #[test]
+    fn the_postgresql_client_stays_at_info_unless_named() {
+        let debug = Filter::parse("debug").expect("valid");
+        assert_eq!(debug.level_for("tokio_postgres::query"), LevelFilter::Info);
+        assert_eq!(debug.level_for("notifd::store"), LevelFilter::Debug);
+        let warn = Filter::parse("warn").expect("valid");
+        assert_eq!(warn.level_for("tokio_postgres::query"), LevelFilter::Warn);
+        let named = Filter::parse("debug,tokio_postgres=trace").expect("valid");
+        assert_eq!(named.level_for("tokio_postgres::query"), LevelFilter::Trace);
     }
 
     #[test]
