@@ -116,7 +116,8 @@ impl Verifier {
             }
         }
         let key = match (&config.key, config.algorithm) {
-            (JwtKey::Secret(secret), HS256 | HS384 | HS512) => DecodingKey::from_secret(secret),
+            (JwtKey::Secret(secret), HS256 | HS384 | HS512) => DecodingKey::from_secret(secret)
+                .map_err(|e| format!("not a usable HS secret: {e}"))?,
             (JwtKey::PublicKeyPem(pem), RS256 | RS384 | RS512 | PS256 | PS384 | PS512) => {
                 DecodingKey::from_rsa_pem(pem)
                     .map_err(|e| format!("not an RSA public key in PEM: {e}"))?
@@ -227,12 +228,10 @@ impl Verifier {
 
 /// Signs a token with an HS* secret (the `notifd token` command and tests).
 pub fn mint(algorithm: Algorithm, secret: &[u8], claims: &Claims) -> Result<String, String> {
-    jsonwebtoken::encode(
-        &Header::new(algorithm),
-        claims,
-        &EncodingKey::from_secret(secret),
-    )
-    .map_err(|e| format!("cannot sign token: {e}"))
+    let key =
+        EncodingKey::from_secret(secret).map_err(|e| format!("not a usable HS secret: {e}"))?;
+    jsonwebtoken::encode(&Header::new(algorithm), claims, &key)
+        .map_err(|e| format!("cannot sign token: {e}"))
 }
 
 /// Seconds since the epoch, as JWT `exp` counts them.
@@ -309,7 +308,7 @@ mod tests {
         jsonwebtoken::encode(
             &Header::new(Algorithm::HS256),
             claims,
-            &EncodingKey::from_secret(SECRET),
+            &EncodingKey::from_secret(SECRET).expect("test secret"),
         )
         .expect("signs")
     }

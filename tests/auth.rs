@@ -159,7 +159,7 @@ fn sign(claims: &Value) -> String {
     jsonwebtoken::encode(
         &Header::new(Algorithm::HS256),
         claims,
-        &EncodingKey::from_secret(SECRET.as_bytes()),
+        &EncodingKey::from_secret(SECRET.as_bytes()).expect("test secret"),
     )
     .expect("sign")
 }
@@ -380,7 +380,7 @@ fn iss_aud_token(iss: Option<&str>, aud: Option<&str>) -> String {
     jsonwebtoken::encode(
         &Header::new(Algorithm::HS256),
         &claims,
-        &EncodingKey::from_secret(SECRET.as_bytes()),
+        &EncodingKey::from_secret(SECRET.as_bytes()).expect("test secret"),
     )
     .expect("encode")
 }
@@ -608,4 +608,29 @@ fn the_error_body_of_a_refused_token_is_json_with_a_json_content_type() {
     assert_eq!(response.header("content-type"), Some("application/json"));
     let body: Value = response.json();
     assert!(body["error"]["message"].is_string(), "{body}");
+}
+
+/// A validly signed token that names a critical header extension notifd does not
+/// understand (RFC 7515 §4.1.11) must be refused, not verified as if it were plain.
+#[test]
+fn a_token_with_an_unknown_critical_header_is_refused() {
+    let server = TestServer::start();
+    let user = new_user("crit");
+    let header = URL_SAFE_NO_PAD.encode(
+        json!({"alg": "HS256", "typ": "JWT", "crit": ["notifd-test-ext"], "notifd-test-ext": 1})
+            .to_string(),
+    );
+    let claims = URL_SAFE_NO_PAD
+        .encode(json!({"sub": user, "exp": unix_now() + 3600, "workspaces": ["acme"]}).to_string());
+    let signing_input = format!("{header}.{claims}");
+    let signature = jsonwebtoken::crypto::sign(
+        signing_input.as_bytes(),
+        &EncodingKey::from_secret(SECRET.as_bytes()).expect("test secret"),
+        Algorithm::HS256,
+    )
+    .expect("sign");
+    let token = format!("{signing_input}.{signature}");
+    let response = server.get("/v1/notifications", &token);
+    assert_eq!(response.status, 401, "{}", response.text());
+    assert_eq!(ws_close_code(&server, &token), 4001);
 }
