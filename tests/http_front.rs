@@ -575,9 +575,9 @@ fn api_answers_say_how_to_authenticate_and_are_not_cached() {
     assert_eq!(health.header("cache-control"), None);
 }
 
-/// CPU seconds this process has used (the in-process server's threads included).
-fn process_cpu_seconds() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").expect("procfs");
+/// CPU seconds process `pid` has used.
+fn process_cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("procfs");
     let fields: Vec<&str> = stat.rsplit_once(')').expect("stat").1.split(' ').collect();
     let ticks: f64 =
         fields[12].parse::<f64>().expect("utime") + fields[13].parse::<f64>().expect("stime");
@@ -586,11 +586,13 @@ fn process_cpu_seconds() -> f64 {
 
 #[test]
 fn a_half_closed_client_that_stops_reading_costs_no_cpu_and_is_cut_off() {
-    let server = server_with_timeout("1s");
+    // A server of its own process: its CPU is not shared with other tests' servers.
+    let server = LimitedServer::start(4096, &[("NOTIFD_HTTP_TIMEOUT", "1s")]);
+    let pid = server.child.id();
     let socket =
         socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
     socket.set_recv_buffer_size(4096).expect("small buffer");
-    socket.connect(&server.http_addr().into()).expect("connect");
+    socket.connect(&server.http_addr.into()).expect("connect");
     let mut stream: TcpStream = socket.into();
     // Far more answers than the two socket buffers hold; then half-close and read nothing.
     let mut requests = Vec::new();
@@ -602,9 +604,9 @@ fn a_half_closed_client_that_stops_reading_costs_no_cpu_and_is_cut_off() {
         .shutdown(std::net::Shutdown::Write)
         .expect("half-close");
     std::thread::sleep(Duration::from_millis(300));
-    let before = process_cpu_seconds();
+    let before = process_cpu_seconds(pid);
     std::thread::sleep(Duration::from_secs(2));
-    let spent = process_cpu_seconds() - before;
+    let spent = process_cpu_seconds(pid) - before;
     assert!(
         spent < 0.5,
         "{spent:.2} s of CPU in 2 s for one stalled client"
