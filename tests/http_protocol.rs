@@ -427,10 +427,9 @@ fn a_connection_stalled_mid_request_is_closed() {
     assert!(!text.contains("\"status\":\"ok\""), "{text}");
 }
 
-/// tiny_http's task pool can leave some of a burst of new keep-alive connections
-/// waiting for a free thread (seen: 5 to 30 s); the accept pacer bounds that wait.
-/// Every connection of each burst must get its first answer within 1 s, even on a
-/// loaded test machine.
+/// The old front (tiny_http) could leave some of a burst of new keep-alive
+/// connections waiting 5 to 30 s for a free thread. Every connection of each burst
+/// must get its first answer within 1 s, even on a loaded test machine.
 #[test]
 fn a_burst_of_keep_alive_connections_is_answered_promptly() {
     use std::io::{Read, Write};

@@ -3,8 +3,8 @@
 //! thread of its own (both `lean_thread`s, two memory maps each; how many the process
 //! can hold is `capacity`'s).
 //!
-//! tiny_http's upgrade is not used: it hides the `TcpStream`, and a connection here
-//! needs its fd (for epoll) and non-blocking mode. Comes after `hub` (which feeds the
+//! The WebSocket port is not served by the REST front: a connection here needs its
+//! own fd (for epoll) and non-blocking mode from the handshake on. Comes after `hub` (which feeds the
 //! connection queues); `connection` is the per-socket loop. While a connection thread
 //! sleeps with nothing half-done, it lends its socket (`gate`) to the `heartbeat`
 //! thread (pings), the `readiness` thread (pongs) and the subscriber (`direct`

@@ -454,7 +454,8 @@ impl Response {
     }
 }
 
-/// Decodes a chunked body (tiny_http chunks responses over ~32 KiB).
+/// Decodes a chunked body (notifd sends `Content-Length`; this keeps the reader
+/// honest for any server that chunks).
 fn dechunk(mut raw: &[u8]) -> Vec<u8> {
     let mut body = Vec::new();
     loop {

@@ -182,7 +182,7 @@ async fn post(
 
 /// Opens `n` keep-alive REST connections one after the other, each proven by one
 /// answered `GET /healthz`, so the timed load starts on connections notifd serves.
-/// (Opened in a burst, some of them can wait seconds for a tiny_http pool thread.)
+/// (With the old tiny_http front, a burst could wait seconds for a pool thread.)
 /// Returns the connections and the slowest first answer in ms.
 pub async fn open_conns(ctx: &Ctx, n: usize) -> Result<(Vec<HttpConn>, f64), String> {
     let mut conns = Vec::with_capacity(n);
