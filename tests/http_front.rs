@@ -388,7 +388,7 @@ fn a_panicking_handler_answers_500_and_nothing_else_is_affected() {
 }
 
 #[test]
-fn shutdown_closes_idle_connections_and_finishes_nothing_half() {
+fn shutdown_closes_idle_keep_alive_connections_promptly() {
     let mut server = TestServer::start();
     let mut idle = connect(&server);
     idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")

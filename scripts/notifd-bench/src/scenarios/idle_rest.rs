@@ -111,15 +111,7 @@ async fn timed(
             let seq = ctx.seq().ok_or("sequence numbers used up")?;
             super::create(&ctx, &mut conn, &format!("idle-{}", i % 100), seq).await?
         } else {
-            let started = Instant::now();
-            let response = conn
-                .request("GET", "/healthz", "-", None)
-                .await
-                .map_err(|e| format!("healthz: {e}"))?;
-            if response.status != 200 {
-                return Err(format!("healthz: status {}", response.status));
-            }
-            started.elapsed().as_nanos() as u64
+            super::healthz(&mut conn).await?
         };
         let _ = histogram.record(took.max(1));
         i += 1;

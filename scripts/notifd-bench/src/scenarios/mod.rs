@@ -189,18 +189,26 @@ pub async fn open_conns(ctx: &Ctx, n: usize) -> Result<(Vec<HttpConn>, f64), Str
     let mut slowest = 0f64;
     for _ in 0..n {
         let mut conn = HttpConn::new(ctx.args.http);
-        let started = Instant::now();
-        let response = conn
-            .request("GET", "/healthz", "-", None)
+        let took = healthz(&mut conn)
             .await
             .map_err(|e| format!("opening a REST connection: {e}"))?;
-        if response.status != 200 {
-            return Err(format!("GET /healthz: status {}", response.status));
-        }
-        slowest = slowest.max(started.elapsed().as_secs_f64() * 1e3);
+        slowest = slowest.max(took as f64 / 1e6);
         conns.push(conn);
     }
     Ok((conns, proc::round(slowest, 2)))
+}
+
+/// One `GET /healthz` answered 200 on `conn`; returns the round trip in ns.
+pub async fn healthz(conn: &mut HttpConn) -> Result<u64, String> {
+    let started = Instant::now();
+    let response = conn
+        .request("GET", "/healthz", "-", None)
+        .await
+        .map_err(|e| format!("GET /healthz: {e}"))?;
+    if response.status != 200 {
+        return Err(format!("GET /healthz: status {}", response.status));
+    }
+    Ok(started.elapsed().as_nanos() as u64)
 }
 
 /// Waits (bounded) until every acked create in `range` arrived; returns
