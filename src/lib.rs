@@ -15,7 +15,8 @@
 //! - [`store`]: PostgreSQL (pool, migrations, keyset pages, read state).
 //! - [`committer`]: group commit of concurrent creates, then one Redis pipeline.
 //! - [`publisher`]: Redis publish after commit; [`subscriber`]: the one thread that
-//!   receives from Redis; [`hub`]: user -> this instance's connections.
+//!   receives from Redis; [`channels`]: the Redis channel names both use;
+//!   [`hub`]: user -> this instance's connections.
 //! - [`websocket`]: the WebSocket listener, handshakes and per-connection loops.
 //! - [`http`]: notifd's own HTTP/1.1 front (epoll, bounded workers, protocol rules);
 //!   [`api`]: the REST endpoints it serves.
@@ -29,6 +30,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod channels;
 pub mod check;
 pub mod cli;
 pub mod committer;

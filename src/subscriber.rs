@@ -49,11 +49,6 @@ impl Replace {
     }
 }
 
-/// The control channel name.
-pub fn control_channel(prefix: &str) -> String {
-    format!("{prefix}notifd:control")
-}
-
 /// Starts the subscriber thread. The receiver gets a message once the first
 /// subscription is in place (so a server can wait for it before taking connections).
 pub fn spawn(
@@ -128,8 +123,8 @@ fn session(
     let mut pubsub = conn.as_pubsub();
     pubsub.set_read_timeout(Some(Duration::from_secs(2)))?;
     // Every user's channel: the channel name with `*` for the user.
-    let pattern = crate::publisher::channel_name(prefix, "*");
-    let control = control_channel(prefix);
+    let pattern = crate::channels::all_user_notifications(prefix);
+    let control = crate::channels::control(prefix);
     pubsub.psubscribe(&pattern)?;
     pubsub.subscribe(&control)?;
     pubsub.set_read_timeout(Some(READ_TIMEOUT))?;

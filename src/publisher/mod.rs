@@ -63,7 +63,7 @@ impl Publisher {
 
     /// The channel of one user's notifications.
     pub fn channel(&self, user_id: &str) -> String {
-        channel_name(&self.prefix, user_id)
+        crate::channels::user_notifications(&self.prefix, user_id)
     }
 
     /// Publishes many notifications in one round trip: `(user_id, json)` pairs. Never
@@ -93,7 +93,7 @@ impl Publisher {
         }
         let mut pipe = redis::pipe();
         pipe.cmd("PUBLISH")
-            .arg(crate::subscriber::control_channel(&self.prefix))
+            .arg(crate::channels::control(&self.prefix))
             .arg(json)
             .ignore();
         self.run(&pipe, CONTROL_TIMEOUT)
@@ -203,9 +203,4 @@ impl r2d2::ManageConnection for Manager {
     fn has_broken(&self, conn: &mut Connection) -> bool {
         conn.broken || !redis::ConnectionLike::is_open(&conn.conn)
     }
-}
-
-/// `{prefix}notifications:{user_id}`.
-pub fn channel_name(prefix: &str, user_id: &str) -> String {
-    format!("{prefix}notifications:{user_id}")
 }
