@@ -49,6 +49,11 @@ fn admitted(admission: Admission) -> Vec<Conn> {
     }
 }
 
+/// Admits `conn` for alice on acme (the user of most tests); the evicted.
+fn admit(roster: &Roster, conn: &Conn) -> Vec<Conn> {
+    admitted(roster.admit("alice", "acme", conn))
+}
+
 fn conns(instance: &str, ids: std::ops::Range<u64>) -> Vec<Conn> {
     ids.map(|id| Conn::new(instance, id)).collect()
 }
@@ -59,16 +64,10 @@ fn the_sixth_of_five_evicts_exactly_the_oldest() {
     let roster = Roster::new(&common::redis_url(), &prefix, 5).expect("roster");
     let c = conns("i", 0..8);
     for conn in &c[..5] {
-        assert_eq!(admitted(roster.admit("alice", "acme", conn)), []);
+        assert_eq!(admit(&roster, conn), []);
     }
-    assert_eq!(
-        admitted(roster.admit("alice", "acme", &c[5])),
-        [c[0].clone()]
-    );
-    assert_eq!(
-        admitted(roster.admit("alice", "acme", &c[6])),
-        [c[1].clone()]
-    );
+    assert_eq!(admit(&roster, &c[5]), [c[0].clone()]);
+    assert_eq!(admit(&roster, &c[6]), [c[1].clone()]);
     assert_eq!(members(&prefix, "alice", "acme"), c[2..7]);
     // Another workspace of the same user, and another user, have rosters of their own.
     assert_eq!(admitted(roster.admit("alice", "beta", &c[7])), []);
@@ -81,12 +80,9 @@ fn with_a_limit_of_1_each_admit_evicts_the_previous() {
     let prefix = prefix();
     let roster = Roster::new(&common::redis_url(), &prefix, 1).expect("roster");
     let c = conns("i", 0..4);
-    assert_eq!(admitted(roster.admit("alice", "acme", &c[0])), []);
+    assert_eq!(admit(&roster, &c[0]), []);
     for pair in c.windows(2) {
-        assert_eq!(
-            admitted(roster.admit("alice", "acme", &pair[1])),
-            [pair[0].clone()]
-        );
+        assert_eq!(admit(&roster, &pair[1]), [pair[0].clone()]);
     }
     assert_eq!(members(&prefix, "alice", "acme"), [c[3].clone()]);
 }
@@ -96,14 +92,11 @@ fn admitting_again_keeps_the_place_and_evicts_nothing() {
     let prefix = prefix();
     let roster = Roster::new(&common::redis_url(), &prefix, 2).expect("roster");
     let c = conns("i", 0..3);
-    admitted(roster.admit("alice", "acme", &c[0]));
-    admitted(roster.admit("alice", "acme", &c[1]));
-    assert_eq!(admitted(roster.admit("alice", "acme", &c[0])), []);
+    admit(&roster, &c[0]);
+    admit(&roster, &c[1]);
+    assert_eq!(admit(&roster, &c[0]), []);
     assert_eq!(members(&prefix, "alice", "acme"), c[..2]);
-    assert_eq!(
-        admitted(roster.admit("alice", "acme", &c[2])),
-        [c[0].clone()]
-    );
+    assert_eq!(admit(&roster, &c[2]), [c[0].clone()]);
 }
 
 #[test]
@@ -112,11 +105,11 @@ fn two_instances_share_one_roster_and_evictions_name_their_owner() {
     let a = Roster::new(&common::redis_url(), &prefix, 2).expect("roster A");
     let b = Roster::new(&common::redis_url(), &prefix, 2).expect("roster B");
     let (on_a, on_b) = (conns("A", 0..3), conns("B", 0..3));
-    admitted(a.admit("alice", "acme", &on_a[0]));
-    admitted(b.admit("alice", "acme", &on_b[0]));
+    admit(&a, &on_a[0]);
+    admit(&b, &on_b[0]);
     a.leave("alice", "acme", &on_a[0]);
-    assert_eq!(admitted(b.admit("alice", "acme", &on_b[1])), [], "A's left");
-    let evicted = admitted(a.admit("alice", "acme", &on_a[1]));
+    assert_eq!(admit(&b, &on_b[1]), [], "A's left");
+    let evicted = admit(&a, &on_a[1]);
     assert_eq!(
         evicted,
         [on_b[0].clone()],
@@ -131,10 +124,7 @@ fn two_instances_share_one_roster_and_evictions_name_their_owner() {
         .expect("every instance parses it");
     assert_eq!(heard.ids_on("B").collect::<Vec<_>>(), [0]);
     assert_eq!(heard.ids_on("A").count(), 0);
-    assert_eq!(
-        admitted(b.admit("alice", "acme", &on_b[2])),
-        [on_b[1].clone()]
-    );
+    assert_eq!(admit(&b, &on_b[2]), [on_b[1].clone()]);
     assert_eq!(
         members(&prefix, "alice", "acme"),
         [on_a[1].clone(), on_b[2].clone()]
@@ -146,8 +136,8 @@ fn leave_removes_and_the_last_one_out_removes_the_key() {
     let prefix = prefix();
     let roster = Roster::new(&common::redis_url(), &prefix, 5).expect("roster");
     let c = conns("i", 0..3);
-    admitted(roster.admit("alice", "acme", &c[0]));
-    admitted(roster.admit("alice", "acme", &c[1]));
+    admit(&roster, &c[0]);
+    admit(&roster, &c[1]);
     roster.leave("alice", "acme", &c[0]);
     roster.leave("alice", "acme", &c[2]); // never admitted: harmless
     assert_eq!(members(&prefix, "alice", "acme"), [c[1].clone()]);
@@ -173,10 +163,7 @@ fn concurrent_admits_keep_exactly_the_limit_and_report_each_eviction_once() {
             let roster = rosters[t as usize % 2].clone();
             std::thread::spawn(move || {
                 let mine = conns(&format!("t{t}"), 0..EACH);
-                let evicted: Vec<Conn> = mine
-                    .iter()
-                    .flat_map(|c| admitted(roster.admit("alice", "acme", c)))
-                    .collect();
+                let evicted: Vec<Conn> = mine.iter().flat_map(|c| admit(&roster, c)).collect();
                 (mine, evicted)
             })
         })
@@ -202,26 +189,17 @@ fn a_crashed_instances_members_are_evicted_first() {
     let crashed = Roster::new(&common::redis_url(), &prefix, 5).expect("roster");
     let stale = conns("crashed", 0..2);
     for conn in &stale {
-        admitted(crashed.admit("alice", "acme", conn));
+        admit(&crashed, conn);
     }
     drop(crashed); // never leaves
     let roster = Roster::new(&common::redis_url(), &prefix, 5).expect("roster");
     let fresh = conns("alive", 0..6);
     for conn in &fresh[..3] {
-        assert_eq!(admitted(roster.admit("alice", "acme", conn)), []);
+        assert_eq!(admit(&roster, conn), []);
     }
-    assert_eq!(
-        admitted(roster.admit("alice", "acme", &fresh[3])),
-        [stale[0].clone()]
-    );
-    assert_eq!(
-        admitted(roster.admit("alice", "acme", &fresh[4])),
-        [stale[1].clone()]
-    );
-    assert_eq!(
-        admitted(roster.admit("alice", "acme", &fresh[5])),
-        [fresh[0].clone()]
-    );
+    assert_eq!(admit(&roster, &fresh[3]), [stale[0].clone()]);
+    assert_eq!(admit(&roster, &fresh[4]), [stale[1].clone()]);
+    assert_eq!(admit(&roster, &fresh[5]), [fresh[0].clone()]);
 }
 
 #[test]
