@@ -12,7 +12,8 @@
 //! (`admit.lua`) adds the newcomer, pops everything beyond the newest N and refreshes
 //! the key's TTL. Redis runs a script alone, so concurrent admits on any number of
 //! instances agree: after each, the set holds at most N, and every evicted member is
-//! reported to exactly one caller. It costs the handshake one round trip. The score
+//! reported to exactly one caller. It costs the handshake one round trip (0.06 ms
+//! p50, 0.17 ms p99 against a local Redis, where a PING takes 0.02 ms). The score
 //! is Redis's own clock, forced above the newest score, so that clock skew between
 //! hosts can never make a newcomer rank older than the connections it replaces (with
 //! instance clocks, a host 1 s behind would see its new connections evicted at once).
@@ -23,15 +24,21 @@
 //! goes once. Until then they take a slot: a live connection older than a stale one
 //! may be evicted before it (one spurious 4005, after which the client reconnects as
 //! the newest). The TTL (`KEY_TTL`, refreshed by every admit) removes the keys of
-//! users who never come back. Keys are only ever named, never scanned.
+//! users who never come back; it also forgets connections of a key nobody admitted
+//! to for that long, which then count no more (the limit errs on the side of
+//! keeping connections open). Keys are only ever named, never scanned.
 //!
 //! Redis unreachable: a call never takes more than `BUDGET` (waiting for a pooled
 //! connection included) and then answers [`Admission::Unavailable`]; for
 //! `RETRY_AFTER` after that, calls answer at once without trying, and then one
 //! caller tries again. The caller then applies the limit among its own instance's
-//! connections only. Connections admitted that way are not in the roster; admitting
+//! connections only. Connections opened meanwhile are not in the roster; admitting
 //! one again later is harmless (an admit of a member already there keeps its place
 //! and only refreshes the TTL).
+//!
+//! The limit travels with each admit, so instances should share one
+//! `NOTIFD_CONNECTIONS_PER_USER`: with different ones, each admit trims the roster to
+//! its own instance's limit.
 
 mod member;
 mod pool;
@@ -107,7 +114,8 @@ impl Roster {
     }
 
     /// Adds `conn` to the roster of `user_id` on `workspace`; answers the ones it
-    /// pushed beyond the limit.
+    /// pushed beyond the limit. Call it once `conn` can be found by an `Evict` (it is
+    /// in the hub): the admit of a newer connection may evict it the next moment.
     pub fn admit(&self, user_id: &str, workspace: &str, conn: &Conn) -> Admission {
         let key = key(&self.inner.prefix, user_id, workspace);
         let member = conn.member();
@@ -121,7 +129,7 @@ impl Roster {
     }
 
     /// Removes `conn` (it closed). Best effort: while Redis is unreachable the member
-    /// stays and is evicted first later, as a crashed instance's are.
+    /// stays, to be evicted in its turn, as a crashed instance's are.
     pub fn leave(&self, user_id: &str, workspace: &str, conn: &Conn) {
         let key = key(&self.inner.prefix, user_id, workspace);
         let member = conn.member();

@@ -14,7 +14,7 @@ use crate::error::with_causes;
 /// The script `admit` runs (see the file for what it does and why).
 const ADMIT: &str = include_str!("admit.lua");
 
-/// Shortest socket timeout set (zero would mean "no timeout" to the OS).
+/// Shortest socket timeout set (std refuses a zero one).
 const MIN_TIMEOUT: Duration = Duration::from_millis(1);
 
 pub struct Pool {
@@ -56,7 +56,10 @@ impl Pool {
         // finds out (it is now marked broken and the pool drops it): one more try on
         // a fresh connection, if time is left, so a restart does not look like an
         // outage. The same for a script flushed from Redis (`SCRIPT FLUSH`): a fresh
-        // connection loads it again.
+        // connection loads it again. (Should the first try have run and only its
+        // reply been lost, the second is harmless: an admit of a member already there
+        // keeps its place; what the first evicted goes unreported, those connections
+        // staying open uncounted until they close.)
         let stale = err.is_io_error() || err.kind() == ErrorKind::Server(ServerErrorKind::NoScript);
         if !stale || deadline.saturating_duration_since(Instant::now()) < MIN_TIMEOUT {
             return Err(with_causes(&err));
