@@ -11,7 +11,8 @@
 //! - [`config`] / [`cli`]: every `NOTIFD_*` setting, parsed and validated once;
 //!   [`check`]: `notifd check-config` (the settings, masked, and the dependencies).
 //! - [`auth`]: JWT verification and what a token grants.
-//! - [`notification`]: the one JSON shape; [`validate`]: create requests.
+//! - [`notification`]: the one JSON shape; [`validate`]: create requests;
+//!   [`events`]: state changes and counts (the notifd.v1 event protocol).
 //! - [`store`]: PostgreSQL (pool, migrations, keyset pages, read state).
 //! - [`committer`]: group commit of concurrent creates, then one Redis pipeline.
 //! - [`publisher`]: Redis publish after commit; [`subscriber`]: the one thread that
@@ -37,6 +38,7 @@ pub mod cli;
 pub mod committer;
 pub mod config;
 pub mod error;
+pub mod events;
 pub mod http;
 pub mod hub;
 pub mod logging;

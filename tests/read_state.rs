@@ -49,9 +49,10 @@ fn unread(server: &TestServer, token: &str, query: &str) -> i64 {
     let body = response.json();
     assert_eq!(
         body.as_object().map(|o| o.len()),
-        Some(1),
-        "only `unread`: {body}"
+        Some(2),
+        "`unread` and `unseen`: {body}"
     );
+    assert!(body["unseen"].is_i64(), "{body}");
     body["unread"]
         .as_i64()
         .unwrap_or_else(|| panic!("no unread count: {body}"))

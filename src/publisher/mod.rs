@@ -10,6 +10,7 @@
 //! reconnects.
 
 mod outage;
+mod state;
 
 use std::sync::Arc;
 use std::time::Duration;
