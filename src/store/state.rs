@@ -56,13 +56,15 @@ impl Store {
                 &statements.marks[mark as usize],
                 &[&who.user_id, &all, &granted, &ids, &now],
             )?;
-            let changed: Vec<ChangedId> = rows
+            let mut changed: Vec<ChangedId> = rows
                 .iter()
                 .map(|row| ChangedId {
                     id: row.get(0),
                     workspace: row.get(1),
                 })
                 .collect();
+            // Oldest first, whatever order the rows were changed in.
+            changed.sort_unstable_by_key(|c| c.id);
             let workspaces: Vec<Option<String>> =
                 changed.iter().map(|c| c.workspace.clone()).collect();
             let counters = counter_rows(tx, statements, &who.user_id, &workspaces)?;
