@@ -44,12 +44,13 @@ fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Option<String>>, D:
     Option::<String>::deserialize(d).map(Some)
 }
 
-/// One of the state fields, as the marks name them.
+/// One of the state fields, as the marks name them (the value indexes the store's
+/// bulk statements).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Field {
-    Read,
-    Seen,
-    Archived,
+    Read = 0,
+    Seen = 1,
+    Archived = 2,
 }
 
 impl Field {

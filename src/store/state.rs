@@ -10,7 +10,7 @@ use postgres::types::ToSql;
 use postgres::Transaction;
 use uuid::Uuid;
 
-use super::statements::{Statements, BULKS, MARKS};
+use super::statements::{Statements, MARKS};
 use super::{grants, Filter, Store};
 use crate::auth::{Grants, Identity};
 use crate::error::Error;
@@ -35,6 +35,11 @@ pub struct StateResult {
     pub updated: u64,
     pub message: Option<StateMessage>,
 }
+
+const UNCHANGED: StateResult = StateResult {
+    updated: 0,
+    message: None,
+};
 
 /// Tries of a state transaction that PostgreSQL aborted as a deadlock or
 /// serialization failure: two marks of one user over overlapping rows can lock them
@@ -63,6 +68,9 @@ impl Store {
                     workspace: row.get(1),
                 })
                 .collect();
+            if changed.is_empty() {
+                return Ok(UNCHANGED);
+            }
             // Oldest first, whatever order the rows were changed in.
             changed.sort_unstable_by_key(|c| c.id);
             let workspaces: Vec<Option<String>> =
@@ -83,12 +91,11 @@ impl Store {
         field: Field,
         filter: &Filter,
     ) -> Result<StateResult, Error> {
-        let index = BULKS.iter().position(|f| *f == field).unwrap_or(0);
         let (all, granted) = grants(who);
         let now = crate::notification::now();
         self.transaction(|tx, statements| {
             let row = tx.query_one(
-                &statements.bulks[index],
+                &statements.bulks[field as usize],
                 &[
                     &who.user_id,
                     &all,
@@ -99,16 +106,11 @@ impl Store {
                 ],
             )?;
             let updated: i64 = row.get(0);
-            let through: Option<String> = row.get(1);
-            let workspaces: Vec<Option<String>> = row
-                .get::<_, Option<Vec<Option<String>>>>(2)
-                .unwrap_or_default();
-            let Some(through) = through.and_then(|t| Uuid::parse_str(&t).ok()) else {
-                return Ok(StateResult {
-                    updated: 0,
-                    message: None,
-                });
+            // No highest id: nothing matched.
+            let Some(through) = row.get::<_, Option<Uuid>>(1) else {
+                return Ok(UNCHANGED);
             };
+            let workspaces: Vec<Option<String>> = row.get(2);
             let counters = counter_rows(tx, statements, &who.user_id, &workspaces)?;
             let change = StateChange::Bulk {
                 filter: BulkFilter {

@@ -32,8 +32,9 @@ pub const MARKS: [(Field, bool); 5] = [
     (Field::Archived, false),
 ];
 
-/// The bulks, in the order of `Statements::bulks`; each sets its field.
-pub const BULKS: [Field; 3] = [Field::Read, Field::Seen, Field::Archived];
+/// The bulks, in the order of `Statements::bulks` (indexed by `Field as usize`);
+/// each sets its field.
+const BULKS: [Field; 3] = [Field::Read, Field::Seen, Field::Archived];
 
 /// Which archived rows a list shows, in the order of `Statements::list`.
 pub const ARCHIVED: [&str; 3] = [
@@ -157,7 +158,8 @@ fn mark_sql(field: Field, set: bool) -> String {
 }
 
 /// A bulk over every visible row matching the filters. The highest id goes through
-/// text: canonical UUID text sorts as the UUID does, and uuid has no `max`.
+/// text: canonical UUID text sorts as the UUID does, and uuid has no `max` before
+/// PostgreSQL 16.
 fn bulk_sql(field: Field) -> String {
     let column = field.column();
     format!(
@@ -165,6 +167,18 @@ fn bulk_sql(field: Field) -> String {
              UPDATE notifications SET {column} = $6, updated_at = $6 \
              WHERE {VISIBLE} AND {FILTERS} AND {column} IS NULL \
              RETURNING id, workspace) \
-         SELECT count(*), max(id::text), array_agg(DISTINCT workspace) FROM changed"
+         SELECT count(*), max(id::text)::uuid, array_agg(DISTINCT workspace) FROM changed"
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bulk_statements_are_indexed_by_their_field() {
+        for (i, field) in BULKS.iter().enumerate() {
+            assert_eq!(*field as usize, i, "{field:?}");
+        }
+    }
 }
