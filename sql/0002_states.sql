@@ -44,50 +44,60 @@ CREATE FUNCTION notifd_unseen(seen_at timestamptz, archived_at timestamptz) RETU
     LANGUAGE sql IMMUTABLE PARALLEL SAFE
     AS $$ SELECT CASE WHEN seen_at IS NULL AND archived_at IS NULL THEN 1 ELSE 0 END $$;
 
--- Adds per-row contributions (+1/-1/0, any order, ungrouped) to the counters: sums
--- them per (user, workspace) and upserts the sums in key order, so two concurrent
--- statements lock the counter rows they share in the same order and never deadlock.
--- A sum of zero leaves its row (and version) alone.
-CREATE FUNCTION notifd_add_counts(users text[], workspaces text[], unread int[], unseen int[])
-    RETURNS void LANGUAGE sql AS $$
-    INSERT INTO notification_counts AS c (user_id, workspace, unread, unseen, version)
-    SELECT u, coalesce(w, ''), sum(du), sum(ds), 1
-    FROM unnest(users, workspaces, unread, unseen) AS d(u, w, du, ds)
-    GROUP BY 1, 2
-    HAVING sum(du) <> 0 OR sum(ds) <> 0
-    ORDER BY 1, 2
-    ON CONFLICT (user_id, workspace) DO UPDATE
-        SET unread = c.unread + excluded.unread, unseen = c.unseen + excluded.unseen,
-            version = c.version + 1
-$$;
-
 -- Keeps notification_counts exact in the transaction of every write to notifications
 -- (create, batch, group commit, marks, bulks, retention, any SQL by hand): one
 -- statement-level trigger per operation sees the statement's rows as transition
--- tables (once per statement, however many rows) and hands their net effect to
--- notifd_add_counts: rows after the statement count +1, rows before it -1.
+-- tables (once per statement, however many rows), sums their net effect per (user,
+-- workspace) -- rows after the statement count +1, rows before it -1 -- and upserts
+-- the sums. The upsert takes the counter rows in key order, so two concurrent
+-- statements lock the rows they share in the same order and never deadlock; a sum
+-- of zero leaves its row (and version) alone.
+--
+-- Each branch spells its upsert out: handing the rows to one shared function (as
+-- arrays) measured 4x the cost per statement of this (0.17 vs 0.04 ms on a one-row
+-- mark), and a mark or a lone create pays it every time.
 CREATE FUNCTION notifd_count_rows() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     IF TG_OP = 'INSERT' THEN
-        PERFORM notifd_add_counts(array_agg(user_id), array_agg(workspace),
-                                  array_agg(notifd_unread(read_at, archived_at)),
-                                  array_agg(notifd_unseen(seen_at, archived_at)))
-        FROM new_rows;
+        INSERT INTO notification_counts AS c (user_id, workspace, unread, unseen, version)
+        SELECT user_id, coalesce(workspace, ''), sum(notifd_unread(read_at, archived_at)),
+               sum(notifd_unseen(seen_at, archived_at)), 1
+        FROM new_rows
+        GROUP BY 1, 2
+        HAVING sum(notifd_unread(read_at, archived_at)) <> 0
+            OR sum(notifd_unseen(seen_at, archived_at)) <> 0
+        ORDER BY 1, 2
+        ON CONFLICT (user_id, workspace) DO UPDATE
+            SET unread = c.unread + excluded.unread, unseen = c.unseen + excluded.unseen,
+                version = c.version + 1;
     ELSIF TG_OP = 'DELETE' THEN
-        PERFORM notifd_add_counts(array_agg(user_id), array_agg(workspace),
-                                  array_agg(-notifd_unread(read_at, archived_at)),
-                                  array_agg(-notifd_unseen(seen_at, archived_at)))
-        FROM old_rows;
+        INSERT INTO notification_counts AS c (user_id, workspace, unread, unseen, version)
+        SELECT user_id, coalesce(workspace, ''), -sum(notifd_unread(read_at, archived_at)),
+               -sum(notifd_unseen(seen_at, archived_at)), 1
+        FROM old_rows
+        GROUP BY 1, 2
+        HAVING sum(notifd_unread(read_at, archived_at)) <> 0
+            OR sum(notifd_unseen(seen_at, archived_at)) <> 0
+        ORDER BY 1, 2
+        ON CONFLICT (user_id, workspace) DO UPDATE
+            SET unread = c.unread + excluded.unread, unseen = c.unseen + excluded.unseen,
+                version = c.version + 1;
     ELSE
-        PERFORM notifd_add_counts(array_agg(user_id), array_agg(workspace),
-                                  array_agg(unread), array_agg(unseen))
+        INSERT INTO notification_counts AS c (user_id, workspace, unread, unseen, version)
+        SELECT user_id, coalesce(workspace, ''), sum(unread), sum(unseen), 1
         FROM (SELECT user_id, workspace, notifd_unread(read_at, archived_at) AS unread,
                      notifd_unseen(seen_at, archived_at) AS unseen
               FROM new_rows
               UNION ALL
               SELECT user_id, workspace, -notifd_unread(read_at, archived_at),
                      -notifd_unseen(seen_at, archived_at)
-              FROM old_rows) AS delta;
+              FROM old_rows) AS delta
+        GROUP BY 1, 2
+        HAVING sum(unread) <> 0 OR sum(unseen) <> 0
+        ORDER BY 1, 2
+        ON CONFLICT (user_id, workspace) DO UPDATE
+            SET unread = c.unread + excluded.unread, unseen = c.unseen + excluded.unseen,
+                version = c.version + 1;
     END IF;
     RETURN NULL;
 END
