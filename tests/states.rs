@@ -1,7 +1,8 @@
 //! Seen and archived state: `PATCH /v1/notifications/{seen,unread,archive,unarchive}`
 //! (visibility, idempotence; their validation is `read_state`'s, shared with read), `POST …/seen-all` and `…/archive-all`, the
 //! list's `archived` filter, `unread-count`'s two counts following every change, and
-//! the state message each change publishes on Redis.
+//! the state message each change publishes on Redis (and that a down Redis fails no
+//! mark).
 
 mod common;
 
@@ -431,4 +432,27 @@ fn each_change_publishes_what_it_changed_and_the_counters_it_left() {
             (json!("acme"), json!(0), json!(0))
         ]
     );
+}
+
+#[test]
+fn marks_answer_at_once_while_redis_is_down() {
+    // Declared first, dropped last: the server shuts down while Redis still runs.
+    let (mut redis, _prefix, server) = common::server_on_own_redis();
+    let user = new_user("outage");
+    let token = user_token(&user, &[]);
+    let ids: Vec<String> = (0..10).map(|_| create(&server, &user, None, "k")).collect();
+    redis.kill();
+    for (i, id) in ids.iter().enumerate() {
+        let started = std::time::Instant::now();
+        assert_eq!(mark(&server, &token, "archive", &[id]), 1);
+        // Far below the 500 ms a publish may wait on a Redis connection.
+        assert!(
+            i == 0 || started.elapsed() < Duration::from_millis(400),
+            "mark {i} waited {:?} on the down Redis",
+            started.elapsed()
+        );
+    }
+    // A bulk covers archived ones too (they are still the user's).
+    assert_eq!(bulk(&server, &token, "seen-all", &json!({})), 10);
+    assert_eq!(counts(&server, &token, ""), (0, 0));
 }
