@@ -1,8 +1,8 @@
 //! Seen and archived state: `PATCH /v1/notifications/{seen,unread,archive,unarchive}`
-//! (visibility, idempotence; their validation is `read_state`'s, shared with read), `POST …/seen-all` and `…/archive-all`, the
-//! list's `archived` filter, `unread-count`'s two counts following every change, and
-//! the state message each change publishes on Redis (and that a down Redis fails no
-//! mark).
+//! (visibility, idempotence; their validation is `read_state`'s, shared with read),
+//! `POST …/seen-all` and `…/archive-all`, the list's `archived` filter,
+//! `unread-count`'s two counts following every change, the state message each change
+//! publishes on Redis, and that a down Redis fails no mark.
 
 mod common;
 
