@@ -360,6 +360,17 @@ fn each_change_publishes_what_it_changed_and_the_counters_it_left() {
 
     let a = create(&server, &user, Some("acme"), "k");
     let b = create(&server, &user, None, "k");
+    // Each create publishes the counter row it moved (a `counts` event, no change).
+    for workspace in [json!("acme"), Value::Null] {
+        let created = next_message(&mut pubsub);
+        assert_eq!(created["change"], Value::Null, "{created}");
+        assert_eq!(
+            created["counters"],
+            json!([{"workspace": workspace, "unread": 1, "unseen": 1,
+                    "version": created["counters"][0]["version"]}]),
+            "the row the create moved"
+        );
+    }
     assert_eq!(mark(&server, &token, "read", &[&a, &b]), 2);
     let read = next_message(&mut pubsub);
     assert_eq!(read["user_id"], user.as_str());

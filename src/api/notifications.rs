@@ -164,7 +164,7 @@ fn bulk(ctx: &Ctx, who: &Identity, request: &Request, field: Field) -> Result<Re
 /// the request), then answers `{"updated":N}`.
 fn published(ctx: &Ctx, result: StateResult) -> Response {
     if let Some(message) = &result.message {
-        ctx.publisher.publish_state(&message.user_id, message);
+        ctx.publisher.publish_state(message);
     }
     Response::ok(&json!({"updated": result.updated}))
 }

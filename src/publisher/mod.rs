@@ -75,11 +75,17 @@ impl Publisher {
             .iter()
             .map(|(user_id, json)| (self.channel(user_id), *json))
             .collect();
-        if self.outage.set_aside_if_down(&channels) {
+        self.send(&channels);
+    }
+
+    /// Sends `(channel, json)` pairs in one pipeline, or sets them aside while Redis is
+    /// down (the outage path re-sends them on recovery).
+    fn send(&self, channels: &[(String, &Arc<String>)]) {
+        if self.outage.set_aside_if_down(channels) {
             return;
         }
-        if let Err(err) = self.run(&pipeline(&channels), CONNECTION_TIMEOUT) {
-            self.outage.begin(&channels, &err, &self.client);
+        if let Err(err) = self.run(&pipeline(channels), CONNECTION_TIMEOUT) {
+            self.outage.begin(channels, &err, &self.client);
         }
     }
 

@@ -166,6 +166,27 @@ impl Store {
         )?)
     }
 
+    /// The counter rows of many (user, workspace or user-level) pairs, each with its
+    /// user: what a group of creates left, for the `counts` events. Read just after
+    /// the creates' commit, so each row is at least as new as that commit; its
+    /// version orders it against every other message about that row.
+    pub fn counter_rows_of(
+        &self,
+        pairs: &[(&str, Option<&str>)],
+    ) -> Result<Vec<(String, CounterRow)>, Error> {
+        let users: Vec<&str> = pairs.iter().map(|(user, _)| *user).collect();
+        let workspaces: Vec<&str> = pairs.iter().map(|(_, w)| w.unwrap_or("")).collect();
+        let mut conn = self.conn()?;
+        let conn = &mut *conn;
+        let rows = conn
+            .client
+            .query(&conn.statements.counter_rows_of, &[&users, &workspaces])?;
+        Ok(rows
+            .iter()
+            .map(|row| (row.get(0), counter_row(row, 1)))
+            .collect())
+    }
+
     /// Runs `work` in a transaction, again (up to `TRIES`) when PostgreSQL aborted it
     /// as a deadlock or serialization failure.
     fn transaction<T>(
@@ -231,16 +252,17 @@ fn counter_rows(
     keys.dedup();
     let params: [&(dyn ToSql + Sync); 2] = [&user_id, &keys];
     let rows = client.query(&statements.counter_rows, &params)?;
-    Ok(rows
-        .iter()
-        .map(|row| {
-            let workspace: String = row.get(0);
-            CounterRow {
-                workspace: (!workspace.is_empty()).then_some(workspace),
-                unread: row.get(1),
-                unseen: row.get(2),
-                version: row.get(3),
-            }
-        })
-        .collect())
+    Ok(rows.iter().map(|row| counter_row(row, 0)).collect())
+}
+
+/// A counter row read from `row`, its workspace in column `at` ('' = user-level) and
+/// the counts and version after it.
+fn counter_row(row: &postgres::Row, at: usize) -> CounterRow {
+    let workspace: String = row.get(at);
+    CounterRow {
+        workspace: (!workspace.is_empty()).then_some(workspace),
+        unread: row.get(at + 1),
+        unseen: row.get(at + 2),
+        version: row.get(at + 3),
+    }
 }

@@ -58,6 +58,9 @@ pub struct Statements {
     pub bulks: [Statement; 3],
     /// Counter rows of one user ($1) and workspaces ($2, '' = user-level).
     pub counter_rows: Statement,
+    /// Counter rows of many (user, workspace) pairs: $1 users, $2 workspaces ('' =
+    /// user-level), pairwise.
+    pub counter_rows_of: Statement,
     /// Summed counters of a view: $1 user, $2 every workspace, $3 these workspaces,
     /// always with the user-level row.
     pub counts: Statement,
@@ -109,6 +112,12 @@ impl Statements {
             counter_rows: client.prepare(
                 "SELECT workspace, unread, unseen, version FROM notification_counts \
                  WHERE user_id = $1 AND workspace = ANY($2) ORDER BY workspace",
+            )?,
+            counter_rows_of: client.prepare(
+                "SELECT c.user_id, c.workspace, c.unread, c.unseen, c.version \
+                 FROM notification_counts c \
+                 JOIN unnest($1::text[], $2::text[]) AS k(user_id, workspace) \
+                 USING (user_id, workspace)",
             )?,
             counts: client.prepare(
                 "SELECT coalesce(sum(unread), 0)::bigint, coalesce(sum(unseen), 0)::bigint \
