@@ -1,28 +1,29 @@
 //! The WebSocket endpoint (contract §3) on its own listener: accepts, runs each
 //! handshake on a short-lived thread, then each admitted connection on a long-lived
 //! thread of its own (both `lean_thread`s, two memory maps each; how many the process
-//! can hold is `capacity`'s).
+//! can hold is `capacity`'s), and drains them at shutdown.
 //!
-//! The WebSocket port is not served by the REST front: a connection here needs its
-//! own fd (for epoll) and non-blocking mode from the handshake on. Comes after `hub` (which feeds the
-//! connection queues); `connection` is the per-socket loop. While a connection thread
-//! sleeps with nothing half-done, it lends its socket (`gate`) to the `heartbeat`
-//! thread (pings), the `readiness` thread (pongs) and the subscriber (`direct`
-//! writes), so routine traffic wakes no connection thread; `inbound` follows the
-//! client's frames so that only whole pongs between frames are taken.
+//! Comes after `hub`, which hands each notification to a connection's `handle`. The
+//! parts, in a connection's order: `handshake` (upgrade, admit, refusals; `refuser`
+//! when no thread can be had), `session` (the connection thread: its loop, timers,
+//! socket I/O through `stream`, history replay and catch-up), `handle` (what other
+//! threads ask of a connection), `lending` (its socket, lent while the thread sleeps),
+//! `poller` (the one thread that watches every socket and runs the heartbeat), `seen`
+//! (de-duplication) and `close` (every close code). The WebSocket port is not served
+//! by the REST front: a connection here needs its own fd (for epoll) and non-blocking
+//! mode from the handshake on.
 
 pub mod capacity;
-mod connection;
-pub(crate) mod direct;
-pub(crate) mod gate;
+mod close;
+mod handle;
 pub mod handshake;
-mod heartbeat;
-mod inbound;
 mod lean_thread;
-pub(crate) mod link;
-mod readiness;
+mod lending;
+mod poller;
 mod refuser;
 pub(crate) mod seen;
+mod session;
+mod stream;
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -36,9 +37,9 @@ use crate::hub::Hub;
 use crate::publisher::Publisher;
 use crate::shutdown::Shutdown;
 use crate::store::Store;
-use handshake::CLOSE_AT_CAPACITY;
-use inbound::ClientStream;
-use tungstenite::WebSocket;
+use close::Close;
+use poller::Poller;
+use session::Session;
 
 /// A client must finish the HTTP upgrade within this time.
 const HANDSHAKE_LIMIT: Duration = Duration::from_secs(10);
@@ -60,20 +61,20 @@ const CONNECTION_THREAD: &str = "notifd-ws";
 /// How long shutdown waits for connections to finish their close handshakes.
 const DRAIN_LIMIT: Duration = Duration::from_secs(5);
 
-/// What every connection thread shares.
-pub struct WsCtx {
-    pub hub: Hub,
-    pub store: Store,
-    pub publisher: Publisher,
-    pub verifier: Verifier,
-    readiness: readiness::Readiness,
-    pub shutdown: Shutdown,
-    pub ping_interval: Duration,
-    pub idle_timeout: Duration,
-    pub leeway: Duration,
-    pub queue_capacity: usize,
-    pub max_connections: usize,
-    pub cors_origins: Vec<String>,
+/// What every handshake and connection thread shares.
+struct Ctx {
+    hub: Hub,
+    store: Store,
+    publisher: Publisher,
+    verifier: Verifier,
+    poller: Poller,
+    shutdown: Shutdown,
+    ping_interval: Duration,
+    idle_timeout: Duration,
+    leeway: Duration,
+    queue_capacity: usize,
+    max_connections: usize,
+    cors_origins: Vec<String>,
     /// Connections from accept to close, handshakes included.
     active: AtomicUsize,
 }
@@ -81,10 +82,10 @@ pub struct WsCtx {
 /// The running WebSocket side.
 pub struct WsServer {
     addr: SocketAddr,
-    ctx: Arc<WsCtx>,
+    ctx: Arc<Ctx>,
     stopping: Arc<AtomicBool>,
-    /// Stops the readiness and heartbeat threads, once the connections have drained.
-    readiness_stop: Arc<AtomicBool>,
+    /// Stops the poller, once the connections have drained.
+    poller_stop: Arc<AtomicBool>,
     threads: Vec<JoinHandle<()>>,
 }
 
@@ -105,13 +106,13 @@ impl WsServer {
                 "NOTIFD_MAX_CONNECTIONS is above what the process's limits allow; lowered"
             );
         }
-        let readiness = readiness::Readiness::new(config.max_connections)?;
-        let ctx = Arc::new(WsCtx {
+        let poller = Poller::new(config.max_connections)?;
+        let ctx = Arc::new(Ctx {
             hub,
             store,
             publisher,
             verifier,
-            readiness: readiness.clone(),
+            poller: poller.clone(),
             shutdown,
             ping_interval: config.ping_interval,
             idle_timeout: config.idle_timeout,
@@ -134,25 +135,18 @@ impl WsServer {
                 move || accept_loop(&listener, &ctx, &refuser, &stopping),
             )?
         };
-        let readiness_stop = Arc::new(AtomicBool::new(false));
-        let heartbeat = heartbeat::spawn(
-            readiness.clone(),
-            config.ping_interval,
-            config.idle_timeout,
-            readiness_stop.clone(),
-        )?;
-        let threads = vec![
-            acceptor,
-            refusing,
-            readiness.spawn(readiness_stop.clone())?,
-            heartbeat,
-        ];
+        let poller_stop = Arc::new(AtomicBool::new(false));
+        let heartbeat = poller::Heartbeat {
+            ping_interval: config.ping_interval,
+            idle_timeout: config.idle_timeout,
+        };
+        let polling = poller.spawn(&heartbeat, poller_stop.clone())?;
         Ok(WsServer {
             addr,
             ctx,
             stopping,
-            readiness_stop,
-            threads,
+            poller_stop,
+            threads: vec![acceptor, refusing, polling],
         })
     }
 
@@ -170,7 +164,7 @@ impl WsServer {
     pub fn stop(self) {
         self.stopping.store(true, Ordering::Release);
         // Parked connection threads look at the shutdown signal once woken.
-        self.ctx.hub.wake_all();
+        self.ctx.poller.wake_all();
         // Wake the blocking accept with a connection of our own.
         let wake = crate::net::connectable(self.addr);
         let _ = TcpStream::connect_timeout(&wake, Duration::from_secs(1));
@@ -179,7 +173,7 @@ impl WsServer {
             std::thread::sleep(Duration::from_millis(20));
         }
         // Only now: until here the connections need epoll to see the close replies.
-        self.readiness_stop.store(true, Ordering::Release);
+        self.poller_stop.store(true, Ordering::Release);
         for thread in self.threads {
             let _ = thread.join();
         }
@@ -187,7 +181,7 @@ impl WsServer {
 }
 
 /// Counts a connection from accept to close.
-struct Counted(Arc<WsCtx>);
+struct Counted(Arc<Ctx>);
 
 impl Drop for Counted {
     fn drop(&mut self) {
@@ -197,7 +191,7 @@ impl Drop for Counted {
 
 fn accept_loop(
     listener: &TcpListener,
-    ctx: &Arc<WsCtx>,
+    ctx: &Arc<Ctx>,
     refuser: &refuser::Refuser,
     stopping: &AtomicBool,
 ) {
@@ -247,27 +241,26 @@ fn open((stream, slot): (TcpStream, Counted)) {
         return;
     };
     if ctx.active.load(Ordering::Acquire) > ctx.max_connections {
-        return handshake::close_blocking(ws, CLOSE_AT_CAPACITY, "server at capacity");
+        return handshake::close_blocking(ws, Close::AtCapacity, Close::AtCapacity.reason());
     }
     let admitted = match handshake::admit(&asked, &ctx.verifier) {
         Ok(admitted) => admitted,
         Err(refusal) => {
-            log::info!(code = refusal.code, reason = refusal.reason.as_str(); "ws refused");
-            return handshake::close_blocking(ws, refusal.code, &refusal.reason);
+            log::info!(code = refusal.close.code(), reason = refusal.reason.as_str(); "ws refused");
+            return handshake::close_blocking(ws, refusal.close, &refusal.reason);
         }
     };
-    let opened = connection::open(&ctx, admitted);
-    let live = (slot, ws, opened);
-    if let Err((err, (_slot, ws, opened))) =
+    let live = (slot, session::open(&ctx, ws, admitted));
+    if let Err((err, (_slot, session))) =
         lean_thread::spawn(CONNECTION_THREAD, CONNECTION_STACK, live, run_connection)
     {
         // The kernel refused a thread (EAGAIN, ENOMEM): refuse this one connection.
         log::warn!(error = err.to_string().as_str(); "cannot start a connection thread; refusing with 1013");
-        connection::refuse(opened, ws, CLOSE_AT_CAPACITY, "server at capacity");
+        session.refuse(Close::AtCapacity);
     }
 }
 
 /// Connection thread: the connection's whole life, then its slot is freed.
-fn run_connection((slot, ws, opened): (Counted, WebSocket<ClientStream>, connection::Opened)) {
-    connection::run(&slot.0, ws, opened);
+fn run_connection((_slot, session): (Counted, Session)) {
+    session.run();
 }
