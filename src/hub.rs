@@ -11,6 +11,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use serde::{Deserialize, Serialize};
 use tungstenite::Utf8Bytes;
 use uuid::Uuid;
 
@@ -41,6 +42,28 @@ pub struct ConnKey {
     pub opened_us: u64,
     pub instance: String,
     pub id: u64,
+}
+
+/// "A connection opened; older ones of the same user and workspace, on any instance,
+/// close with 4005": applied here (`replace_older`), and sent to the other instances
+/// on the control channel (the subscriber applies theirs).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Replace {
+    pub user_id: String,
+    pub workspace: String,
+    pub opened_us: u64,
+    pub instance: String,
+    pub id: u64,
+}
+
+impl Replace {
+    fn key(&self) -> ConnKey {
+        ConnKey {
+            opened_us: self.opened_us,
+            instance: self.instance.clone(),
+            id: self.id,
+        }
+    }
 }
 
 struct Entry {
@@ -104,6 +127,7 @@ impl Hub {
         Registration {
             hub: self.clone(),
             user_id: user_id.to_string(),
+            workspace: workspace.to_string(),
             key,
         }
     }
@@ -126,12 +150,14 @@ impl Hub {
         members.iter().filter(|m| m.deliver(frame)).count()
     }
 
-    /// Replaces (4005) every connection of this user and workspace older than `newest`.
-    pub fn replace_older(&self, user_id: &str, workspace: &str, newest: &ConnKey) {
-        if let Some(entries) = self.users().get(user_id) {
+    /// Replaces (4005) every connection of the user and workspace of `newest` that is
+    /// older than it.
+    pub fn replace_older(&self, newest: &Replace) {
+        let key = newest.key();
+        if let Some(entries) = self.users().get(&newest.user_id) {
             for entry in entries
                 .iter()
-                .filter(|e| e.workspace == workspace && e.key < *newest)
+                .filter(|e| e.workspace == newest.workspace && e.key < key)
             {
                 entry.member.replace();
             }
@@ -159,12 +185,27 @@ impl Hub {
 pub struct Registration {
     hub: Hub,
     user_id: String,
+    workspace: String,
     key: ConnKey,
 }
 
 impl Registration {
     pub fn key(&self) -> &ConnKey {
         &self.key
+    }
+
+    /// Replaces the older connections of this user and workspace on this instance;
+    /// returns the message that does the same on the others.
+    pub fn replace_older(&self) -> Replace {
+        let replace = Replace {
+            user_id: self.user_id.clone(),
+            workspace: self.workspace.clone(),
+            opened_us: self.key.opened_us,
+            instance: self.key.instance.clone(),
+            id: self.key.id,
+        };
+        self.hub.replace_older(&replace);
+        replace
     }
 }
 
@@ -248,7 +289,7 @@ mod tests {
         let (old, old_counter) = member(&hub, "alice", "acme");
         let (new, new_counter) = member(&hub, "alice", "acme");
         assert!(old.key() < new.key());
-        hub.replace_older("alice", "acme", new.key());
+        new.replace_older();
         assert_eq!(count(&old_counter.replaced), 1);
         assert_eq!(count(&new_counter.replaced), 0);
         drop((old, new));

@@ -229,3 +229,54 @@ pub fn now_ms() -> u64 {
     static START: OnceLock<Instant> = OnceLock::new();
     START.get_or_init(Instant::now).elapsed().as_millis() as u64
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::TcpListener;
+
+    fn handle(capacity: usize) -> (Handle, crossbeam_channel::Receiver<Outbound>) {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let _client = TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
+        let (server, _) = listener.accept().expect("accept");
+        let (queue, frames) = crossbeam_channel::unbounded();
+        (Handle::new(Arc::new(server), queue, capacity), frames)
+    }
+
+    fn frame() -> Frame {
+        Frame {
+            id: uuid::Uuid::now_v7(),
+            json: "{}".into(),
+        }
+    }
+
+    #[test]
+    fn frames_queue_while_the_socket_is_not_lent_and_a_full_queue_asks_for_4006() {
+        let (handle, frames) = handle(1);
+        assert!(handle.deliver(&frame()), "queued");
+        assert_eq!(handle.close_requested(), None);
+        assert!(!handle.deliver(&frame()), "the queue is full");
+        assert_eq!(handle.close_requested(), Some(Close::TooSlow));
+        handle.replace();
+        assert_eq!(
+            handle.close_requested(),
+            Some(Close::TooSlow),
+            "the first wins"
+        );
+        assert_eq!(frames.len(), 1);
+    }
+
+    #[test]
+    fn requests_are_taken_once_and_a_close_keeps_frames_off_the_lent_socket() {
+        let (handle, frames) = handle(4);
+        assert!(!handle.pending(true));
+        handle.catch_up();
+        assert!(handle.pending(true) && !handle.pending(false));
+        assert!(handle.take(Request::CatchUp));
+        assert!(!handle.take(Request::CatchUp));
+        handle.lending.offer(true);
+        handle.close(Close::Replaced);
+        assert!(handle.deliver(&frame()));
+        assert_eq!(frames.len(), 1, "queued for the thread, which closes first");
+    }
+}

@@ -79,6 +79,31 @@ struct Ctx {
     active: AtomicUsize,
 }
 
+impl Ctx {
+    fn new(
+        config: &Config,
+        hub: Hub,
+        (store, publisher, verifier): (Store, Publisher, Verifier),
+        shutdown: Shutdown,
+    ) -> std::io::Result<Ctx> {
+        Ok(Ctx {
+            hub,
+            store,
+            publisher,
+            verifier,
+            poller: Poller::new(config.max_connections)?,
+            shutdown,
+            ping_interval: config.ping_interval,
+            idle_timeout: config.idle_timeout,
+            leeway: config.jwt.leeway,
+            queue_capacity: config.ws_queue,
+            max_connections: config.max_connections,
+            cors_origins: config.cors_origins.clone(),
+            active: AtomicUsize::new(0),
+        })
+    }
+}
+
 /// The running WebSocket side.
 pub struct WsServer {
     addr: SocketAddr,
@@ -90,12 +115,12 @@ pub struct WsServer {
 }
 
 impl WsServer {
+    /// Starts the listener, the refuser and the poller; `shared` are the handles the
+    /// connections use (the REST side holds the same ones).
     pub fn start(
         config: &Config,
         hub: Hub,
-        store: Store,
-        publisher: Publisher,
-        verifier: Verifier,
+        shared: (Store, Publisher, Verifier),
         shutdown: Shutdown,
     ) -> std::io::Result<WsServer> {
         if let Some(lowered) = config.max_connections_lowered {
@@ -106,22 +131,7 @@ impl WsServer {
                 "NOTIFD_MAX_CONNECTIONS is above what the process's limits allow; lowered"
             );
         }
-        let poller = Poller::new(config.max_connections)?;
-        let ctx = Arc::new(Ctx {
-            hub,
-            store,
-            publisher,
-            verifier,
-            poller: poller.clone(),
-            shutdown,
-            ping_interval: config.ping_interval,
-            idle_timeout: config.idle_timeout,
-            leeway: config.jwt.leeway,
-            queue_capacity: config.ws_queue,
-            max_connections: config.max_connections,
-            cors_origins: config.cors_origins.clone(),
-            active: AtomicUsize::new(0),
-        });
+        let ctx = Arc::new(Ctx::new(config, hub, shared, shutdown)?);
         let listener = crate::net::listen(config.ws_addr)?;
         let addr = listener.local_addr()?;
         let stopping = Arc::new(AtomicBool::new(false));
@@ -140,7 +150,7 @@ impl WsServer {
             ping_interval: config.ping_interval,
             idle_timeout: config.idle_timeout,
         };
-        let polling = poller.spawn(&heartbeat, poller_stop.clone())?;
+        let polling = ctx.poller.spawn(&heartbeat, poller_stop.clone())?;
         Ok(WsServer {
             addr,
             ctx,

@@ -30,7 +30,6 @@ use super::Ctx;
 use crate::hub::{Frame, Registration};
 use crate::metrics::{self, METRICS};
 use crate::notification::{floor_id, id_millis};
-use crate::subscriber::Replace;
 use history::History;
 use wire::{Done, Step, Wire};
 
@@ -69,7 +68,7 @@ pub fn open(ctx: &Arc<Ctx>, ws: WebSocket<ClientStream>, admitted: Admitted) -> 
     let (user_id, workspace) = (admitted.identity.user_id, admitted.workspace);
     // Subscribe first, then read history: nothing created meanwhile can fall between.
     let registration = ctx.hub.register(&user_id, &workspace, handle.clone());
-    announce(ctx, &user_id, &workspace, registration.key());
+    announce(ctx, &registration);
     METRICS.ws_opened();
     log::info!(user = user_id.as_str(), workspace = workspace.as_str(), conn = registration.key().id; "ws opened");
     let mut history = History::new(user_id, workspace, floor);
@@ -90,16 +89,8 @@ pub fn open(ctx: &Arc<Ctx>, ws: WebSocket<ClientStream>, admitted: Admitted) -> 
 
 /// Tells every instance (this one included) that older connections of this user and
 /// workspace must close with 4005.
-fn announce(ctx: &Ctx, user_id: &str, workspace: &str, key: &crate::hub::ConnKey) {
-    ctx.hub.replace_older(user_id, workspace, key);
-    let message = Replace {
-        user_id: user_id.to_string(),
-        workspace: workspace.to_string(),
-        opened_us: key.opened_us,
-        instance: key.instance.clone(),
-        id: key.id,
-    };
-    let json = serde_json::to_string(&message).unwrap_or_default();
+fn announce(ctx: &Ctx, registration: &Registration) {
+    let json = serde_json::to_string(&registration.replace_older()).unwrap_or_default();
     if let Err(err) = ctx.publisher.publish_control(&json) {
         log::warn!(error = err.to_string().as_str(); "cannot announce connection to other instances");
     }
