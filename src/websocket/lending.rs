@@ -251,18 +251,8 @@ fn whole_pongs(bytes: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::websocket::stream::client_frame as frame;
     use std::net::TcpListener;
-
-    /// A masked client frame (the mask is zeros).
-    fn frame(first: u8, payload: usize) -> Vec<u8> {
-        let mut bytes = vec![first, 0x80 | payload.min(126) as u8];
-        if payload > 125 {
-            bytes.extend_from_slice(&(payload as u16).to_be_bytes());
-        }
-        bytes.extend_from_slice(&[0; 4]);
-        bytes.extend(std::iter::repeat_n(0x8A, payload));
-        bytes
-    }
 
     #[test]
     fn only_whole_pongs_are_pongs() {

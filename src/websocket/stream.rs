@@ -148,28 +148,31 @@ impl FrameCursor {
     }
 }
 
+/// A masked client frame (the mask is zeros: nothing here unmasks), whose payload
+/// bytes look like pongs' first bytes.
+#[cfg(test)]
+pub(crate) fn client_frame(first: u8, payload: usize) -> Vec<u8> {
+    let mut bytes = vec![first];
+    match payload {
+        0..=125 => bytes.push(0x80 | payload as u8),
+        126..=0xFFFF => {
+            bytes.push(0x80 | 126);
+            bytes.extend_from_slice(&(payload as u16).to_be_bytes());
+        }
+        _ => {
+            bytes.push(0x80 | 127);
+            bytes.extend_from_slice(&(payload as u64).to_be_bytes());
+        }
+    }
+    bytes.extend_from_slice(&[0; 4]);
+    bytes.extend(std::iter::repeat_n(0x8A, payload));
+    bytes
+}
+
 #[cfg(test)]
 mod tests {
+    use super::client_frame as frame;
     use super::*;
-
-    /// A masked client frame (the mask is zeros: the cursor never unmasks).
-    fn frame(first: u8, payload: usize) -> Vec<u8> {
-        let mut bytes = vec![first];
-        match payload {
-            0..=125 => bytes.push(0x80 | payload as u8),
-            126..=0xFFFF => {
-                bytes.push(0x80 | 126);
-                bytes.extend_from_slice(&(payload as u16).to_be_bytes());
-            }
-            _ => {
-                bytes.push(0x80 | 127);
-                bytes.extend_from_slice(&(payload as u64).to_be_bytes());
-            }
-        }
-        bytes.extend_from_slice(&[0; 4]);
-        bytes.extend(std::iter::repeat_n(0x8A, payload));
-        bytes
-    }
 
     #[test]
     fn the_cursor_finds_frame_starts_however_the_bytes_are_split() {
