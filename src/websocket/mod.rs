@@ -23,10 +23,11 @@ mod poller;
 mod refuser;
 pub(crate) mod seen;
 mod session;
+mod shared;
 mod stream;
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -38,8 +39,8 @@ use crate::publisher::Publisher;
 use crate::shutdown::Shutdown;
 use crate::store::Store;
 use close::Close;
-use poller::Poller;
 use session::Session;
+use shared::{Counted, Ctx};
 
 /// A client must finish the HTTP upgrade within this time.
 const HANDSHAKE_LIMIT: Duration = Duration::from_secs(10);
@@ -60,49 +61,6 @@ const HANDSHAKE_THREAD: &str = "notifd-ws-hs";
 const CONNECTION_THREAD: &str = "notifd-ws";
 /// How long shutdown waits for connections to finish their close handshakes.
 const DRAIN_LIMIT: Duration = Duration::from_secs(5);
-
-/// What every handshake and connection thread shares.
-struct Ctx {
-    hub: Hub,
-    store: Store,
-    publisher: Publisher,
-    verifier: Verifier,
-    poller: Poller,
-    shutdown: Shutdown,
-    ping_interval: Duration,
-    idle_timeout: Duration,
-    leeway: Duration,
-    queue_capacity: usize,
-    max_connections: usize,
-    cors_origins: Vec<String>,
-    /// Connections from accept to close, handshakes included.
-    active: AtomicUsize,
-}
-
-impl Ctx {
-    fn new(
-        config: &Config,
-        hub: Hub,
-        (store, publisher, verifier): (Store, Publisher, Verifier),
-        shutdown: Shutdown,
-    ) -> std::io::Result<Ctx> {
-        Ok(Ctx {
-            hub,
-            store,
-            publisher,
-            verifier,
-            poller: Poller::new(config.max_connections)?,
-            shutdown,
-            ping_interval: config.ping_interval,
-            idle_timeout: config.idle_timeout,
-            leeway: config.jwt.leeway,
-            queue_capacity: config.ws_queue,
-            max_connections: config.max_connections,
-            cors_origins: config.cors_origins.clone(),
-            active: AtomicUsize::new(0),
-        })
-    }
-}
 
 /// The running WebSocket side.
 pub struct WsServer {
@@ -166,7 +124,7 @@ impl WsServer {
 
     /// Connections open now (handshakes included).
     pub fn connections(&self) -> usize {
-        self.ctx.active.load(Ordering::Acquire)
+        self.ctx.active()
     }
 
     /// Stops accepting and waits (bounded) for connections to close; the shutdown
@@ -179,7 +137,7 @@ impl WsServer {
         let wake = crate::net::connectable(self.addr);
         let _ = TcpStream::connect_timeout(&wake, Duration::from_secs(1));
         let give_up = Instant::now() + DRAIN_LIMIT;
-        while self.ctx.active.load(Ordering::Acquire) > 0 && Instant::now() < give_up {
+        while self.ctx.active() > 0 && Instant::now() < give_up {
             std::thread::sleep(Duration::from_millis(20));
         }
         // Only now: until here the connections need epoll to see the close replies.
@@ -187,15 +145,6 @@ impl WsServer {
         for thread in self.threads {
             let _ = thread.join();
         }
-    }
-}
-
-/// Counts a connection from accept to close.
-struct Counted(Arc<Ctx>);
-
-impl Drop for Counted {
-    fn drop(&mut self) {
-        self.0.active.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -224,12 +173,11 @@ fn accept_loop(
         // Far past the cap (clients that connect and never finish a handshake): drop
         // at once instead of spending a thread on each; a few over the cap still get
         // their handshake and a 1013.
-        if ctx.active.load(Ordering::Acquire) >= ctx.max_connections + HANDSHAKE_MARGIN {
+        if ctx.active() >= ctx.max_connections + HANDSHAKE_MARGIN {
             drop(stream);
             continue;
         }
-        ctx.active.fetch_add(1, Ordering::AcqRel);
-        let slot = Counted(ctx.clone());
+        let slot = ctx.count();
         let spawned = lean_thread::spawn(HANDSHAKE_THREAD, HANDSHAKE_STACK, (stream, slot), open);
         if let Err((err, (stream, slot))) = spawned {
             // The kernel refused a thread: the refuser answers 1013 (or, when it has
@@ -242,7 +190,7 @@ fn accept_loop(
 
 /// Handshake thread: upgrade, check, then hand the socket to a connection thread.
 fn open((stream, slot): (TcpStream, Counted)) {
-    let ctx = slot.0.clone();
+    let ctx = slot.ctx().clone();
     let _ = stream.set_nodelay(true);
     // A client that takes no data for this long while data waits (it stopped reading,
     // or vanished) is cut off by the kernel; its thread then sees the error and ends.
@@ -250,7 +198,7 @@ fn open((stream, slot): (TcpStream, Counted)) {
     let Ok((ws, asked)) = handshake::upgrade(stream, HANDSHAKE_LIMIT, &ctx.cors_origins) else {
         return;
     };
-    if ctx.active.load(Ordering::Acquire) > ctx.max_connections {
+    if ctx.active() > ctx.max_connections {
         return handshake::close_blocking(ws, Close::AtCapacity, Close::AtCapacity.reason());
     }
     let admitted = match handshake::admit(&asked, &ctx.verifier) {

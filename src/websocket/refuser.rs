@@ -17,7 +17,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
 
 use super::close::Close;
 use super::handshake;
-use super::Counted;
+use super::shared::Counted;
 
 /// Connections waiting for their 1013.
 const QUEUE: usize = 64;
