@@ -16,12 +16,12 @@
 pub mod capacity;
 mod close;
 mod handle;
-pub mod handshake;
+mod handshake;
 mod lean_thread;
 mod lending;
 mod poller;
 mod refuser;
-pub(crate) mod seen;
+mod seen;
 mod session;
 mod shared;
 mod stream;
