@@ -268,7 +268,9 @@ fn since_replay_then_live_delivers_every_notification_exactly_once_in_order() {
 
 #[test]
 fn two_instances_on_one_redis_deliver_across_and_replace_across() {
-    let settings = common::settings();
+    let mut settings = common::settings();
+    // The strict rule: one connection per user and workspace, across instances.
+    settings.connections_per_user = Some("1".into());
     let prefix = settings.redis_prefix.clone().expect("prefix");
     let a = TestServer::with(settings.clone());
     let b = TestServer::with(settings);

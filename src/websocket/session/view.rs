@@ -1,0 +1,150 @@
+//! What an event-protocol connection's client knows beyond its notifications: whether
+//! it was told `synced`, and the counter rows its `counts` are the sum of (the
+//! user-level row and its workspace's), each at the newest version seen.
+//!
+//! The session (before) hands it the rows read at connect and every state message
+//! from the queue; it answers which frames to send. Versions make the order of
+//! arrival irrelevant: a row older than the one known is dropped, so counts never
+//! step back, whichever instance or path (create, mark, bulk) moved them.
+
+use tungstenite::Utf8Bytes;
+use uuid::Uuid;
+
+use crate::events::{CounterRow, Counts, Event, StateMessage};
+
+/// One counter row as this connection last saw it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Known {
+    counts: Counts,
+    version: i64,
+}
+
+/// An event-protocol connection's view of its user's state.
+#[derive(Debug)]
+pub struct View {
+    workspace: String,
+    /// The `since` the client connected with: `synced` names it when nothing newer
+    /// was sent.
+    since: Option<Uuid>,
+    synced: bool,
+    user_level: Known,
+    in_workspace: Known,
+}
+
+impl View {
+    pub fn new(workspace: &str, since: Option<Uuid>) -> View {
+        View {
+            workspace: workspace.to_string(),
+            since,
+            synced: false,
+            user_level: Known::default(),
+            in_workspace: Known::default(),
+        }
+    }
+
+    pub fn synced(&self) -> bool {
+        self.synced
+    }
+
+    /// The `synced` frame (history complete up to the newest notification sent, or the
+    /// `since` asked for), then `counts` from `rows` as read at this moment.
+    pub fn sync(&mut self, newest_sent: Option<Uuid>, rows: &[CounterRow]) -> [Utf8Bytes; 2] {
+        self.synced = true;
+        self.absorb(rows);
+        let through = newest_sent.or(self.since);
+        [super::super::protocol::synced(through), self.counts_frame()]
+    }
+
+    /// The frames a state message means for this view: `updated` when the change
+    /// touched it, then `counts` when its counts moved.
+    pub fn apply(&mut self, message: &StateMessage) -> Vec<Utf8Bytes> {
+        let mut frames = Vec::with_capacity(2);
+        if let Some(updated) = message
+            .change
+            .as_ref()
+            .and_then(|change| change.updated_for(&self.workspace))
+        {
+            frames.push(json(&updated));
+        }
+        if self.absorb(&message.counters) {
+            frames.push(self.counts_frame());
+        }
+        frames
+    }
+
+    /// Takes the rows of this view newer than the ones known; true when the sum moved.
+    pub fn absorb(&mut self, rows: &[CounterRow]) -> bool {
+        let before = self.counts();
+        for row in rows {
+            let known = match row.workspace.as_deref() {
+                None => &mut self.user_level,
+                Some(w) if w == self.workspace => &mut self.in_workspace,
+                Some(_) => continue,
+            };
+            if row.version > known.version {
+                *known = Known {
+                    counts: Counts {
+                        unread: row.unread,
+                        unseen: row.unseen,
+                    },
+                    version: row.version,
+                };
+            }
+        }
+        self.counts() != before
+    }
+
+    fn counts(&self) -> Counts {
+        Counts {
+            unread: self.user_level.counts.unread + self.in_workspace.counts.unread,
+            unseen: self.user_level.counts.unseen + self.in_workspace.counts.unseen,
+        }
+    }
+
+    pub fn counts_frame(&self) -> Utf8Bytes {
+        json(&Event::Counts(self.counts()))
+    }
+}
+
+fn json(event: &Event) -> Utf8Bytes {
+    // Strings, numbers and ids only: serializing cannot fail.
+    serde_json::to_string(event).unwrap_or_default().into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(workspace: Option<&str>, unread: i64, version: i64) -> CounterRow {
+        CounterRow {
+            workspace: workspace.map(str::to_string),
+            unread,
+            unseen: unread,
+            version,
+        }
+    }
+
+    #[test]
+    fn counts_sum_the_views_rows_and_never_step_back() {
+        let mut view = View::new("acme", None);
+        let [synced, counts] = view.sync(None, &[row(None, 1, 3), row(Some("acme"), 2, 5)]);
+        assert_eq!(synced.as_str(), r#"{"event":"synced","through":null}"#);
+        assert_eq!(
+            counts.as_str(),
+            r#"{"event":"counts","unread":3,"unseen":3}"#
+        );
+        assert!(
+            !view.absorb(&[row(Some("acme"), 9, 4)]),
+            "an older version is dropped"
+        );
+        assert!(
+            !view.absorb(&[row(Some("beta"), 9, 9)]),
+            "another workspace is not in view"
+        );
+        assert!(view.absorb(&[row(Some("acme"), 1, 6)]));
+        assert_eq!(
+            view.counts_frame().as_str(),
+            r#"{"event":"counts","unread":2,"unseen":2}"#
+        );
+    }
+}
