@@ -284,6 +284,9 @@ impl Session {
             // was sent before the outage.
             let newest = self.handle.seen().newest();
             self.history.catch_up(newest);
+            if let Some(view) = self.view.as_mut() {
+                view.mark_stale();
+            }
         }
         Ok(())
     }
@@ -296,12 +299,13 @@ impl Session {
     }
 
     /// Once the history is out, an event-protocol connection gets `synced` and its
-    /// counts (read now, each row with its version), once.
+    /// counts (read now, each row with its version), once; after a catch-up, its
+    /// counts again if they moved.
     fn sync_view(&mut self) -> Step {
         let Some(view) = self.view.as_mut() else {
             return Ok(());
         };
-        if view.synced() || self.history.replaying() || self.wire.closing().is_some() {
+        if !view.wants_rows() || self.history.replaying() || self.wire.closing().is_some() {
             return Ok(());
         }
         let workspaces = [None, Some(self.history.workspace().to_string())];
@@ -317,7 +321,7 @@ impl Session {
             }
         };
         let newest = self.handle.seen().newest();
-        for frame in view.sync(newest, &rows) {
+        for frame in view.rows_read(newest, &rows) {
             self.wire.write(Message::Text(frame))?;
         }
         Ok(())

@@ -27,6 +27,9 @@ pub struct View {
     /// was sent.
     since: Option<Uuid>,
     synced: bool,
+    /// Set by a catch-up after a Redis outage: state messages may have been lost, so
+    /// the counts are read again.
+    stale: bool,
     user_level: Known,
     in_workspace: Known,
 }
@@ -37,6 +40,7 @@ impl View {
             workspace: workspace.to_string(),
             since,
             synced: false,
+            stale: false,
             user_level: Known::default(),
             in_workspace: Known::default(),
         }
@@ -46,13 +50,32 @@ impl View {
         self.synced
     }
 
-    /// The `synced` frame (history complete up to the newest notification sent, or the
-    /// `since` asked for), then `counts` from `rows` as read at this moment.
-    pub fn sync(&mut self, newest_sent: Option<Uuid>, rows: &[CounterRow]) -> [Utf8Bytes; 2] {
+    /// State messages may have been lost (Redis was away): read the counts again.
+    pub fn mark_stale(&mut self) {
+        self.stale = true;
+    }
+
+    /// Whether the counter rows must be read (once history is out): for `synced`, or
+    /// after a catch-up.
+    pub fn wants_rows(&self) -> bool {
+        !self.synced || self.stale
+    }
+
+    /// The frames the counter rows read now mean: the first time, `synced` (history
+    /// complete up to the newest notification sent, or the `since` asked for) and
+    /// `counts`; after a catch-up, `counts` if they moved.
+    pub fn rows_read(&mut self, newest_sent: Option<Uuid>, rows: &[CounterRow]) -> Vec<Utf8Bytes> {
+        self.stale = false;
+        if self.synced {
+            return match self.absorb(rows) {
+                true => vec![self.counts_frame()],
+                false => Vec::new(),
+            };
+        }
         self.synced = true;
         self.absorb(rows);
         let through = newest_sent.or(self.since);
-        [super::super::protocol::synced(through), self.counts_frame()]
+        vec![super::super::protocol::synced(through), self.counts_frame()]
     }
 
     /// The frames a state message means for this view: `updated` when the change
