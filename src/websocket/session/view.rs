@@ -150,12 +150,14 @@ mod tests {
     #[test]
     fn counts_sum_the_views_rows_and_never_step_back() {
         let mut view = View::new("acme", None);
-        let [synced, counts] = view.sync(None, &[row(None, 1, 3), row(Some("acme"), 2, 5)]);
-        assert_eq!(synced.as_str(), r#"{"event":"synced","through":null}"#);
+        assert!(view.wants_rows());
+        let frames = view.rows_read(None, &[row(None, 1, 3), row(Some("acme"), 2, 5)]);
+        assert_eq!(frames[0].as_str(), r#"{"event":"synced","through":null}"#);
         assert_eq!(
-            counts.as_str(),
+            frames[1].as_str(),
             r#"{"event":"counts","unread":3,"unseen":3}"#
         );
+        assert!(!view.wants_rows());
         assert!(
             !view.absorb(&[row(Some("acme"), 9, 4)]),
             "an older version is dropped"
@@ -165,9 +167,28 @@ mod tests {
             "another workspace is not in view"
         );
         assert!(view.absorb(&[row(Some("acme"), 1, 6)]));
+        let counts = view.counts_frame();
         assert_eq!(
-            view.counts_frame().as_str(),
+            counts.as_str(),
             r#"{"event":"counts","unread":2,"unseen":2}"#
         );
+        view.mark_stale();
+        assert!(view.wants_rows());
+        let unchanged = view.rows_read(None, &[row(Some("acme"), 1, 6)]);
+        assert!(unchanged.is_empty(), "nothing moved: nothing sent");
+        let moved = view.rows_read(None, &[row(Some("acme"), 4, 7)]);
+        assert_eq!(moved.len(), 1, "counts only, no second synced");
+    }
+
+    #[test]
+    fn synced_names_the_newest_sent_or_else_the_since() {
+        let since = Uuid::now_v7();
+        let newer = Uuid::now_v7();
+        let mut view = View::new("acme", Some(since));
+        let frames = view.rows_read(None, &[]);
+        assert!(frames[0].as_str().contains(&since.to_string()));
+        let mut view = View::new("acme", Some(since));
+        let frames = view.rows_read(Some(newer), &[]);
+        assert!(frames[0].as_str().contains(&newer.to_string()));
     }
 }
