@@ -299,6 +299,31 @@ fn two_instances_on_one_redis_deliver_across_and_replace_across() {
     common::assert_only_pong_pending(&mut second, "B's connection");
 }
 
+#[test]
+fn the_per_user_limit_counts_connections_on_every_instance() {
+    let mut settings = common::settings();
+    settings.connections_per_user = Some("2".into());
+    let prefix = settings.redis_prefix.clone().expect("prefix");
+    let a = TestServer::with(settings.clone());
+    let b = TestServer::with(settings);
+    common::wait_for_subscribers(&common::redis_url(), &prefix, 2, Duration::from_secs(10));
+    let user = new_user("limit_across");
+    let mut first = connect(&a, &user, &["acme"], "acme");
+    common::assert_only_pong_pending(&mut first, "first, on A");
+    let mut second = connect(&b, &user, &["acme"], "acme");
+    common::assert_only_pong_pending(&mut second, "second, on B");
+    // Two across the instances: both stay. A third (on B) replaces the oldest, on A.
+    let mut third = connect(&b, &user, &["acme"], "acme");
+    let (code, reason) = expect_close(&mut first);
+    assert_eq!(
+        code, 4005,
+        "the oldest, on the other instance, is replaced ({reason})"
+    );
+    let created = create(&a, &user, Some("acme"), "limit", 1);
+    assert_eq!(next_notification(&mut second), created);
+    assert_eq!(next_notification(&mut third), created);
+}
+
 // ---------------------------------------------------------------------------
 // Redis restart
 // ---------------------------------------------------------------------------
