@@ -9,6 +9,7 @@
 //!
 //! Traffic goes to 127.0.0.1 only, and every loop is bounded in count and time.
 
+mod events;
 mod http;
 mod proc;
 mod report;
@@ -49,9 +50,12 @@ enum Command {
 
 #[derive(clap::Args, Clone)]
 pub struct RunArgs {
-    /// connections, latency, throughput, history or idle-rest.
+    /// connections, latency, throughput, history, idle-rest or state-fanout.
     #[arg(long)]
     pub scenario: String,
+    /// The event protocol's options (BENCH_PROTOCOL, state-fanout's).
+    #[command(flatten)]
+    pub events: events::EventArgs,
     /// notifd's process id (for /proc readings).
     #[arg(long)]
     pub pid: u32,
