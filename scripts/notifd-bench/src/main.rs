@@ -43,7 +43,7 @@ enum Command {
         count: usize,
     },
     /// Run one scenario against a running notifd and write its JSON result.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Merge the per-scenario results into one report and print the table.
     Report(ReportArgs),
 }
@@ -134,7 +134,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::FreePorts { count } => free_ports(count),
-        Command::Run(args) => run(args),
+        Command::Run(args) => run(*args),
         // Targets missed are a result, not a failure of the tool: exit 0 either way.
         Command::Report(args) => match report::write(&args) {
             Ok(_all_met) => ExitCode::SUCCESS,
