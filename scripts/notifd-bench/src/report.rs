@@ -127,6 +127,12 @@ fn leak(s: &str) -> &'static str {
     }
 }
 
+/// The sum of a `{reason: count}` map's counts.
+fn total(map: &Value) -> u64 {
+    map.as_object()
+        .map_or(0, |m| m.values().filter_map(Value::as_u64).sum())
+}
+
 fn f(v: &Value) -> Option<f64> {
     v.as_f64()
 }
@@ -282,9 +288,7 @@ fn table_rows(name: &str, v: &Value) -> Vec<Row> {
                 "0",
                 Some(v["lost"] == 0),
             );
-            let errors = v["create_errors"]
-                .as_object()
-                .map_or(0, |m| m.values().filter_map(Value::as_u64).sum::<u64>());
+            let errors = total(&v["create_errors"]);
             row("create errors", errors.to_string(), "0", Some(errors == 0));
             row(
                 "REST create p50 / p99 (ms)",

@@ -4,7 +4,7 @@
 
 use serde_json::Value;
 
-use super::{fmt, Row};
+use super::{fmt, total, Row};
 
 /// A `p50 / p99` pair of a summary, in ms.
 fn p50_p99(h: &Value) -> String {
@@ -72,9 +72,7 @@ pub(super) fn fanout_rows(v: &Value) -> Vec<Row> {
         "0",
         Some(v["lost"] == 0),
     );
-    let errors = v["mark_errors"]
-        .as_object()
-        .map_or(0, |m| m.values().filter_map(Value::as_u64).sum::<u64>());
+    let errors = total(&v["mark_errors"]);
     row("mark errors", errors.to_string(), "0", Some(errors == 0));
     row(
         "updated frames naming no mark in flight",
