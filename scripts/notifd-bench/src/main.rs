@@ -9,6 +9,7 @@
 //!
 //! Traffic goes to 127.0.0.1 only, and every loop is bounded in count and time.
 
+mod events;
 mod http;
 mod proc;
 mod report;
@@ -42,16 +43,19 @@ enum Command {
         count: usize,
     },
     /// Run one scenario against a running notifd and write its JSON result.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Merge the per-scenario results into one report and print the table.
     Report(ReportArgs),
 }
 
 #[derive(clap::Args, Clone)]
 pub struct RunArgs {
-    /// connections, latency, throughput, history or idle-rest.
+    /// connections, latency, throughput, history, idle-rest or state-fanout.
     #[arg(long)]
     pub scenario: String,
+    /// The event protocol's options (BENCH_PROTOCOL, state-fanout's).
+    #[command(flatten)]
+    pub events: events::EventArgs,
     /// notifd's process id (for /proc readings).
     #[arg(long)]
     pub pid: u32,
@@ -130,7 +134,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::FreePorts { count } => free_ports(count),
-        Command::Run(args) => run(args),
+        Command::Run(args) => run(*args),
         // Targets missed are a result, not a failure of the tool: exit 0 either way.
         Command::Report(args) => match report::write(&args) {
             Ok(_all_met) => ExitCode::SUCCESS,

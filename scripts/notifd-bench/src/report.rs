@@ -8,6 +8,8 @@ use serde_json::{json, Map, Value};
 
 use crate::ReportArgs;
 
+mod events;
+
 struct Row {
     scenario: &'static str,
     metric: String,
@@ -32,36 +34,27 @@ pub fn write(args: &ReportArgs) -> Result<bool, String> {
                 .unwrap_or_else(|e| json!({"error": format!("unreadable result: {e}")})),
             Err(e) => json!({"error": format!("no result ({}): {e}", path.display())}),
         };
-        let stop = read_stop(&args.dir.join(format!("{name}.stop")));
-        let log = read_log(&args.dir.join(format!("notifd-{name}.log")));
-        if let Value::Object(map) = &mut value {
-            map.insert("notifd_stop".into(), stop.clone());
-            map.insert("notifd_log".into(), log.clone());
+        // A scenario's notifd; state-fanout's second one, B, writes `-b` files.
+        for (instance, suffix) in [("", ""), (" B", "-b")] {
+            let stop_path = args.dir.join(format!("{name}{suffix}.stop"));
+            if !suffix.is_empty() && !stop_path.exists() {
+                continue;
+            }
+            let stop = read_stop(&stop_path);
+            let log = read_log(&args.dir.join(format!("notifd-{name}{suffix}.log")));
+            if let Value::Object(map) = &mut value {
+                map.insert(format!("notifd{suffix}_stop"), stop.clone());
+                map.insert(format!("notifd{suffix}_log"), log.clone());
+            }
+            if suffix.is_empty() {
+                rows.extend(table_rows(name, &value));
+            }
+            rows.extend(process_rows(leak(name), instance, &stop, &log));
         }
-        rows.extend(table_rows(name, &value));
-        let exit = stop["exit_code"].as_i64();
-        rows.push(Row {
-            scenario: leak(name),
-            metric: "notifd SIGTERM -> exit".into(),
-            value: format!(
-                "code {}, {} s",
-                exit.map_or("?".into(), |c| c.to_string()),
-                stop["seconds"]
-                    .as_f64()
-                    .map_or("?".into(), |s| format!("{s:.1}"))
-            ),
-            target: "0",
-            met: exit.map(|c| c == 0),
-        });
-        let problems = log["warn_or_error_lines"].as_u64().unwrap_or(0);
-        rows.push(Row {
-            scenario: leak(name),
-            metric: "notifd WARN/ERROR log lines".into(),
-            value: problems.to_string(),
-            target: "0",
-            met: Some(problems == 0),
-        });
         scenarios.insert(name.to_string(), value);
+    }
+    if let (Some(plain), Some(v1)) = (scenarios.get("latency"), scenarios.get("latency-v1")) {
+        rows.extend(events::latency_rows(plain, v1));
     }
     let all_met = rows.iter().all(|r| r.met != Some(false));
     let report = json!({
@@ -91,6 +84,34 @@ pub fn write(args: &ReportArgs) -> Result<bool, String> {
     Ok(all_met)
 }
 
+/// A notifd's exit after SIGTERM and its log's problems.
+fn process_rows(scenario: &'static str, instance: &str, stop: &Value, log: &Value) -> Vec<Row> {
+    let exit = stop["exit_code"].as_i64();
+    let problems = log["warn_or_error_lines"].as_u64().unwrap_or(0);
+    vec![
+        Row {
+            scenario,
+            metric: format!("notifd{instance} SIGTERM -> exit"),
+            value: format!(
+                "code {}, {} s",
+                exit.map_or("?".into(), |c| c.to_string()),
+                stop["seconds"]
+                    .as_f64()
+                    .map_or("?".into(), |s| format!("{s:.1}"))
+            ),
+            target: "0",
+            met: exit.map(|c| c == 0),
+        },
+        Row {
+            scenario,
+            metric: format!("notifd{instance} WARN/ERROR log lines"),
+            value: problems.to_string(),
+            target: "0",
+            met: Some(problems == 0),
+        },
+    ]
+}
+
 fn leak(s: &str) -> &'static str {
     match s {
         "connections" => "connections",
@@ -98,8 +119,18 @@ fn leak(s: &str) -> &'static str {
         "throughput" => "throughput",
         "history" => "history",
         "idle-rest" => "idle-rest",
+        "connections-v1" => "connections-v1",
+        "latency-v1" => "latency-v1",
+        "throughput-v1" => "throughput-v1",
+        "state-fanout" => "state-fanout",
         _ => "other",
     }
+}
+
+/// The sum of a `{reason: count}` map's counts.
+fn total(map: &Value) -> u64 {
+    map.as_object()
+        .map_or(0, |m| m.values().filter_map(Value::as_u64).sum())
 }
 
 fn f(v: &Value) -> Option<f64> {
@@ -142,7 +173,11 @@ fn table_rows(name: &str, v: &Value) -> Vec<Row> {
         row("error", fmt(err, 0), "", Some(false));
         return rows;
     }
-    match name {
+    if name == "state-fanout" {
+        return events::fanout_rows(v);
+    }
+    // A `-v1` run (BENCH_PROTOCOL=v1) has its plain twin's rows.
+    match name.strip_suffix("-v1").unwrap_or(name) {
         "connections" => {
             let asked = v["connections_asked"].as_u64().unwrap_or(0);
             let held = v["connections_held"].as_u64().unwrap_or(0);
@@ -253,9 +288,7 @@ fn table_rows(name: &str, v: &Value) -> Vec<Row> {
                 "0",
                 Some(v["lost"] == 0),
             );
-            let errors = v["create_errors"]
-                .as_object()
-                .map_or(0, |m| m.values().filter_map(Value::as_u64).sum::<u64>());
+            let errors = total(&v["create_errors"]);
             row("create errors", errors.to_string(), "0", Some(errors == 0));
             row(
                 "REST create p50 / p99 (ms)",

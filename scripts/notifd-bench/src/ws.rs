@@ -1,5 +1,8 @@
 //! WebSocket clients as tokio tasks (no thread per client) and the tracker every
-//! client reports its frames to: delivery latency, duplicates, losses, closes.
+//! client reports its frames to: delivery latency, duplicates, losses, closes. A
+//! client speaks plain or `notifd.v1` (events.rs): a v1 tracker unwraps each
+//! `notification` event and counts the other events; a scenario with its own reading
+//! of the frames (state-fanout) gives each client its own `Frames`.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -12,9 +15,12 @@ use hdrhistogram::Histogram;
 use serde::Deserialize;
 use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
 
+use crate::events::{Event, EventCounts, Protocol};
 use crate::stats;
 use crate::token::{Minter, WORKSPACE};
 
@@ -23,8 +29,17 @@ pub const MAX_SEQ: u64 = 1 << 24;
 /// One connect plus handshake.
 const CONNECT_LIMIT: Duration = Duration::from_secs(20);
 
+/// What a client hands each text frame to.
+pub trait Frames: Send + Sync + 'static {
+    fn on_text(&self, text: &str);
+}
+
 /// What clients report to. Shared by every client of a run.
 pub struct Tracker {
+    /// What the run's clients speak.
+    pub protocol: Protocol,
+    /// v1 events received, by kind (v1 runs only).
+    pub events: EventCounts,
     /// Frames received that carried a bench payload.
     pub frames: AtomicU64,
     pub duplicates: AtomicU64,
@@ -78,9 +93,11 @@ struct Payload {
 }
 
 impl Tracker {
-    pub fn new() -> Arc<Tracker> {
+    pub fn new(protocol: Protocol) -> Arc<Tracker> {
         let words = (MAX_SEQ / 64) as usize;
         Arc::new(Tracker {
+            protocol,
+            events: EventCounts::default(),
             frames: AtomicU64::new(0),
             duplicates: AtomicU64::new(0),
             open: AtomicU64::new(0),
@@ -94,43 +111,54 @@ impl Tracker {
         })
     }
 
-    fn on_text(&self, text: &str) {
-        let received = stats::now_ns();
-        match serde_json::from_str::<Frame>(text) {
-            Ok(frame) if frame.payload.seq < MAX_SEQ => {
-                let seq = frame.payload.seq;
-                let bit = 1u64 << (seq % 64);
-                let old = self.seen[(seq / 64) as usize].fetch_or(bit, Ordering::AcqRel);
-                if old & bit != 0 {
-                    self.duplicates.fetch_add(1, Ordering::Relaxed);
-                    return;
+    /// A v1 frame: a `notification` event is a delivery; every event is counted.
+    fn on_event(&self, text: &str, received: u64) {
+        match serde_json::from_str::<Event<Frame>>(text) {
+            Ok(event) => {
+                self.events.count(&event.event);
+                if let Some(frame) = event.notification {
+                    self.record(frame, received);
                 }
-                let latency = received.saturating_sub(frame.payload.sent_ns).max(1);
-                if latency > OUTLIER_NS {
-                    if let (Some(id_ms), Ok(mut list)) =
-                        (uuid_v7_ms(&frame.id), self.outliers.lock())
-                    {
-                        if list.len() < MAX_OUTLIERS {
-                            let sent_ms = frame.payload.sent_ns as f64 / 1e6;
-                            list.push(Outlier {
-                                seq,
-                                total_ms: crate::proc::round(latency as f64 / 1e6, 1),
-                                sent_to_id_ms: crate::proc::round(id_ms as f64 - sent_ms, 1),
-                                id_to_frame_ms: crate::proc::round(
-                                    received as f64 / 1e6 - id_ms as f64,
-                                    1,
-                                ),
-                            });
-                        }
-                    }
-                }
-                if let Ok(mut h) = self.latency.lock() {
-                    let _ = h.record(latency.min(stats::HIST_MAX));
-                }
-                self.frames.fetch_add(1, Ordering::AcqRel);
             }
-            // Not a bench notification (or not parseable): not a delivery.
-            _ => {}
+            Err(_) => self.events.count("(not an event)"),
+        }
+    }
+
+    /// One delivery of a bench notification: its latency, or a duplicate.
+    fn record(&self, frame: Frame, received: u64) {
+        let seq = frame.payload.seq;
+        if seq >= MAX_SEQ {
+            // Outside the run's bitmaps: not a delivery.
+            return;
+        }
+        let bit = 1u64 << (seq % 64);
+        let old = self.seen[(seq / 64) as usize].fetch_or(bit, Ordering::AcqRel);
+        if old & bit != 0 {
+            self.duplicates.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        let latency = received.saturating_sub(frame.payload.sent_ns).max(1);
+        if latency > OUTLIER_NS {
+            self.keep_outlier(&frame, latency, received);
+        }
+        if let Ok(mut h) = self.latency.lock() {
+            let _ = h.record(latency.min(stats::HIST_MAX));
+        }
+        self.frames.fetch_add(1, Ordering::AcqRel);
+    }
+
+    fn keep_outlier(&self, frame: &Frame, latency: u64, received: u64) {
+        let (Some(id_ms), Ok(mut list)) = (uuid_v7_ms(&frame.id), self.outliers.lock()) else {
+            return;
+        };
+        if list.len() < MAX_OUTLIERS {
+            let sent_ms = frame.payload.sent_ns as f64 / 1e6;
+            list.push(Outlier {
+                seq: frame.payload.seq,
+                total_ms: crate::proc::round(latency as f64 / 1e6, 1),
+                sent_to_id_ms: crate::proc::round(id_ms as f64 - sent_ms, 1),
+                id_to_frame_ms: crate::proc::round(received as f64 / 1e6 - id_ms as f64, 1),
+            });
         }
     }
 
@@ -190,6 +218,21 @@ impl Tracker {
     }
 }
 
+impl Frames for Tracker {
+    fn on_text(&self, text: &str) {
+        let received = stats::now_ns();
+        match self.protocol {
+            Protocol::V1 => self.on_event(text, received),
+            Protocol::Plain => {
+                // Not a bench notification (or not parseable): not a delivery.
+                if let Ok(frame) = serde_json::from_str::<Frame>(text) {
+                    self.record(frame, received);
+                }
+            }
+        }
+    }
+}
+
 /// One connected client: its reader task.
 pub struct Client {
     task: JoinHandle<()>,
@@ -208,25 +251,16 @@ fn ws_config() -> WebSocketConfig {
         .write_buffer_size(0)
 }
 
-/// Opens one client for `user` and starts its reader.
+/// Opens one client with `token`, speaking `protocol`, and starts its reader, which
+/// hands every text frame to `frames`; `tracker` counts it open and closed.
 pub async fn connect(
     addr: SocketAddr,
     token: &str,
+    protocol: Protocol,
     tracker: &Arc<Tracker>,
+    frames: Arc<dyn Frames>,
 ) -> Result<Client, String> {
-    let url = format!("ws://{addr}/?token={token}&workspaceSlug={WORKSPACE}");
-    let attempt = async {
-        let stream = TcpStream::connect(addr)
-            .await
-            .map_err(|e| format!("connect: {}", e.kind()))?;
-        let _ = stream.set_nodelay(true);
-        let (ws, _response) =
-            tokio_tungstenite::client_async_with_config(url.as_str(), stream, Some(ws_config()))
-                .await
-                .map_err(|e| format!("handshake: {}", short(&e.to_string())))?;
-        Ok::<_, String>(ws)
-    };
-    let mut ws = tokio::time::timeout(CONNECT_LIMIT, attempt)
+    let mut ws = tokio::time::timeout(CONNECT_LIMIT, handshake(addr, token, protocol))
         .await
         .map_err(|_| "connect timed out".to_string())??;
     tracker.open.fetch_add(1, Ordering::AcqRel);
@@ -235,7 +269,7 @@ pub async fn connect(
         // Bounded by the connection's life; the run aborts the task at its end.
         let why = loop {
             match ws.next().await {
-                Some(Ok(Message::Text(text))) => tracker.on_text(text.as_str()),
+                Some(Ok(Message::Text(text))) => frames.on_text(text.as_str()),
                 // Pings are answered by tungstenite as we read.
                 Some(Ok(Message::Close(frame))) => {
                     break match frame {
@@ -253,12 +287,47 @@ pub async fn connect(
     Ok(Client { task })
 }
 
+type Socket = tokio_tungstenite::WebSocketStream<TcpStream>;
+
+/// TCP connect and the upgrade, offering `protocol`'s subprotocol; a v1 client the
+/// server answers without `notifd.v1` is an error (it would get plain frames).
+async fn handshake(addr: SocketAddr, token: &str, protocol: Protocol) -> Result<Socket, String> {
+    let url = format!("ws://{addr}/?token={token}&workspaceSlug={WORKSPACE}");
+    let mut request = url
+        .as_str()
+        .into_client_request()
+        .map_err(|e| format!("request: {}", short(&e.to_string())))?;
+    if let Some(name) = protocol.subprotocol() {
+        request
+            .headers_mut()
+            .insert(PROTOCOL_HEADER, HeaderValue::from_static(name));
+    }
+    let stream = TcpStream::connect(addr)
+        .await
+        .map_err(|e| format!("connect: {}", e.kind()))?;
+    let _ = stream.set_nodelay(true);
+    let (ws, response) =
+        tokio_tungstenite::client_async_with_config(request, stream, Some(ws_config()))
+            .await
+            .map_err(|e| format!("handshake: {}", short(&e.to_string())))?;
+    if let Some(name) = protocol.subprotocol() {
+        let selected = response.headers().get(PROTOCOL_HEADER);
+        if selected.and_then(|v| v.to_str().ok()) != Some(name) {
+            return Err(format!("handshake: the server did not select {name}"));
+        }
+    }
+    Ok(ws)
+}
+
+const PROTOCOL_HEADER: &str = "Sec-WebSocket-Protocol";
+
 fn short(text: &str) -> String {
     text.chars().take(80).collect()
 }
 
-/// Opens `count` clients for users `{prefix}{i}`, `concurrency` handshakes at a time.
-/// Returns the clients and the failures by reason.
+/// Opens `count` tracker clients for users `{prefix}{i}`, `concurrency` handshakes at
+/// a time, speaking the tracker's protocol. Returns the clients and the failures by
+/// reason.
 pub async fn connect_many(
     addr: SocketAddr,
     minter: &Minter,
@@ -267,28 +336,59 @@ pub async fn connect_many(
     concurrency: usize,
     tracker: &Arc<Tracker>,
 ) -> (Vec<Client>, BTreeMap<String, u64>) {
-    let mut clients = Vec::with_capacity(count);
-    let mut failures: BTreeMap<String, u64> = BTreeMap::new();
-    let mut pending = futures_util::stream::iter((0..count).map(|i| {
-        let token = minter.user(&format!("{prefix}{i}"));
-        let tracker = tracker.clone();
-        async move { connect(addr, &token, &tracker).await }
-    }))
-    .buffer_unordered(concurrency.max(1));
-    let mut last_report = std::time::Instant::now();
-    while let Some(result) = pending.next().await {
-        match result {
-            Ok(client) => clients.push(client),
-            Err(why) => *failures.entry(why).or_default() += 1,
+    let frames = |_| -> Arc<dyn Frames> { tracker.clone() };
+    let clients = Clients {
+        addr,
+        protocol: tracker.protocol,
+        concurrency,
+        tracker,
+    };
+    clients
+        .open(count, |i| minter.user(&format!("{prefix}{i}")), frames)
+        .await
+}
+
+/// Where and how `Clients::open` connects.
+pub struct Clients<'a> {
+    pub addr: SocketAddr,
+    pub protocol: Protocol,
+    /// Handshakes in flight at once.
+    pub concurrency: usize,
+    pub tracker: &'a Arc<Tracker>,
+}
+
+impl Clients<'_> {
+    /// Opens `count` clients, client `i` with `token(i)` and reading into `frames(i)`.
+    /// Returns the clients (in no order) and the failures by reason.
+    pub async fn open(
+        &self,
+        count: usize,
+        token: impl Fn(usize) -> String,
+        frames: impl Fn(usize) -> Arc<dyn Frames>,
+    ) -> (Vec<Client>, BTreeMap<String, u64>) {
+        let mut clients = Vec::with_capacity(count);
+        let mut failures: BTreeMap<String, u64> = BTreeMap::new();
+        let (addr, protocol) = (self.addr, self.protocol);
+        let mut pending = futures_util::stream::iter((0..count).map(|i| {
+            let (token, frames, tracker) = (token(i), frames(i), self.tracker.clone());
+            async move { connect(addr, &token, protocol, &tracker, frames).await }
+        }))
+        .buffer_unordered(self.concurrency.max(1));
+        let mut last_report = std::time::Instant::now();
+        while let Some(result) = pending.next().await {
+            match result {
+                Ok(client) => clients.push(client),
+                Err(why) => *failures.entry(why).or_default() += 1,
+            }
+            if last_report.elapsed() > Duration::from_secs(5) {
+                last_report = std::time::Instant::now();
+                eprintln!(
+                    "notifd-bench:   {} connected, {} failed",
+                    clients.len(),
+                    failures.values().sum::<u64>()
+                );
+            }
         }
-        if last_report.elapsed() > Duration::from_secs(5) {
-            last_report = std::time::Instant::now();
-            eprintln!(
-                "notifd-bench:   {} connected, {} failed",
-                clients.len(),
-                failures.values().sum::<u64>()
-            );
-        }
+        (clients, failures)
     }
-    (clients, failures)
 }

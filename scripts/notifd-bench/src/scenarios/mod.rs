@@ -1,19 +1,24 @@
-//! The four scenarios of issue 4 and what they share: the run context, waiting for
-//! notifd, creating a stamped notification, draining deliveries.
+//! The scenarios (issue 4's four, idle-rest, issue 12's state-fanout) and what they
+//! share: the run context, waiting for notifd, creating a stamped notification,
+//! draining deliveries.
 
 mod connections;
 mod history;
 mod idle_rest;
 mod latency;
+mod state_fanout;
+mod state_slots;
 mod throughput;
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
+use crate::events::Protocol;
 use crate::http::HttpConn;
 use crate::proc;
 use crate::stats;
@@ -53,11 +58,11 @@ pub async fn run(args: RunArgs) -> Result<Value, String> {
     let ctx = Arc::new(Ctx {
         service_token: minter.service(),
         minter,
-        tracker: Tracker::new(),
+        tracker: Tracker::new(args.events.protocol),
         next_seq: AtomicU64::new(0),
         args,
     });
-    wait_ready(&ctx).await?;
+    wait_ready(ctx.args.http, ctx.pid()).await?;
     let started = stats::now_ns();
     let mut result = match ctx.args.scenario.as_str() {
         "connections" => connections::run(&ctx).await,
@@ -65,8 +70,10 @@ pub async fn run(args: RunArgs) -> Result<Value, String> {
         "throughput" => throughput::run(&ctx).await,
         "history" => history::run(&ctx).await,
         "idle-rest" => idle_rest::run(&ctx).await,
+        "state-fanout" => state_fanout::run(&ctx).await,
         other => Err(format!(
-            "unknown scenario {other:?}: connections, latency, throughput, history or idle-rest"
+            "unknown scenario {other:?}: connections, latency, throughput, history, idle-rest \
+             or state-fanout"
         )),
     }?;
     if !proc::alive(ctx.pid()) {
@@ -78,18 +85,29 @@ pub async fn run(args: RunArgs) -> Result<Value, String> {
             "duration_s".into(),
             json!(proc::round((stats::now_ns() - started) as f64 / 1e9, 1)),
         );
+        // What the tracker's clients spoke, and (v1) the events they were sent, unless
+        // the scenario read its clients' frames itself and said so.
+        if !map.contains_key("protocol") {
+            map.insert("protocol".into(), json!(ctx.tracker.protocol.name()));
+            if ctx.tracker.protocol == Protocol::V1 {
+                map.insert("v1_events".into(), ctx.tracker.events.to_json());
+            }
+        }
     }
     Ok(result)
 }
 
-async fn wait_ready(ctx: &Ctx) -> Result<(), String> {
+/// Waits (bounded) until the notifd at `http` (process `pid`) answers /readyz 200.
+pub async fn wait_ready(http: SocketAddr, pid: u32) -> Result<(), String> {
     let started = Instant::now();
     let mut last = String::from("no answer");
     while started.elapsed() < READY_LIMIT {
-        if !proc::alive(ctx.pid()) {
-            return Err("notifd exited before it was ready (see its log)".into());
+        if !proc::alive(pid) {
+            return Err(format!(
+                "notifd {pid} exited before it was ready (see its log)"
+            ));
         }
-        match crate::http::get_status(ctx.args.http, "/readyz").await {
+        match crate::http::get_status(http, "/readyz").await {
             Ok(200) => {
                 eprintln!(
                     "notifd-bench: notifd ready after {:.1}s",
