@@ -19,7 +19,8 @@
 //!   [`hub`]: user -> this instance's connections.
 //! - [`websocket`]: the WebSocket listener, handshakes and per-connection loops.
 //! - [`http`]: notifd's own HTTP/1.1 front (epoll, bounded workers, protocol rules);
-//!   [`api`]: the REST endpoints it serves.
+//!   [`api`]: the REST endpoints it serves; [`face`]: the inbox page, `notifd.js`
+//!   and the OpenAPI document those endpoints include.
 //! - [`server`]: starts and stops all of it; [`shutdown`]: the closed-channel signal.
 //! - [`retention`]: deletes notifications past `NOTIFD_RETENTION_DAYS`.
 //! - [`metrics`]: Prometheus counters and histograms for `/metrics`;
@@ -36,6 +37,7 @@ pub mod cli;
 pub mod committer;
 pub mod config;
 pub mod error;
+pub mod face;
 pub mod http;
 pub mod hub;
 pub mod logging;
