@@ -1,0 +1,56 @@
+//! notifd.js, the browser client (contract §8), under Node: the reconnect policy's
+//! unit tests (every close code's decision, the backoff bounds, the README's table
+//! agreeing with the module) and the client against a live server (each refusal
+//! stops it, a 4003 is refreshed through `getToken`, live delivery, the REST
+//! helpers). The JS files are in `tests/browser/`.
+
+mod common;
+#[path = "browser/support.rs"]
+mod support;
+
+use std::time::Duration;
+
+use common::*;
+use notifd::auth::{self, Claims};
+
+#[test]
+fn the_reconnect_policy_passes_its_unit_tests() {
+    let output = support::node(&["--test", "policy.test.mjs"], &[], Duration::from_secs(60));
+    let out = String::from_utf8_lossy(&output.stdout);
+    assert!(out.contains("# fail 0"), "{out}");
+    assert!(!out.contains("# pass 0"), "the node tests ran: {out}");
+}
+
+#[test]
+fn the_client_against_a_live_server() {
+    support::ensure_packages();
+    let server = TestServer::start();
+    let user = new_user("js_client");
+    let workspace = "acme";
+    let expired = mint(&Claims {
+        sub: Some(user.clone()),
+        exp: auth::unix_now() - 3600,
+        workspaces: Some(vec![workspace.into()]),
+        workspace: None,
+        scope: None,
+    });
+    let envs = [
+        ("NOTIFD_WS", format!("ws://{}/", server.ws_addr())),
+        ("NOTIFD_HTTP", format!("http://{}", server.http_addr())),
+        ("NOTIFD_WORKSPACE", workspace.to_string()),
+        ("NOTIFD_USER", user.clone()),
+        ("NOTIFD_TOKEN", user_token(&user, &[workspace])),
+        ("NOTIFD_EXPIRED_TOKEN", expired),
+        ("NOTIFD_SERVICE_TOKEN", service_token()),
+    ];
+    let output = support::node(
+        &["--test", "--test-concurrency=1", "client.test.mjs"],
+        &envs,
+        Duration::from_secs(90),
+    );
+    let out = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        out.contains("# fail 0") && out.contains("# pass 5"),
+        "{out}"
+    );
+}
