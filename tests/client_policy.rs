@@ -50,7 +50,7 @@ fn the_client_against_a_live_server() {
     );
     let out = String::from_utf8_lossy(&output.stdout);
     assert!(
-        out.contains("# fail 0") && out.contains("# pass 5"),
+        out.contains("# fail 0") && out.contains("# pass 6"),
         "{out}"
     );
 }

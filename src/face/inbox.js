@@ -1,0 +1,378 @@
+// inbox.js: the inbox page (GET /), built on notifd.js. It signs in with a token
+// (kept in this tab's sessionStorage), lists the user's notifications through the
+// REST API on this origin, keeps a WebSocket to the notifd WebSocket port for live
+// arrivals (and, with the notifd.v1 protocol, the state changes and counts other
+// tabs and devices make), and turns clicks and keys into REST calls. What the
+// server supports beyond the basics (unread, seen, archive) is read from its own
+// /v1/openapi.json, so the page never offers a button the server would 404.
+import { connect, api, wsUrl, NotifdError } from '/notifd.js';
+
+const $ = (id) => document.getElementById(id);
+const PAGE_SIZE = 20;
+const KEYS = { token: 'notifd.token', workspace: 'notifd.workspace', ws: 'notifd.ws' };
+
+const session = {
+  token: null, workspace: null, rest: null, live: null,
+  view: 'all', cursor: null, loading: false, features: {}, listedEmpty: false,
+};
+/** id -> { n: notification, el: <li> }, for what the list shows now. */
+const shown = new Map();
+
+// ---- signing in and out ----
+
+function restore() {
+  const query = new URLSearchParams(location.search);
+  $('token').value = sessionStorage.getItem(KEYS.token) ?? '';
+  $('workspace').value = query.get('workspace') ?? sessionStorage.getItem(KEYS.workspace) ?? '';
+  $('ws').value = query.get('ws') ?? sessionStorage.getItem(KEYS.ws) ?? '';
+  if ($('token').value.trim() && $('workspace').value.trim()) signIn();
+}
+
+async function signIn(event) {
+  event?.preventDefault();
+  const token = $('token').value.trim();
+  const workspace = $('workspace').value.trim();
+  if (!token || !workspace) return showError('signin-error', 'Enter a token and a workspace.');
+  showError('signin-error', null);
+  $('signin-button').disabled = true;
+  const rest = api({ getToken: () => session.token });
+  Object.assign(session, { token, workspace, rest });
+  try {
+    setBadge((await rest.counts({ workspace })).unread);
+  } catch (err) {
+    $('signin-button').disabled = false;
+    return showError('signin-error', explain(err));
+  }
+  sessionStorage.setItem(KEYS.token, token);
+  sessionStorage.setItem(KEYS.workspace, workspace);
+  sessionStorage.setItem(KEYS.ws, $('ws').value.trim());
+  $('signin-button').disabled = false;
+  showInbox(true);
+  await detectFeatures();
+  await reload();
+  startLive();
+  return undefined;
+}
+
+function signOut(message) {
+  session.live?.close();
+  session.live = null;
+  sessionStorage.removeItem(KEYS.token);
+  $('token').value = '';
+  clearList();
+  showInbox(false);
+  setStatus('signed-out', 'Signed out');
+  showError('signin-error', message ?? null);
+  $('token').focus();
+}
+
+function showInbox(on) {
+  $('signin').hidden = on;
+  $('inbox').hidden = !on;
+  $('bell').hidden = !on;
+  $('sign-out').hidden = !on;
+  $('workspace-label').hidden = !on;
+  $('workspace-label').textContent = session.workspace ?? '';
+}
+
+/** A REST failure in words a person can act on. */
+function explain(err) {
+  if (!(err instanceof NotifdError)) return `Something went wrong: ${err.message}`;
+  if (err.code === 'token_expired') return 'This token has expired. Paste a fresh one.';
+  if (err.status === 401) return `The server refused this token: ${err.message}.`;
+  if (err.code === 'workspace_forbidden') return `This token does not grant the workspace “${session.workspace}”.`;
+  if (err.status === 0) return 'notifd could not be reached. Check your connection; the page retries live updates by itself.';
+  if (err.status === 503) return 'notifd is temporarily unavailable (its database or Redis). Try again in a few seconds.';
+  return `The server answered ${err.status} (${err.code}): ${err.message}`;
+}
+
+/** Which optional routes this server has, from its OpenAPI document. */
+async function detectFeatures() {
+  let paths = {};
+  try { paths = (await (await fetch('/v1/openapi.json')).json()).paths ?? {}; } catch { paths = {}; }
+  session.features = {
+    unread: '/v1/notifications/unread' in paths,
+    seen: '/v1/notifications/seen-all' in paths,
+    archive: '/v1/notifications/archive' in paths,
+  };
+  document.querySelector('.tab[data-view="archived"]').hidden = !session.features.archive;
+}
+
+// ---- the live connection ----
+
+/** The WebSocket URL: a whole ws(s):// URL as given, else this host on that port. */
+function socketUrl() {
+  const setting = $('ws').value.trim();
+  if (/^wss?:\/\//.test(setting)) return setting;
+  return wsUrl({ port: Number(setting) || 8081 });
+}
+
+function startLive() {
+  session.live = connect({
+    url: socketUrl(),
+    getToken: () => session.token,
+    workspace: session.workspace,
+    onNotification: arrived,
+    onUpdate: applyUpdate,
+    onCounts: (counts) => setBadge(counts.unread),
+    onState: liveState,
+  });
+  const newest = [...shown.keys()].sort().pop();
+  if (newest) session.live.advance(newest);
+}
+
+function liveState(state, detail) {
+  if (state === 'open') {
+    setStatus('open', detail.protocol ? `Live · ${detail.protocol}` : 'Live');
+    // Nothing was listed, so there was no id to resume from: list again now that
+    // live delivery runs, so nothing created in between is missed.
+    if (session.listedEmpty) reload();
+    if (!detail.protocol) refreshCounts();
+  } else if (state === 'connecting') {
+    setStatus('connecting', 'Connecting…');
+  } else if (state === 'reconnecting') {
+    if (detail.code === 4003) return signOut('Your token expired. Paste a fresh one to continue.');
+    if (detail.fallback) return setStatus('connecting', 'Connecting…');
+    const seconds = Math.max(1, Math.ceil(detail.delay / 1000));
+    setStatus('reconnecting', `Reconnecting in ${seconds} s${detail.code === 1001 ? ' (server restarting)' : ''}`);
+  } else if (state === 'stopped') {
+    if (detail.code === 4001) return signOut(`The WebSocket refused this token (4001): ${detail.reason || detail.meaning}.`);
+    setStatus('stopped', `Disconnected: ${detail.meaning} (${detail.code})`);
+  }
+  return undefined;
+}
+
+function arrived(n) {
+  refreshCounts();
+  if (shown.has(n.id) || session.view === 'archived') return;
+  const oldest = [...shown.keys()].sort()[0];
+  if (session.cursor && oldest && n.id < oldest) return; // "Load more" brings it
+  place(n, true);
+  updateEmpty();
+}
+
+/** A notifd.v1 `updated` event: by ids, or by filter up to `through`. */
+function applyUpdate(event) {
+  const changes = event.changes ?? {};
+  const matches = event.ids
+    ? (id) => event.ids.includes(id)
+    : (id, n) => id <= event.through
+      && (!event.filter?.workspace || n.workspace === null || n.workspace === event.filter.workspace)
+      && (!event.filter?.kind || n.kind === event.filter.kind);
+  for (const [id, { n }] of [...shown]) {
+    if (matches(id, n)) change(id, changes);
+  }
+}
+
+// ---- the list ----
+
+function clearList() {
+  shown.clear();
+  $('list').replaceChildren();
+  session.cursor = null;
+  $('more').hidden = true;
+  $('empty').hidden = true;
+}
+
+async function reload() {
+  clearList();
+  await loadPage();
+  session.listedEmpty = shown.size === 0;
+}
+
+async function loadPage() {
+  if (session.loading) return;
+  session.loading = true;
+  $('more').disabled = true;
+  const params = { limit: PAGE_SIZE, workspace: session.workspace, cursor: session.cursor };
+  if (session.view === 'unread') params.unread = true;
+  if (session.view === 'archived') params.archived = 'true';
+  try {
+    const page = await session.rest.list(params);
+    showError('inbox-error', null);
+    for (const n of page.notifications) if (!shown.has(n.id)) place(n, false);
+    session.cursor = page.cursor;
+    if (page.notifications.length) session.live?.advance(page.notifications[0].id);
+  } catch (err) {
+    if (err.status === 401) signOut(explain(err)); else showError('inbox-error', explain(err));
+  } finally {
+    session.loading = false;
+    $('more').disabled = false;
+    $('more').hidden = !session.cursor;
+    updateEmpty();
+  }
+}
+
+/** Puts `n` in the list in id order (UUIDv7: newest first). */
+function place(n, fresh) {
+  const el = $('item-template').content.firstElementChild.cloneNode(true);
+  el.dataset.id = n.id;
+  el.classList.toggle('fresh', fresh);
+  shown.set(n.id, { n, el });
+  draw(n, el);
+  const after = [...$('list').children].find((other) => other.dataset.id < n.id);
+  $('list').insertBefore(el, after ?? null);
+}
+
+function draw(n, el) {
+  const read = n.read_at != null;
+  el.classList.toggle('unread', !read);
+  el.dataset.type = n.type ?? 'info';
+  el.querySelector('.title').textContent = n.title || n.kind;
+  el.querySelector('.kind').textContent = n.kind;
+  el.querySelector('.message').textContent = n.message ?? '';
+  const time = el.querySelector('.time');
+  time.dateTime = n.created_at;
+  time.title = new Date(n.created_at).toLocaleString();
+  time.textContent = ago(n.created_at);
+  const toggleRead = el.querySelector('.toggle-read');
+  toggleRead.textContent = read ? 'Mark unread' : 'Mark read';
+  toggleRead.hidden = read && !session.features.unread;
+  toggleRead.setAttribute('aria-label', `${toggleRead.textContent}: ${n.title || n.kind}`);
+  const archive = el.querySelector('.toggle-archive');
+  archive.hidden = !session.features.archive;
+  archive.textContent = n.archived_at ? 'Unarchive' : 'Archive';
+  el.setAttribute('aria-label', `${read ? '' : 'Unread. '}${n.title || n.kind}. ${n.message ?? ''}`);
+}
+
+/** Applies state `changes` to a shown notification; drops it when it leaves the view. */
+function change(id, changes) {
+  const entry = shown.get(id);
+  if (!entry) return;
+  Object.assign(entry.n, changes);
+  if ('read_at' in changes) entry.n.read = changes.read_at != null;
+  const archivedView = session.view === 'archived';
+  if ('archived_at' in changes && (changes.archived_at != null) !== archivedView) {
+    entry.el.remove();
+    shown.delete(id);
+    updateEmpty();
+    return;
+  }
+  draw(entry.n, entry.el);
+}
+
+function updateEmpty() {
+  $('empty').hidden = shown.size > 0 || session.loading;
+}
+
+function ago(iso) {
+  const seconds = Math.round((Date.now() - Date.parse(iso)) / 1000);
+  if (seconds < 45) return 'just now';
+  if (seconds < 3600) return `${Math.round(seconds / 60)} min ago`;
+  if (seconds < 86400) return `${Math.round(seconds / 3600)} h ago`;
+  return new Date(iso).toLocaleDateString(undefined, { month: 'short', day: 'numeric' });
+}
+
+// ---- actions ----
+
+async function act(call, onDone) {
+  try {
+    await call();
+    showError('inbox-error', null);
+    onDone?.();
+  } catch (err) {
+    if (err.status === 401) signOut(explain(err)); else showError('inbox-error', explain(err));
+  }
+  refreshCounts();
+}
+
+function toggleRead(id) {
+  const entry = shown.get(id);
+  if (!entry) return undefined;
+  const now = new Date().toISOString();
+  if (entry.n.read_at == null) return act(() => session.rest.markRead([id]), () => change(id, { read_at: now }));
+  if (!session.features.unread) return undefined;
+  return act(() => session.rest.markUnread([id]), () => change(id, { read_at: null }));
+}
+
+function toggleArchive(id) {
+  const entry = shown.get(id);
+  if (!entry || !session.features.archive) return undefined;
+  const now = new Date().toISOString();
+  if (entry.n.archived_at) return act(() => session.rest.unarchive([id]), () => change(id, { archived_at: null }));
+  return act(() => session.rest.archive([id]), () => change(id, { archived_at: now }));
+}
+
+function readAll() {
+  const now = new Date().toISOString();
+  return act(() => session.rest.readAll({ workspace: session.workspace }), () => {
+    for (const [id, { n }] of shown) if (n.read_at == null) change(id, { read_at: now });
+  });
+}
+
+function setView(view) {
+  session.view = view;
+  for (const tab of document.querySelectorAll('.tab')) tab.setAttribute('aria-pressed', String(tab.dataset.view === view));
+  reload();
+}
+
+let countsTimer = null;
+/** The exact counts from the server, at most every 150 ms however many changes come. */
+function refreshCounts() {
+  clearTimeout(countsTimer);
+  countsTimer = setTimeout(async () => {
+    try { setBadge((await session.rest.counts({ workspace: session.workspace })).unread); } catch { /* shown on the next action */ }
+  }, 150);
+}
+
+function setBadge(unread) {
+  const badge = $('badge');
+  badge.hidden = !unread;
+  badge.textContent = unread > 99 ? '99+' : String(unread);
+  $('bell').setAttribute('aria-label', `Unread notifications: ${unread}`);
+  document.title = unread ? `(${unread}) Inbox · notifd` : 'Inbox · notifd';
+}
+
+function setStatus(state, text) {
+  $('status').dataset.state = state;
+  $('status-text').textContent = text;
+}
+
+function showError(id, message) {
+  $(id).hidden = !message;
+  $(id).textContent = message ?? '';
+}
+
+// ---- wiring: clicks and keys ----
+
+function onListClick(event) {
+  const item = event.target.closest('.item');
+  if (!item) return;
+  if (event.target.closest('.toggle-read')) toggleRead(item.dataset.id);
+  else if (event.target.closest('.toggle-archive')) toggleArchive(item.dataset.id);
+  else item.focus();
+}
+
+function onKey(event) {
+  if (event.target.closest('input, textarea') || event.ctrlKey || event.metaKey || event.altKey || $('inbox').hidden) return;
+  const items = [...$('list').children];
+  const current = document.activeElement?.closest?.('.item');
+  const index = items.indexOf(current);
+  if (event.key === 'j' || event.key === 'k') {
+    const next = items[Math.min(items.length - 1, Math.max(0, index + (event.key === 'j' ? 1 : -1)))];
+    next?.focus();
+  } else if (event.key === 'r' && current) {
+    toggleRead(current.dataset.id);
+  } else if (event.key === 'e' && current) {
+    toggleArchive(current.dataset.id);
+  } else {
+    return;
+  }
+  event.preventDefault();
+}
+
+function onBell() {
+  setView('unread');
+  if (session.features.seen) act(() => session.rest.seenAll({ workspace: session.workspace }));
+}
+
+$('signin-form').addEventListener('submit', signIn);
+$('sign-out').addEventListener('click', () => signOut());
+$('list').addEventListener('click', onListClick);
+$('more').addEventListener('click', () => loadPage());
+$('read-all').addEventListener('click', readAll);
+$('bell').addEventListener('click', onBell);
+for (const tab of document.querySelectorAll('.tab')) tab.addEventListener('click', () => setView(tab.dataset.view));
+document.addEventListener('keydown', onKey);
+setInterval(() => { for (const { n, el } of shown.values()) el.querySelector('.time').textContent = ago(n.created_at); }, 30000);
+restore();

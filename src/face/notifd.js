@@ -128,6 +128,9 @@ export function connect(options) {
   const seen = new RecentIds(o.dedupe);
   let ws = null, state = 'idle', lastId = o.since ?? null, attempt = 0, refreshes = 0;
   let ended = false, retryTimer = null, stableTimer = null, pingTimer = null, lastFrameAt = 0;
+  // `fallback`: this attempt goes without the subprotocol after one that asked for
+  // it never opened; `plainOnly`: such an attempt opened, so the server has none.
+  let fallback = false, plainOnly = false;
 
   const setState = (next, detail = {}) => { state = next; o.onState?.(next, detail); };
   const clearTimers = () => { clearTimeout(stableTimer); clearInterval(pingTimer); stableTimer = pingTimer = null; };
@@ -174,9 +177,11 @@ export function connect(options) {
       return schedule({ action: 'retry', delay: backoffDelay(attempt, 'retry', o.backoff) }, { error });
     }
     if (ended) return undefined;
-    const socket = new Socket(url(token), o.protocol ? [o.protocol] : []);
+    const asked = o.protocol && !plainOnly && !fallback ? [o.protocol] : [];
+    const socket = new Socket(url(token), asked);
+    socket.askedProtocol = asked.length > 0;
     ws = socket;
-    socket.onopen = () => opened(socket);
+    socket.onopen = () => { socket.wasOpen = true; opened(socket); };
     socket.onmessage = (event) => onFrame(socket, event.data);
     socket.onclose = (event) => closed(socket, event.code, event.reason);
     socket.onerror = () => {}; // a close event follows and decides
@@ -184,6 +189,7 @@ export function connect(options) {
   }
 
   function opened(socket) {
+    if (fallback) { plainOnly = true; fallback = false; }
     lastFrameAt = Date.now();
     setState('open', { protocol: socket.protocol || null, since: lastId });
     stableTimer = setTimeout(() => { attempt = 0; refreshes = 0; }, o.backoff.stableAfter);
@@ -208,6 +214,15 @@ export function connect(options) {
     ws = null;
     clearTimers();
     if (ended) return;
+    // A server without the event protocol fails a handshake that asks for it
+    // (browsers refuse an upgrade that selects no requested subprotocol): try once
+    // at once without it; if that opens, stay on plain frames from then on.
+    if (socket.askedProtocol && !socket.wasOpen && !fallback) {
+      fallback = true;
+      schedule({ action: 'retry', delay: 0 }, { code, reason, meaning: 'retrying without the event protocol', fallback: true });
+      return;
+    }
+    if (fallback) fallback = false;
     const step = nextStep(code, { attempt, refreshes, settings: o.backoff });
     const { meaning, advice } = closeDecision(code);
     refreshes = step.action === 'refresh' ? refreshes + 1 : 0;

@@ -83,6 +83,19 @@ test('4003 asks getToken again and reconnects at once, then delivers live', asyn
   assert.equal(conn.state, 'closed');
 });
 
+test('asking for notifd.v1 opens either way: with its events, or plain frames after one fallback', async () => {
+  const { conn, events } = watch({ protocol: 'notifd.v1', getToken: () => env('NOTIFD_TOKEN') });
+  const { detail } = await until(events, (s) => s === 'open', 'open');
+  assert.ok(detail.protocol === null || detail.protocol === 'notifd.v1', `protocol ${detail.protocol}`);
+  if (detail.protocol === null) {
+    const states = events.log.map(([s]) => s);
+    assert.deepEqual(states, ['connecting', 'reconnecting', 'connecting', 'open'], 'one attempt without the subprotocol');
+  }
+  const created = await create({ kind: 'either', title: 'delivered on either protocol' });
+  await waitFor(() => events.notifications.some((n) => n.id === created.id), 'the live notification');
+  conn.close();
+});
+
 test('the REST helpers list, mark read, count and read all', async () => {
   const inbox = api({ baseUrl: HTTP, getToken: () => env('NOTIFD_TOKEN') });
   const first = await create({ kind: 'a', title: 'one' });

@@ -1,0 +1,214 @@
+//! The inbox page (`GET /`, contract §8) in a real browser: Debian's chromium driven
+//! by playwright-core (`tests/browser/inbox.mjs`), never a downloaded browser. The
+//! page signs in (a bad token shows a clear error), pages, receives a live
+//! notification, marks it read and the badge drops, and survives a server restart,
+//! resuming with `since` (no loss, no duplicate). Also: the page and its assets carry
+//! their types and a strict Content-Security-Policy.
+
+mod common;
+#[path = "browser/support.rs"]
+mod support;
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const WORKSPACE: &str = "acme";
+const SCENARIO_DEADLINE: Duration = Duration::from_secs(120);
+
+/// The browser `scripts/test` installs; its absence fails the test.
+fn require_chromium() {
+    assert!(
+        Path::new("/usr/bin/chromium").is_file(),
+        "/usr/bin/chromium is missing: scripts/test installs Debian's chromium package"
+    );
+    support::ensure_packages();
+}
+
+/// The environment a scenario reads: addresses, the user and the tokens.
+fn scenario_env(server: &TestServer, user: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("NOTIFD_HTTP", format!("http://{}", server.http_addr())),
+        ("NOTIFD_WS_PORT", server.ws_addr().port().to_string()),
+        ("NOTIFD_WORKSPACE", WORKSPACE.to_string()),
+        ("NOTIFD_USER", user.to_string()),
+        ("NOTIFD_TOKEN", user_token(user, &[WORKSPACE])),
+        ("NOTIFD_SERVICE_TOKEN", service_token()),
+    ]
+}
+
+fn screenshot_path() -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/face");
+    std::fs::create_dir_all(&dir).expect("target/face");
+    dir.join("inbox.png")
+}
+
+#[test]
+fn the_page_and_its_assets_carry_their_types_and_a_strict_policy() {
+    let server = TestServer::start();
+    let page = server.request("GET", "/", &[], None);
+    assert_eq!(page.status, 200);
+    assert_eq!(
+        page.header("content-type"),
+        Some("text/html; charset=utf-8")
+    );
+    let policy = page.header("content-security-policy").expect("a CSP");
+    for directive in [
+        "default-src 'none'",
+        "script-src 'self'",
+        "style-src 'self'",
+    ] {
+        assert!(policy.contains(directive), "{directive} in {policy}");
+    }
+    assert!(!policy.contains("unsafe-inline"), "{policy}");
+    let html = page.text();
+    assert!(!html.contains("<style"), "no inline style element");
+    assert!(!html.contains(" style="), "no inline style attribute");
+    let scripts: Vec<&str> = html.split("<script").skip(1).collect();
+    assert!(
+        !scripts.is_empty()
+            && scripts
+                .iter()
+                .all(|s| s.trim_start().starts_with("type=\"module\" src=\"/")),
+        "only module scripts from this origin: {scripts:?}"
+    );
+    assert!(
+        !html.contains("http://") && !html.contains("https://"),
+        "no CDN"
+    );
+    for (path, kind) in [
+        ("/notifd.js", "text/javascript; charset=utf-8"),
+        ("/inbox.js", "text/javascript; charset=utf-8"),
+        ("/inbox.css", "text/css; charset=utf-8"),
+    ] {
+        let asset = server.request("GET", path, &[], None);
+        assert_eq!(asset.status, 200, "{path}");
+        assert_eq!(asset.header("content-type"), Some(kind), "{path}");
+        assert_eq!(
+            asset.header("x-content-type-options"),
+            Some("nosniff"),
+            "{path}"
+        );
+        assert!(!asset.body.is_empty(), "{path}");
+    }
+    let head = server.request("HEAD", "/notifd.js", &[], None);
+    assert_eq!(head.status, 200);
+    assert!(head.body.is_empty(), "HEAD has no body");
+}
+
+#[test]
+fn the_page_signs_in_receives_live_marks_read_and_refuses_a_bad_token() {
+    require_chromium();
+    let server = TestServer::start();
+    let user = new_user("page");
+    let mut envs = scenario_env(&server, &user);
+    envs.push(("NOTIFD_SCREENSHOT", screenshot_path().display().to_string()));
+    let output = support::node(&["inbox.mjs", "signin"], &envs, SCENARIO_DEADLINE);
+    assert!(String::from_utf8_lossy(&output.stdout).contains("ok signin"));
+}
+
+#[test]
+#[ignore = "needs notifd.v1 (issue 12)"]
+fn two_tabs_show_the_same_state_without_reloading() {
+    require_chromium();
+    let server = TestServer::start();
+    let user = new_user("tabs");
+    let envs = scenario_env(&server, &user);
+    let output = support::node(&["inbox.mjs", "two-tabs"], &envs, SCENARIO_DEADLINE);
+    assert!(String::from_utf8_lossy(&output.stdout).contains("ok two-tabs"));
+}
+
+/// Regenerates the README's picture: `cargo test --test browser -- --ignored
+/// readme_screenshot` (`NOTIFD_COLOR_SCHEME=dark` for the dark one, kept in target/).
+#[test]
+#[ignore = "a tool, not a check: rewrites src/face/screenshot.png"]
+fn readme_screenshot() {
+    require_chromium();
+    let server = TestServer::start();
+    let user = new_user("picture");
+    let mut envs = scenario_env(&server, &user);
+    let dark = std::env::var("NOTIFD_COLOR_SCHEME").is_ok_and(|v| v == "dark");
+    let path = if dark {
+        screenshot_path().with_file_name("inbox-dark.png")
+    } else {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("src/face/screenshot.png")
+    };
+    envs.push(("NOTIFD_SCREENSHOT", path.display().to_string()));
+    support::node(&["inbox.mjs", "screenshot"], &envs, SCENARIO_DEADLINE);
+}
+
+/// Server A serves the page; it stops and starts again on the same ports while B
+/// (same database and Redis prefix) takes the creates in between.
+#[test]
+fn the_page_survives_a_server_restart_and_resumes_with_since() {
+    require_chromium();
+    let mut first = TestServer::start();
+    let mut again = first.config.clone();
+    again.http_addr = first.http_addr();
+    again.ws_addr = first.ws_addr();
+    let other = TestServer::with_config({
+        let mut config = first.config.clone();
+        config.http_addr = "127.0.0.1:0".parse().expect("address");
+        config.ws_addr = "127.0.0.1:0".parse().expect("address");
+        config
+    });
+    let user = new_user("restart");
+    let mut envs = scenario_env(&first, &user);
+    envs.push(("NOTIFD_OTHER_HTTP", format!("http://{}", other.http_addr())));
+
+    let mut command = Command::new("node");
+    command
+        .args(["inbox.mjs", "restart"])
+        .current_dir(support::browser_dir())
+        .envs(envs)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = command.spawn().expect("node runs");
+    let mut stdin = child.stdin.take().expect("piped stdin");
+    let lines = lines_of(child.stdout.take().expect("piped stdout"));
+    let errors = lines_of(child.stderr.take().expect("piped stderr"));
+    let started = Instant::now();
+    let mut restarted = None;
+    let mut seen = Vec::new();
+    loop {
+        let left = SCENARIO_DEADLINE.saturating_sub(started.elapsed());
+        let Ok(line) = lines.recv_timeout(left) else {
+            let _ = child.kill();
+            let errors: Vec<String> = errors.try_iter().collect();
+            panic!("the restart scenario ended or stalled; stdout {seen:?}, stderr {errors:?}");
+        };
+        seen.push(line.clone());
+        match line.as_str() {
+            "stop" => {
+                first.stop();
+                writeln!(stdin, "stopped").expect("tell node");
+            }
+            "start" => {
+                restarted = Some(TestServer::with_config(again.clone()));
+                writeln!(stdin, "started").expect("tell node");
+            }
+            "ok restart" => break,
+            _ => {}
+        }
+    }
+    let status = child.wait().expect("node exits");
+    assert!(status.success(), "node: {status}; stdout {seen:?}");
+    assert!(restarted.is_some(), "the server was restarted");
+}
+
+fn lines_of(pipe: impl std::io::Read + Send + 'static) -> mpsc::Receiver<String> {
+    let (send, receive) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+            if send.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    receive
+}

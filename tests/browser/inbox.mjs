@@ -1,0 +1,155 @@
+// The inbox page in a real browser (run by tests/browser.rs: `node inbox.mjs
+// SCENARIO`, the server's addresses and tokens in the environment). Each scenario
+// throws (exit 1) on the first broken expectation and prints `ok SCENARIO` last.
+import assert from 'node:assert/strict';
+import {
+  env, launch, newPage, signIn, waitForStatus, badge, waitForBadge, listed, create,
+  commands, assertNoProblems,
+} from './harness.mjs';
+
+const SAMPLES = [
+  { kind: 'JOB_FAILED', type: 'error', title: 'Nightly import failed', message: 'Job #4821 stopped at step 3 of 5: the CSV has 2 malformed rows.' },
+  { kind: 'record_created', type: 'success', title: 'New order', message: 'Order #12345 has been placed by Dana Kim.' },
+  { kind: 'quota.warning', type: 'warning', title: 'Storage at 85%', message: 'Workspace acme uses 42.5 of 50 GB.' },
+  { kind: 'function_complete', type: 'info', title: 'Report ready', message: 'The weekly revenue report finished in 12 s.' },
+  { kind: 'maintenance', type: 'alert', title: 'Maintenance tonight at 22:00 UTC', message: 'Expect up to 10 minutes without live updates.' },
+];
+
+/** Signs in with a bad token (a clear error), then a good one: paging, a live
+ *  arrival, mark read (badge drops), keys, mark all read; and the README's picture. */
+async function signin() {
+  const created = [];
+  for (let i = 0; i < 22; i += 1) created.push(await create({ ...SAMPLES[i % SAMPLES.length] }));
+  const browser = await launch();
+  try {
+    const page = await newPage(browser);
+    await signIn(page, { token: 'not-a-jwt' });
+    await page.waitForSelector('#signin-error:not([hidden])');
+    const error = await page.textContent('#signin-error');
+    assert.match(error, /^The server refused this token: /, error);
+    assert.equal(await page.isHidden('#inbox'), true, 'still signed out');
+
+    await signIn(page, { token: env('NOTIFD_TOKEN') });
+    await waitForStatus(page, 'open');
+    await waitForBadge(page, 22);
+    assert.deepEqual(await listed(page), created.slice(2).reverse().map((n) => n.id), 'the first page, newest first');
+    await page.click('#more');
+    await page.waitForFunction(() => document.querySelectorAll('#list .item').length === 22);
+    assert.equal(await page.isHidden('#more'), true, 'no more pages');
+
+    const live = await create({ kind: 'deploy.done', type: 'success', title: 'Deploy finished', message: 'api v2.14.0 is live in eu-west.' });
+    await page.waitForSelector(`#list .item[data-id="${live.id}"].unread`);
+    assert.equal((await listed(page))[0], live.id, 'the live one is on top');
+    await waitForBadge(page, 23);
+
+    await page.click(`#list .item[data-id="${live.id}"] .toggle-read`);
+    await page.waitForSelector(`#list .item[data-id="${live.id}"]:not(.unread)`);
+    await waitForBadge(page, 22);
+
+    // Keys: j moves to the next notification, r marks it read.
+    await page.focus(`#list .item[data-id="${live.id}"]`);
+    await page.keyboard.press('j');
+    const second = (await listed(page))[1];
+    assert.equal(await page.evaluate(() => document.activeElement.dataset.id), second);
+    await page.keyboard.press('r');
+    await waitForBadge(page, 21);
+
+    await page.screenshot({ path: env('NOTIFD_SCREENSHOT') });
+
+    await page.click('#read-all');
+    await waitForBadge(page, 0);
+    assert.equal(await page.$$eval('#list .item.unread', (items) => items.length), 0);
+    assertNoProblems(page);
+  } finally {
+    await browser.close();
+  }
+}
+
+/** The server stops and starts again on the same ports while another instance takes
+ *  creates: the page reconnects with `since` and shows each notification once. */
+async function restart() {
+  const next = commands();
+  const browser = await launch();
+  try {
+    const page = await newPage(browser);
+    await signIn(page, { token: env('NOTIFD_TOKEN') });
+    await waitForStatus(page, 'open');
+    const first = await create({ kind: 'one', title: 'before the restart' });
+    await page.waitForSelector(`#list .item[data-id="${first.id}"]`);
+
+    console.log('stop');
+    assert.equal(await next(), 'stopped');
+    await waitForStatus(page, 'reconnecting');
+    const other = env('NOTIFD_OTHER_HTTP');
+    const during = [await create({ kind: 'two', title: 'while down' }, other), await create({ kind: 'three', title: 'while down' }, other)];
+    console.log('start');
+    assert.equal(await next(), 'started');
+    await waitForStatus(page, 'open');
+    const after = await create({ kind: 'four', title: 'after the restart' });
+    await page.waitForSelector(`#list .item[data-id="${after.id}"]`);
+    const ids = await listed(page);
+    assert.deepEqual(ids, [after, ...during.reverse(), first].map((n) => n.id), 'each once, newest first');
+    await waitForBadge(page, 4);
+    assert.equal(await badge(page), 4);
+    assertNoProblems(page);
+  } finally {
+    await browser.close();
+  }
+}
+
+/** Two tabs of one user: a read in one shows in the other without a reload
+ *  (the notifd.v1 `updated` and `counts` events). */
+async function twoTabs() {
+  const browser = await launch();
+  try {
+    const [one, two] = [await newPage(browser), await newPage(browser)];
+    for (const page of [one, two]) {
+      await signIn(page, { token: env('NOTIFD_TOKEN') });
+      await waitForStatus(page, 'open');
+    }
+    const n = await create({ kind: 'shared', title: 'seen in both tabs' });
+    for (const page of [one, two]) await page.waitForSelector(`#list .item[data-id="${n.id}"].unread`);
+    assert.match(await two.textContent('#status-text'), /notifd\.v1/, 'the server speaks notifd.v1');
+    await one.click(`#list .item[data-id="${n.id}"] .toggle-read`);
+    await two.waitForSelector(`#list .item[data-id="${n.id}"]:not(.unread)`);
+    await waitForBadge(two, 0);
+    assertNoProblems(one);
+    assertNoProblems(two);
+  } finally {
+    await browser.close();
+  }
+}
+
+/** The README's picture (light theme, or NOTIFD_COLOR_SCHEME): a few notifications,
+ *  one read, one live. */
+async function screenshot() {
+  for (const sample of SAMPLES) await create(sample);
+  const browser = await launch();
+  try {
+    const page = await newPage(browser);
+    // Reduced motion: no arrival highlight, so the picture shows the resting page.
+    await page.emulateMedia({ colorScheme: process.env.NOTIFD_COLOR_SCHEME ?? 'light', reducedMotion: 'reduce' });
+    await page.setViewportSize({ width: 1000, height: 640 });
+    await signIn(page, { token: env('NOTIFD_TOKEN') });
+    await waitForStatus(page, 'open');
+    await waitForBadge(page, SAMPLES.length);
+    const ids = await listed(page);
+    await page.click(`#list .item[data-id="${ids[3]}"] .toggle-read`);
+    await waitForBadge(page, SAMPLES.length - 1);
+    const live = await create({ kind: 'deploy.done', type: 'success', title: 'Deploy finished', message: 'api v2.14.0 is live in eu-west.' });
+    await page.waitForSelector(`#list .item[data-id="${live.id}"]`);
+    await waitForBadge(page, SAMPLES.length);
+    await page.mouse.move(0, 0);
+    await page.screenshot({ path: env('NOTIFD_SCREENSHOT') });
+    assertNoProblems(page);
+  } finally {
+    await browser.close();
+  }
+}
+
+const SCENARIOS = { signin, restart, 'two-tabs': twoTabs, screenshot };
+const name = process.argv[2];
+assert.ok(SCENARIOS[name], `scenario one of ${Object.keys(SCENARIOS).join(', ')}`);
+await SCENARIOS[name]();
+console.log(`ok ${name}`);
+process.exit(0);
