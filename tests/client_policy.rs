@@ -1,8 +1,10 @@
 //! notifd.js, the browser client (contract §8), under Node: the reconnect policy's
 //! unit tests (every close code's decision, the backoff bounds, the README's table
-//! agreeing with the module) and the client against a live server (each refusal
-//! stops it, a 4003 is refreshed through `getToken`, live delivery, the REST
-//! helpers). The JS files are in `tests/browser/`.
+//! agreeing with the module), the client against a scripted WebSocket peer (the
+//! notifd.v1 events, de-duplication by id, `since` on reconnect, backoff that an
+//! accept-then-drop server does not reset, 1013, 4005), and against a live server
+//! (each refusal stops it, a 4003 is refreshed through `getToken`, the protocol
+//! fallback, live delivery, the REST helpers). The JS files are in `tests/browser/`.
 
 mod common;
 #[path = "browser/support.rs"]
@@ -19,6 +21,21 @@ fn the_reconnect_policy_passes_its_unit_tests() {
     let out = String::from_utf8_lossy(&output.stdout);
     assert!(out.contains("# fail 0"), "{out}");
     assert!(!out.contains("# pass 0"), "the node tests ran: {out}");
+}
+
+#[test]
+fn the_client_handles_each_frame_and_close_of_a_scripted_peer() {
+    support::ensure_packages();
+    let output = support::node(
+        &["--test", "protocol.test.mjs"],
+        &[],
+        Duration::from_secs(60),
+    );
+    let out = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        out.contains("# fail 0") && out.contains("# pass 6"),
+        "{out}"
+    );
 }
 
 #[test]

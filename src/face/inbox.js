@@ -13,7 +13,7 @@ const KEYS = { token: 'notifd.token', workspace: 'notifd.workspace', ws: 'notifd
 
 const session = {
   token: null, workspace: null, rest: null, live: null,
-  view: 'all', cursor: null, loading: false, features: {}, listedEmpty: false,
+  view: 'all', cursor: null, loading: false, features: {},
 };
 /** id -> { n: notification, el: <li> }, for what the list shows now. */
 const shown = new Map();
@@ -124,9 +124,9 @@ function startLive() {
 function liveState(state, detail) {
   if (state === 'open') {
     setStatus('open', detail.protocol ? `Live · ${detail.protocol}` : 'Live');
-    // Nothing was listed, so there was no id to resume from: list again now that
-    // live delivery runs, so nothing created in between is missed.
-    if (session.listedEmpty) reload();
+    // No id to resume from (nothing listed or received): list again now that live
+    // delivery runs, so nothing created in between is missed.
+    if (!session.live.lastId) reload();
     if (!detail.protocol) refreshCounts();
   } else if (state === 'connecting') {
     setStatus('connecting', 'Connecting…');
@@ -177,7 +177,6 @@ function clearList() {
 async function reload() {
   clearList();
   await loadPage();
-  session.listedEmpty = shown.size === 0;
 }
 
 async function loadPage() {

@@ -72,6 +72,8 @@ async function restart() {
   const browser = await launch();
   try {
     const page = await newPage(browser);
+    const sockets = [];
+    page.on('websocket', (socket) => sockets.push(new URL(socket.url())));
     await signIn(page, { token: env('NOTIFD_TOKEN') });
     await waitForStatus(page, 'open');
     const first = await create({ kind: 'one', title: 'before the restart' });
@@ -85,6 +87,8 @@ async function restart() {
     console.log('start');
     assert.equal(await next(), 'started');
     await waitForStatus(page, 'open');
+    const resumed = sockets.at(-1);
+    assert.equal(resumed.searchParams.get('since'), first.id, `the reconnect resumes after the last id: ${resumed.search.replace(/token=[^&]*/, 'token=…')}`);
     const after = await create({ kind: 'four', title: 'after the restart' });
     await page.waitForSelector(`#list .item[data-id="${after.id}"]`);
     const ids = await listed(page);
