@@ -1,7 +1,8 @@
 //! The inbox page (`GET /`, contract §8) in a real browser: Debian's chromium driven
 //! by playwright-core (`tests/browser/inbox.mjs`), never a downloaded browser. The
 //! page signs in (a bad token shows a clear error), pages, receives a live
-//! notification, marks it read and the badge drops, and survives a server restart,
+//! notification, marks it read and the badge drops (and, where the server has them,
+//! marks unread, archives and unarchives), and survives a server restart,
 //! resuming with `since` (no loss, no duplicate). Also: the page and its assets carry
 //! their types and a strict Content-Security-Policy.
 
@@ -107,6 +108,13 @@ fn the_page_signs_in_receives_live_marks_read_and_refuses_a_bad_token() {
     let user = new_user("page");
     let mut envs = scenario_env(&server, &user);
     envs.push(("NOTIFD_SCREENSHOT", screenshot_path().display().to_string()));
+    // The page offers unread, archive and the Archived view where the server has
+    // the routes; the scenario checks both that and the buttons.
+    let archives = notifd::api::routes().any(|(_, path)| path == "/v1/notifications/archive");
+    envs.push((
+        "NOTIFD_EXPECT_STATES",
+        if archives { "1" } else { "0" }.into(),
+    ));
     let output = support::node(&["inbox.mjs", "signin"], &envs, SCENARIO_DEADLINE);
     assert!(String::from_utf8_lossy(&output.stdout).contains("ok signin"));
 }

@@ -59,10 +59,36 @@ async function signin() {
     await page.click('#read-all');
     await waitForBadge(page, 0);
     assert.equal(await page.$$eval('#list .item.unread', (items) => items.length), 0);
+    await states(page, live.id);
     assertNoProblems(page);
   } finally {
     await browser.close();
   }
+}
+
+/** Mark unread, archive, the Archived view and unarchive: offered exactly when the
+ *  server's route table has them (NOTIFD_EXPECT_STATES, from tests/browser.rs). */
+async function states(page, id) {
+  const expected = env('NOTIFD_EXPECT_STATES') === '1';
+  assert.equal(await page.isVisible('.tab[data-view="archived"]'), expected, 'the Archived view iff the server archives');
+  const item = `#list .item[data-id="${id}"]`;
+  assert.equal(await page.isVisible(`${item} .toggle-archive`), expected, 'Archive iff the server archives');
+  assert.equal(await page.isVisible(`${item} .toggle-read`), expected, 'Mark unread on a read one iff the server has it');
+  if (!expected) return;
+  await page.click(`${item} .toggle-read`);
+  await page.waitForSelector(`${item}.unread`);
+  await waitForBadge(page, 1);
+  await page.click(`${item} .toggle-archive`);
+  await page.waitForSelector(item, { state: 'detached' });
+  await waitForBadge(page, 0); // archived ones leave the counts
+  await page.click('.tab[data-view="archived"]');
+  await page.waitForSelector(item);
+  assert.deepEqual(await listed(page), [id], 'the Archived view lists the archived one');
+  await page.click(`${item} .toggle-archive`);
+  await page.waitForSelector(item, { state: 'detached' });
+  await waitForBadge(page, 1);
+  await page.click('.tab[data-view="all"]');
+  await page.waitForSelector(`${item}.unread`);
 }
 
 /** The server stops and starts again on the same ports while another instance takes
@@ -144,6 +170,7 @@ async function screenshot() {
     await page.waitForSelector(`#list .item[data-id="${live.id}"]`);
     await waitForBadge(page, SAMPLES.length);
     await page.mouse.move(0, 0);
+    await page.evaluate(() => document.activeElement?.blur());
     await page.screenshot({ path: env('NOTIFD_SCREENSHOT') });
     assertNoProblems(page);
   } finally {
