@@ -238,10 +238,15 @@ function draw(n, el) {
 function change(id, changes) {
   const entry = shown.get(id);
   if (!entry) return;
-  Object.assign(entry.n, changes);
-  if ('read_at' in changes) entry.n.read = changes.read_at != null;
+  // A set value lands only where the field is still null (the server keeps the
+  // first read_at, seen_at, archived_at); null, an undo, always lands.
+  for (const [field, value] of Object.entries(changes)) {
+    if (value === null || entry.n[field] == null) entry.n[field] = value;
+  }
+  entry.n.read = entry.n.read_at != null;
+  entry.n.seen = entry.n.seen_at != null;
   const archivedView = session.view === 'archived';
-  if ('archived_at' in changes && (changes.archived_at != null) !== archivedView) {
+  if ('archived_at' in changes && (entry.n.archived_at != null) !== archivedView) {
     entry.el.remove();
     shown.delete(id);
     updateEmpty();
