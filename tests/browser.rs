@@ -101,33 +101,40 @@ fn the_page_and_its_assets_carry_their_types_and_a_strict_policy() {
     assert!(head.body.is_empty(), "HEAD has no body");
 }
 
-#[test]
-fn the_page_signs_in_receives_live_marks_read_and_refuses_a_bad_token() {
+/// Runs scenario `name` of inbox.mjs against a fresh server, with `extra` in its
+/// environment besides the addresses and tokens.
+fn run_scenario(name: &str, extra: Vec<(&'static str, String)>) {
     require_chromium();
     let server = TestServer::start();
     let user = new_user("page");
     let mut envs = scenario_env(&server, &user);
-    envs.push(("NOTIFD_SCREENSHOT", screenshot_path().display().to_string()));
+    envs.extend(extra);
+    let output = support::node(&["inbox.mjs", name], &envs, SCENARIO_DEADLINE);
+    let out = String::from_utf8_lossy(&output.stdout);
+    assert!(out.contains(&format!("ok {name}")), "{out}");
+}
+
+#[test]
+fn the_page_signs_in_receives_live_marks_read_and_refuses_a_bad_token() {
     // The page offers unread, archive and the Archived view where the server has
     // the routes; the scenario checks both that and the buttons.
     let archives = notifd::api::routes().any(|(_, path)| path == "/v1/notifications/archive");
-    envs.push((
-        "NOTIFD_EXPECT_STATES",
-        if archives { "1" } else { "0" }.into(),
-    ));
-    let output = support::node(&["inbox.mjs", "signin"], &envs, SCENARIO_DEADLINE);
-    assert!(String::from_utf8_lossy(&output.stdout).contains("ok signin"));
+    run_scenario(
+        "signin",
+        vec![
+            ("NOTIFD_SCREENSHOT", screenshot_path().display().to_string()),
+            (
+                "NOTIFD_EXPECT_STATES",
+                if archives { "1" } else { "0" }.into(),
+            ),
+        ],
+    );
 }
 
 #[test]
 #[ignore = "needs notifd.v1 (issue 12)"]
 fn two_tabs_show_the_same_state_without_reloading() {
-    require_chromium();
-    let server = TestServer::start();
-    let user = new_user("tabs");
-    let envs = scenario_env(&server, &user);
-    let output = support::node(&["inbox.mjs", "two-tabs"], &envs, SCENARIO_DEADLINE);
-    assert!(String::from_utf8_lossy(&output.stdout).contains("ok two-tabs"));
+    run_scenario("two-tabs", Vec::new());
 }
 
 /// Regenerates the README's picture: `cargo test --test browser -- --ignored
@@ -135,18 +142,16 @@ fn two_tabs_show_the_same_state_without_reloading() {
 #[test]
 #[ignore = "a tool, not a check: rewrites src/face/screenshot.png"]
 fn readme_screenshot() {
-    require_chromium();
-    let server = TestServer::start();
-    let user = new_user("picture");
-    let mut envs = scenario_env(&server, &user);
     let dark = std::env::var("NOTIFD_COLOR_SCHEME").is_ok_and(|v| v == "dark");
     let path = if dark {
         screenshot_path().with_file_name("inbox-dark.png")
     } else {
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("src/face/screenshot.png")
     };
-    envs.push(("NOTIFD_SCREENSHOT", path.display().to_string()));
-    support::node(&["inbox.mjs", "screenshot"], &envs, SCENARIO_DEADLINE);
+    run_scenario(
+        "screenshot",
+        vec![("NOTIFD_SCREENSHOT", path.display().to_string())],
+    );
 }
 
 /// Server A serves the page; it stops and starts again on the same ports while B
