@@ -63,6 +63,10 @@ pub fn settings(config: &Config, s: &Settings) -> Vec<(&'static str, String)> {
             config.http_max_connections.to_string(),
         ),
         ("NOTIFD_WS_QUEUE", config.ws_queue.to_string()),
+        (
+            "NOTIFD_CONNECTIONS_PER_USER",
+            config.connections_per_user.to_string(),
+        ),
         ("NOTIFD_DB_POOL_SIZE", config.db_pool_size.to_string()),
     ]
 }

@@ -159,6 +159,10 @@ pub struct Settings {
     /// Notifications queued per WebSocket before it is closed as too slow (4006) [default: 256]
     #[arg(long, env = "NOTIFD_WS_QUEUE", global = true)]
     pub ws_queue: Option<String>,
+    /// WebSocket connections per user and workspace across all instances; a newer one
+    /// beyond it closes the oldest (4005), 1 to 1000 [default: 5]
+    #[arg(long, env = "NOTIFD_CONNECTIONS_PER_USER", global = true)]
+    pub connections_per_user: Option<String>,
     /// PostgreSQL connections in the pool [default: 8]
     #[arg(long, env = "NOTIFD_DB_POOL_SIZE", global = true)]
     pub db_pool_size: Option<String>,

@@ -22,6 +22,10 @@ pub const DEFAULT_HTTP_WORKERS: usize = 16;
 pub const DEFAULT_HTTP_TIMEOUT: Duration = Duration::from_secs(15);
 pub const DEFAULT_DB_POOL_SIZE: u32 = 8;
 pub const DEFAULT_WS_QUEUE: usize = 256;
+pub const DEFAULT_CONNECTIONS_PER_USER: usize = 5;
+/// Most connections per (user, workspace) a setting may ask for: past this the
+/// limit protects nothing, and each admit moves more of the roster.
+pub const MAX_CONNECTIONS_PER_USER: usize = 1000;
 /// Longest retention period: PostgreSQL's interval arithmetic (and common sense)
 /// stop well before `u32::MAX` days.
 pub const MAX_RETENTION_DAYS: u32 = 36_500;
@@ -148,6 +152,9 @@ pub struct Config {
     pub db_pool_size: u32,
     /// Notifications queued per WebSocket connection. Defaults to 256.
     pub ws_queue: usize,
+    /// WebSocket connections per (user, workspace) across all instances (`roster`);
+    /// a newer one beyond it closes the oldest with 4005, 1 to 1,000. Defaults to 5.
+    pub connections_per_user: usize,
 }
 
 impl Config {
@@ -225,6 +232,7 @@ impl Config {
                 Some(v) => parse_number("NOTIFD_WS_QUEUE", v, 1)?,
                 None => DEFAULT_WS_QUEUE,
             },
+            connections_per_user: connections_per_user(s)?,
         })
     }
 }
@@ -339,6 +347,19 @@ fn max_connections(s: &Settings) -> Result<(usize, Option<CapLowered>), ConfigEr
             })
         }
     }
+}
+
+/// `NOTIFD_CONNECTIONS_PER_USER`: 1 to `MAX_CONNECTIONS_PER_USER`.
+fn connections_per_user(s: &Settings) -> Result<usize, ConfigError> {
+    const VARIABLE: &str = "NOTIFD_CONNECTIONS_PER_USER";
+    let Some(text) = &s.connections_per_user else {
+        return Ok(DEFAULT_CONNECTIONS_PER_USER);
+    };
+    let n = parse_number(VARIABLE, text, 1)?;
+    if n > MAX_CONNECTIONS_PER_USER {
+        return Err(bad(VARIABLE, format!("at most {MAX_CONNECTIONS_PER_USER}")));
+    }
+    Ok(n)
 }
 
 fn parse_addr(
@@ -598,6 +619,30 @@ mod tests {
         let config = Config::from_settings(&s).expect("valid");
         assert_eq!(config.max_connections, 7);
         assert_eq!(config.max_connections_lowered, None);
+    }
+
+    #[test]
+    fn connections_per_user_defaults_to_5_and_takes_1_to_1000() {
+        let mut s = settings();
+        let config = Config::from_settings(&s).expect("valid");
+        assert_eq!(config.connections_per_user, DEFAULT_CONNECTIONS_PER_USER);
+        assert_eq!(DEFAULT_CONNECTIONS_PER_USER, 5);
+        for (text, n) in [("1", 1), (" 7 ", 7), ("1000", 1000)] {
+            s.connections_per_user = Some(text.into());
+            let config = Config::from_settings(&s).expect(text);
+            assert_eq!(config.connections_per_user, n, "{text:?}");
+        }
+        for (text, problem) in [
+            ("0", "must be at least 1"),
+            ("1001", "at most 1000"),
+            ("five", "not a whole number"),
+            ("-1", "not a whole number"),
+        ] {
+            s.connections_per_user = Some(text.into());
+            let err = Config::from_settings(&s).unwrap_err();
+            assert_eq!(err.variable, "NOTIFD_CONNECTIONS_PER_USER", "{text:?}");
+            assert!(err.problem.contains(problem), "{text:?}: {err}");
+        }
     }
 
     #[test]

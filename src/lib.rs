@@ -16,7 +16,8 @@
 //! - [`committer`]: group commit of concurrent creates, then one Redis pipeline.
 //! - [`publisher`]: Redis publish after commit; [`subscriber`]: the one thread that
 //!   receives from Redis; [`channels`]: the Redis channel names both use;
-//!   [`hub`]: user -> this instance's connections.
+//!   [`hub`]: user -> this instance's connections; [`roster`]: every instance's
+//!   connections per (user, workspace) in Redis, for `NOTIFD_CONNECTIONS_PER_USER`.
 //! - [`websocket`]: the WebSocket listener, handshakes and per-connection loops.
 //! - [`http`]: notifd's own HTTP/1.1 front (epoll, bounded workers, protocol rules);
 //!   [`api`]: the REST endpoints it serves; [`face`]: the inbox page, `notifd.js`
@@ -48,6 +49,7 @@ pub mod notification;
 pub mod process;
 pub mod publisher;
 pub mod retention;
+pub mod roster;
 pub mod server;
 pub mod shutdown;
 pub mod store;
