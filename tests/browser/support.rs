@@ -3,6 +3,8 @@
 //! `npm ci` when missing, as `scripts/test` does), and node runs bounded in time
 //! whose output a failure shows. Without node or npm these tests fail, never skip.
 
+#![allow(dead_code)] // each test binary that includes this uses a part of it
+
 use std::io::Read;
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
