@@ -3,7 +3,8 @@
 //! page signs in (a bad token shows a clear error), pages, receives a live
 //! notification, marks it read and the badge drops (and, where the server has them,
 //! marks unread, archives and unarchives), and survives a server restart,
-//! resuming with `since` (no loss, no duplicate). Also: the page and its assets carry
+//! resuming with `since` (no loss, no duplicate); a tab replaced by another (4005)
+//! says so and reconnects only when asked. Also: the page and its assets carry
 //! their types and a strict Content-Security-Policy.
 
 mod common;
@@ -104,8 +105,11 @@ fn the_page_and_its_assets_carry_their_types_and_a_strict_policy() {
 /// Runs scenario `name` of inbox.mjs against a fresh server, with `extra` in its
 /// environment besides the addresses and tokens.
 fn run_scenario(name: &str, extra: Vec<(&'static str, String)>) {
+    run_scenario_on(TestServer::start(), name, extra);
+}
+
+fn run_scenario_on(server: TestServer, name: &str, extra: Vec<(&'static str, String)>) {
     require_chromium();
-    let server = TestServer::start();
     let user = new_user("page");
     let mut envs = scenario_env(&server, &user);
     envs.extend(extra);
@@ -129,6 +133,13 @@ fn the_page_signs_in_receives_live_marks_read_and_refuses_a_bad_token() {
             ),
         ],
     );
+}
+
+#[test]
+fn a_tab_replaced_by_another_says_so_and_reconnects_on_request() {
+    let mut settings = settings();
+    settings.connections_per_user = Some("1".into());
+    run_scenario_on(TestServer::with(settings), "replaced", Vec::new());
 }
 
 #[test]

@@ -33,6 +33,7 @@ async function signIn(event) {
   const token = $('token').value.trim();
   const workspace = $('workspace').value.trim();
   if (!token || !workspace) return showError('signin-error', 'Enter a token and a workspace.');
+  if (!socketUrl()) return showError('signin-error', 'WebSocket: give a port (1 to 65535) or a ws:// or wss:// URL.');
   showError('signin-error', null);
   $('signin-button').disabled = true;
   const rest = api({ getToken: () => session.token });
@@ -100,11 +101,13 @@ async function detectFeatures() {
 
 // ---- the live connection ----
 
-/** The WebSocket URL: a whole ws(s):// URL as given, else this host on that port. */
+/** The WebSocket URL: a whole ws(s):// URL as given, else this host on that port
+ *  (8081 when empty); null when the setting is neither. */
 function socketUrl() {
   const setting = $('ws').value.trim();
-  if (/^wss?:\/\//.test(setting)) return setting;
-  return wsUrl({ port: Number(setting) || 8081 });
+  if (/^wss?:\/\/[^/]/.test(setting)) return setting;
+  const port = setting === '' ? 8081 : Number(setting);
+  return Number.isInteger(port) && port > 0 && port < 65536 ? wsUrl({ port }) : null;
 }
 
 function startLive() {
@@ -120,6 +123,14 @@ function startLive() {
   const newest = [...shown.keys()].sort().pop();
   if (newest) session.live.advance(newest);
 }
+
+/** What the status says after a terminal close, short enough for the bar. */
+const STOPPED = {
+  4002: 'No workspace given',
+  4004: 'The token does not grant this workspace',
+  4005: 'Another tab or device took over',
+  1008: 'The resume point was refused',
+};
 
 function liveState(state, detail) {
   if (state === 'open') {
@@ -137,7 +148,9 @@ function liveState(state, detail) {
     setStatus('reconnecting', `Reconnecting in ${seconds} s${detail.code === 1001 ? ' (server restarting)' : ''}`);
   } else if (state === 'stopped') {
     if (detail.code === 4001) return signOut(`The WebSocket refused this token (4001): ${detail.reason || detail.meaning}.`);
-    setStatus('stopped', `Disconnected: ${detail.meaning} (${detail.code})`);
+    const why = STOPPED[detail.code] ?? detail.meaning;
+    setStatus('stopped', `${why}${detail.code ? ` (${detail.code})` : ''}`);
+    $('reconnect').hidden = false;
   }
   return undefined;
 }
@@ -328,6 +341,7 @@ function setBadge(unread) {
 }
 
 function setStatus(state, text) {
+  if (state !== 'stopped') $('reconnect').hidden = true;
   $('status').dataset.state = state;
   $('status-text').textContent = text;
 }
@@ -376,6 +390,7 @@ $('list').addEventListener('click', onListClick);
 $('more').addEventListener('click', () => loadPage());
 $('read-all').addEventListener('click', readAll);
 $('bell').addEventListener('click', onBell);
+$('reconnect').addEventListener('click', () => session.live?.reconnect());
 for (const tab of document.querySelectorAll('.tab')) tab.addEventListener('click', () => setView(tab.dataset.view));
 document.addEventListener('keydown', onKey);
 setInterval(() => { for (const { n, el } of shown.values()) el.querySelector('.time').textContent = ago(n.created_at); }, 30000);

@@ -178,7 +178,14 @@ export function connect(options) {
     }
     if (ended) return undefined;
     const asked = o.protocol && !plainOnly && !fallback ? [o.protocol] : [];
-    const socket = new Socket(url(token), asked);
+    let socket;
+    try {
+      socket = new Socket(url(token), asked);
+    } catch (error) {
+      ended = true; // a malformed URL stays malformed: retrying cannot help
+      setState('stopped', { code: null, reason: error.message, meaning: 'the WebSocket URL is not valid', advice: 'Stop: fix the url option.' });
+      return undefined;
+    }
     socket.askedProtocol = asked.length > 0;
     ws = socket;
     socket.onopen = () => { socket.wasOpen = true; opened(socket); };

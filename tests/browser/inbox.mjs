@@ -28,6 +28,12 @@ async function signin() {
     const error = await page.textContent('#signin-error');
     assert.match(error, /^The server refused this token: /, error);
     assert.equal(await page.isHidden('#inbox'), true, 'still signed out');
+    const port = await page.inputValue('#ws');
+    await page.fill('#ws', 'not a port');
+    await signIn(page, { token: env('NOTIFD_TOKEN') });
+    assert.match(await page.textContent('#signin-error'), /^WebSocket: give a port/);
+    assert.equal(await page.isHidden('#inbox'), true, 'still signed out');
+    await page.fill('#ws', port);
 
     await signIn(page, { token: env('NOTIFD_TOKEN') });
     await waitForStatus(page, 'open');
@@ -178,7 +184,32 @@ async function screenshot() {
   }
 }
 
-const SCENARIOS = { signin, restart, 'two-tabs': twoTabs, screenshot };
+/** With one connection allowed per user and workspace, a second tab replaces the
+ *  first (4005): the first says so and stops, and its Reconnect button takes over. */
+async function replaced() {
+  const browser = await launch();
+  try {
+    const [one, two] = [await newPage(browser), await newPage(browser)];
+    await signIn(one, { token: env('NOTIFD_TOKEN') });
+    await waitForStatus(one, 'open');
+    await signIn(two, { token: env('NOTIFD_TOKEN') });
+    await waitForStatus(two, 'open');
+    await waitForStatus(one, 'stopped');
+    assert.equal(await one.textContent('#status-text'), 'Another tab or device took over (4005)');
+    await one.click('#reconnect');
+    await waitForStatus(two, 'stopped');
+    await waitForStatus(one, 'open');
+    assert.equal(await one.isHidden('#reconnect'), true);
+    const n = await create({ kind: 'after.takeover', title: 'to the tab that took over' });
+    await one.waitForSelector(`#list .item[data-id="${n.id}"]`);
+    assertNoProblems(one);
+    assertNoProblems(two);
+  } finally {
+    await browser.close();
+  }
+}
+
+const SCENARIOS = { signin, restart, replaced, 'two-tabs': twoTabs, screenshot };
 const name = process.argv[2];
 assert.ok(SCENARIOS[name], `scenario one of ${Object.keys(SCENARIOS).join(', ')}`);
 await SCENARIOS[name]();
