@@ -4,7 +4,8 @@
 //! notification, marks it read and the badge drops (and, where the server has them,
 //! marks unread, archives and unarchives), and survives a server restart,
 //! resuming with `since` (no loss, no duplicate); a tab replaced by another (4005)
-//! says so and reconnects only when asked. Also: the page and its assets carry
+//! says so and reconnects only when asked; on the notifd.v1 protocol (a scripted peer
+//! selects it) the page applies `notification`, `updated` and `counts` events. Also: the page and its assets carry
 //! their types and a strict Content-Security-Policy.
 
 mod common;
@@ -133,6 +134,11 @@ fn the_page_signs_in_receives_live_marks_read_and_refuses_a_bad_token() {
             ),
         ],
     );
+}
+
+#[test]
+fn the_page_applies_notifd_v1_events_from_a_peer_that_selects_the_protocol() {
+    run_scenario("events", Vec::new());
 }
 
 #[test]

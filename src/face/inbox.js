@@ -324,8 +324,10 @@ function setView(view) {
 }
 
 let countsTimer = null;
-/** The exact counts from the server, at most every 150 ms however many changes come. */
+/** The exact counts from the server, at most every 150 ms however many changes come.
+ *  Not on notifd.v1: there the server sends `counts` after every change itself. */
 function refreshCounts() {
+  if (session.live?.protocol === 'notifd.v1') return;
   clearTimeout(countsTimer);
   countsTimer = setTimeout(async () => {
     try { setBadge((await session.rest.counts({ workspace: session.workspace })).unread); } catch { /* shown on the next action */ }

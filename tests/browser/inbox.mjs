@@ -2,6 +2,7 @@
 // SCENARIO`, the server's addresses and tokens in the environment). Each scenario
 // throws (exit 1) on the first broken expectation and prints `ok SCENARIO` last.
 import assert from 'node:assert/strict';
+import { WebSocketServer } from 'ws';
 import {
   env, launch, newPage, signIn, waitForStatus, badge, waitForBadge, listed, create,
   commands, assertNoProblems,
@@ -209,7 +210,46 @@ async function replaced() {
   }
 }
 
-const SCENARIOS = { signin, restart, replaced, 'two-tabs': twoTabs, screenshot };
+/** The page on the notifd.v1 protocol, against a scripted peer that selects it (the
+ *  REST API is the real server's): `counts` set the badge, a `notification` event
+ *  lands on top, `updated` by ids and by filter change the list without a reload. */
+async function events() {
+  const listed1 = await create({ kind: 'listed', title: 'listed through REST' });
+  const peer = new WebSocketServer({ host: '127.0.0.1', port: 0, handleProtocols: (asked) => (asked.has('notifd.v1') ? 'notifd.v1' : false) });
+  await new Promise((resolve) => { peer.on('listening', resolve); });
+  const connected = new Promise((resolve) => { peer.on('connection', resolve); });
+  const browser = await launch();
+  try {
+    const page = await newPage(browser);
+    await page.goto(`${env('NOTIFD_HTTP')}/?ws=${peer.address().port}`);
+    await signIn(page, { token: env('NOTIFD_TOKEN') });
+    const socket = await connected;
+    const send = (event) => socket.send(JSON.stringify(event));
+    await waitForStatus(page, 'open');
+    assert.equal(await page.textContent('#status-text'), 'Live · notifd.v1');
+    await page.waitForSelector(`#list .item[data-id="${listed1.id}"].unread`);
+    send({ event: 'synced', through: null });
+    send({ event: 'counts', unread: 7, unseen: 7 });
+    await waitForBadge(page, 7);
+    // Created for real (the page's socket is the peer's, so only the peer delivers it).
+    const newer = await create({ kind: 'pushed', title: 'pushed as an event' });
+    send({ event: 'notification', notification: newer });
+    await page.waitForSelector(`#list .item[data-id="${newer.id}"].unread`);
+    assert.equal((await listed(page))[0], newer.id, 'the pushed one is on top');
+    send({ event: 'updated', ids: [listed1.id], changes: { read_at: '2026-12-02T10:00:00.000Z' } });
+    await page.waitForSelector(`#list .item[data-id="${listed1.id}"]:not(.unread)`);
+    send({ event: 'updated', filter: { workspace: null, kind: null }, through: newer.id, changes: { archived_at: '2026-12-02T10:00:01.000Z' } });
+    await page.waitForFunction(() => document.querySelectorAll('#list .item').length === 0);
+    send({ event: 'counts', unread: 0, unseen: 0 });
+    await waitForBadge(page, 0);
+    assertNoProblems(page);
+  } finally {
+    await browser.close();
+    peer.close();
+  }
+}
+
+const SCENARIOS = { signin, restart, replaced, events, 'two-tabs': twoTabs, screenshot };
 const name = process.argv[2];
 assert.ok(SCENARIOS[name], `scenario one of ${Object.keys(SCENARIOS).join(', ')}`);
 await SCENARIOS[name]();
