@@ -23,6 +23,16 @@ use common::*;
 const WORKSPACE: &str = "acme";
 const SCENARIO_DEADLINE: Duration = Duration::from_secs(120);
 
+/// One chromium at a time: on a 2-core machine several at once starve each other
+/// past their deadlines. A test that failed while holding the lock does not poison it
+/// for the others.
+fn one_browser_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    static BROWSER: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    BROWSER
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 /// The browser `scripts/test` installs; its absence fails the test.
 fn require_chromium() {
     assert!(
@@ -110,6 +120,7 @@ fn run_scenario(name: &str, extra: Vec<(&'static str, String)>) {
 }
 
 fn run_scenario_on(server: TestServer, name: &str, extra: Vec<(&'static str, String)>) {
+    let _one_at_a_time = one_browser_at_a_time();
     require_chromium();
     let user = new_user("page");
     let mut envs = scenario_env(&server, &user);
@@ -175,6 +186,7 @@ fn readme_screenshot() {
 /// (same database and Redis prefix) takes the creates in between.
 #[test]
 fn the_page_survives_a_server_restart_and_resumes_with_since() {
+    let _one_at_a_time = one_browser_at_a_time();
     require_chromium();
     let mut first = TestServer::start();
     let mut again = first.config.clone();
