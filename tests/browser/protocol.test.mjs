@@ -112,7 +112,7 @@ test('a server that accepts and drops at once is backed off more each time: open
 test('a connection that stayed up past stableAfter resets the backoff', async () => {
   const server = await peer((socket, url, index) => {
     if (index < 2) socket.close(1011, 'boom');
-    else setTimeout(() => socket.close(1001, "bye"), FAST.stableAfter * 3); // a wide margin: timers run late on a busy machine
+    else setTimeout(() => socket.close(1001, 'bye'), FAST.stableAfter * 3); // a wide margin: timers run late on a busy machine
   });
   const { conn, got } = client(server.url);
   await until(() => got.states.filter((s) => s.state === 'reconnecting').length === 3, 'three reconnects');
