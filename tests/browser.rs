@@ -96,6 +96,7 @@ fn the_page_and_its_assets_carry_their_types_and_a_strict_policy() {
     for (path, kind) in [
         ("/notifd.js", "text/javascript; charset=utf-8"),
         ("/inbox.js", "text/javascript; charset=utf-8"),
+        ("/inbox-list.js", "text/javascript; charset=utf-8"),
         ("/inbox.css", "text/css; charset=utf-8"),
     ] {
         let asset = server.request("GET", path, &[], None);

@@ -130,6 +130,11 @@ const ROUTES: &[Route] = &[
     },
     Route {
         method: "GET",
+        path: "/inbox-list.js",
+        handler: Handler::Public(face::inbox_list_js),
+    },
+    Route {
+        method: "GET",
         path: "/notifd.js",
         handler: Handler::Public(face::client_js),
     },

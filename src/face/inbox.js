@@ -2,10 +2,12 @@
 // (kept in this tab's sessionStorage), lists the user's notifications through the
 // REST API on this origin, keeps a WebSocket to the notifd WebSocket port for live
 // arrivals (and, with the notifd.v1 protocol, the state changes and counts other
-// tabs and devices make), and turns clicks and keys into REST calls. What the
+// tabs and devices make), and turns clicks and keys into REST calls; inbox-list.js
+// keeps the list itself. What the
 // server supports beyond the basics (unread, seen, archive) is read from its own
 // /v1/openapi.json, so the page never offers a button the server would 404.
 import { connect, api, wsUrl, NotifdError } from '/notifd.js';
+import * as list from '/inbox-list.js';
 
 const $ = (id) => document.getElementById(id);
 const PAGE_SIZE = 20;
@@ -15,8 +17,6 @@ const session = {
   token: null, workspace: null, rest: null, live: null,
   view: 'all', cursor: null, loading: false, features: {},
 };
-/** id -> { n: notification, el: <li> }, for what the list shows now. */
-const shown = new Map();
 
 // ---- signing in and out ----
 
@@ -96,6 +96,7 @@ async function detectFeatures() {
     seen: '/v1/notifications/seen-all' in paths,
     archive: '/v1/notifications/archive' in paths,
   };
+  list.options.features = session.features;
   document.querySelector('.tab[data-view="archived"]').hidden = !session.features.archive;
 }
 
@@ -116,11 +117,11 @@ function startLive() {
     getToken: () => session.token,
     workspace: session.workspace,
     onNotification: arrived,
-    onUpdate: applyUpdate,
+    onUpdate: list.applyUpdate,
     onCounts: (counts) => setBadge(counts.unread),
     onState: liveState,
   });
-  const newest = [...shown.keys()].sort().pop();
+  const newest = list.newest();
   if (newest) session.live.advance(newest);
 }
 
@@ -157,31 +158,17 @@ function liveState(state, detail) {
 
 function arrived(n) {
   refreshCounts();
-  if (shown.has(n.id) || session.view === 'archived') return;
-  const oldest = [...shown.keys()].sort()[0];
+  if (list.shown.has(n.id) || session.view === 'archived') return;
+  const oldest = list.oldest();
   if (session.cursor && oldest && n.id < oldest) return; // "Load more" brings it
-  place(n, true);
-  updateEmpty();
-}
-
-/** A notifd.v1 `updated` event: by ids, or by filter up to `through`. */
-function applyUpdate(event) {
-  const changes = event.changes ?? {};
-  const matches = event.ids
-    ? (id) => event.ids.includes(id)
-    : (id, n) => id <= event.through
-      && (!event.filter?.workspace || n.workspace === null || n.workspace === event.filter.workspace)
-      && (!event.filter?.kind || n.kind === event.filter.kind);
-  for (const [id, { n }] of [...shown]) {
-    if (matches(id, n)) change(id, changes);
-  }
+  list.place(n, true);
+  list.updateEmpty();
 }
 
 // ---- the list ----
 
 function clearList() {
-  shown.clear();
-  $('list').replaceChildren();
+  list.clear();
   session.cursor = null;
   $('more').hidden = true;
   $('empty').hidden = true;
@@ -195,6 +182,7 @@ async function reload() {
 async function loadPage() {
   if (session.loading) return;
   session.loading = true;
+  list.options.loading = true;
   $('more').disabled = true;
   const params = { limit: PAGE_SIZE, workspace: session.workspace, cursor: session.cursor };
   if (session.view === 'unread') params.unread = true;
@@ -202,82 +190,18 @@ async function loadPage() {
   try {
     const page = await session.rest.list(params);
     showError('inbox-error', null);
-    for (const n of page.notifications) if (!shown.has(n.id)) place(n, false);
+    for (const n of page.notifications) if (!list.shown.has(n.id)) list.place(n, false);
     session.cursor = page.cursor;
     if (page.notifications.length) session.live?.advance(page.notifications[0].id);
   } catch (err) {
     if (err.status === 401) signOut(explain(err)); else showError('inbox-error', explain(err));
   } finally {
     session.loading = false;
+    list.options.loading = false;
     $('more').disabled = false;
     $('more').hidden = !session.cursor;
-    updateEmpty();
+    list.updateEmpty();
   }
-}
-
-/** Puts `n` in the list in id order (UUIDv7: newest first). */
-function place(n, fresh) {
-  const el = $('item-template').content.firstElementChild.cloneNode(true);
-  el.dataset.id = n.id;
-  el.classList.toggle('fresh', fresh);
-  shown.set(n.id, { n, el });
-  draw(n, el);
-  const after = [...$('list').children].find((other) => other.dataset.id < n.id);
-  $('list').insertBefore(el, after ?? null);
-}
-
-function draw(n, el) {
-  const read = n.read_at != null;
-  el.classList.toggle('unread', !read);
-  el.dataset.type = n.type ?? 'info';
-  el.querySelector('.title').textContent = n.title || n.kind;
-  el.querySelector('.kind').textContent = n.kind;
-  el.querySelector('.message').textContent = n.message ?? '';
-  const time = el.querySelector('.time');
-  time.dateTime = n.created_at;
-  time.title = new Date(n.created_at).toLocaleString();
-  time.textContent = ago(n.created_at);
-  const toggleRead = el.querySelector('.toggle-read');
-  toggleRead.textContent = read ? 'Mark unread' : 'Mark read';
-  toggleRead.hidden = read && !session.features.unread;
-  toggleRead.setAttribute('aria-label', `${toggleRead.textContent}: ${n.title || n.kind}`);
-  const archive = el.querySelector('.toggle-archive');
-  archive.hidden = !session.features.archive;
-  archive.textContent = n.archived_at ? 'Unarchive' : 'Archive';
-  el.setAttribute('aria-label', `${read ? '' : 'Unread. '}${n.title || n.kind}. ${n.message ?? ''}`);
-}
-
-/** Applies state `changes` to a shown notification; drops it when it leaves the view. */
-function change(id, changes) {
-  const entry = shown.get(id);
-  if (!entry) return;
-  // A set value lands only where the field is still null (the server keeps the
-  // first read_at, seen_at, archived_at); null, an undo, always lands.
-  for (const [field, value] of Object.entries(changes)) {
-    if (value === null || entry.n[field] == null) entry.n[field] = value;
-  }
-  entry.n.read = entry.n.read_at != null;
-  entry.n.seen = entry.n.seen_at != null;
-  const archivedView = session.view === 'archived';
-  if ('archived_at' in changes && (entry.n.archived_at != null) !== archivedView) {
-    entry.el.remove();
-    shown.delete(id);
-    updateEmpty();
-    return;
-  }
-  draw(entry.n, entry.el);
-}
-
-function updateEmpty() {
-  $('empty').hidden = shown.size > 0 || session.loading;
-}
-
-function ago(iso) {
-  const seconds = Math.round((Date.now() - Date.parse(iso)) / 1000);
-  if (seconds < 45) return 'just now';
-  if (seconds < 3600) return `${Math.round(seconds / 60)} min ago`;
-  if (seconds < 86400) return `${Math.round(seconds / 3600)} h ago`;
-  return new Date(iso).toLocaleDateString(undefined, { month: 'short', day: 'numeric' });
 }
 
 // ---- actions ----
@@ -294,31 +218,32 @@ async function act(call, onDone) {
 }
 
 function toggleRead(id) {
-  const entry = shown.get(id);
+  const entry = list.shown.get(id);
   if (!entry) return undefined;
   const now = new Date().toISOString();
-  if (entry.n.read_at == null) return act(() => session.rest.markRead([id]), () => change(id, { read_at: now }));
+  if (entry.n.read_at == null) return act(() => session.rest.markRead([id]), () => list.change(id, { read_at: now }));
   if (!session.features.unread) return undefined;
-  return act(() => session.rest.markUnread([id]), () => change(id, { read_at: null }));
+  return act(() => session.rest.markUnread([id]), () => list.change(id, { read_at: null }));
 }
 
 function toggleArchive(id) {
-  const entry = shown.get(id);
+  const entry = list.shown.get(id);
   if (!entry || !session.features.archive) return undefined;
   const now = new Date().toISOString();
-  if (entry.n.archived_at) return act(() => session.rest.unarchive([id]), () => change(id, { archived_at: null }));
-  return act(() => session.rest.archive([id]), () => change(id, { archived_at: now }));
+  if (entry.n.archived_at) return act(() => session.rest.unarchive([id]), () => list.change(id, { archived_at: null }));
+  return act(() => session.rest.archive([id]), () => list.change(id, { archived_at: now }));
 }
 
 function readAll() {
   const now = new Date().toISOString();
   return act(() => session.rest.readAll({ workspace: session.workspace }), () => {
-    for (const [id, { n }] of shown) if (n.read_at == null) change(id, { read_at: now });
+    for (const [id, { n }] of list.shown) if (n.read_at == null) list.change(id, { read_at: now });
   });
 }
 
 function setView(view) {
   session.view = view;
+  list.options.view = view;
   for (const tab of document.querySelectorAll('.tab')) tab.setAttribute('aria-pressed', String(tab.dataset.view === view));
   reload();
 }
@@ -395,5 +320,4 @@ $('bell').addEventListener('click', onBell);
 $('reconnect').addEventListener('click', () => session.live?.reconnect());
 for (const tab of document.querySelectorAll('.tab')) tab.addEventListener('click', () => setView(tab.dataset.view));
 document.addEventListener('keydown', onKey);
-setInterval(() => { for (const { n, el } of shown.values()) el.querySelector('.time').textContent = ago(n.created_at); }, 30000);
 restore();

@@ -1,5 +1,5 @@
-//! The face (contract §8): the built-in inbox page (`GET /`, with its `inbox.css`
-//! and `inbox.js`), the browser client (`GET /notifd.js`) and the OpenAPI document
+//! The face (contract §8): the built-in inbox page (`GET /`, with its `inbox.css`,
+//! `inbox.js` and `inbox-list.js`), the browser client (`GET /notifd.js`) and the OpenAPI document
 //! (`GET /v1/openapi.json`).
 //!
 //! Every asset is a file beside this one, compiled into the binary with
@@ -15,6 +15,7 @@ use crate::http::Response;
 const INDEX_HTML: &str = include_str!("index.html");
 const INBOX_CSS: &str = include_str!("inbox.css");
 const INBOX_JS: &str = include_str!("inbox.js");
+const INBOX_LIST_JS: &str = include_str!("inbox-list.js");
 const CLIENT_JS: &str = include_str!("notifd.js");
 const OPENAPI_JSON: &str = include_str!("openapi.json");
 
@@ -42,6 +43,11 @@ pub fn inbox_css(_ctx: &Ctx) -> Result<Response, Error> {
 /// `GET /inbox.js`: the page's script, an ES module importing `/notifd.js`.
 pub fn inbox_js(_ctx: &Ctx) -> Result<Response, Error> {
     Ok(asset("text/javascript; charset=utf-8", INBOX_JS))
+}
+
+/// `GET /inbox-list.js`: the page's list, a module `inbox.js` imports.
+pub fn inbox_list_js(_ctx: &Ctx) -> Result<Response, Error> {
+    Ok(asset("text/javascript; charset=utf-8", INBOX_LIST_JS))
 }
 
 /// `GET /notifd.js`: the client, for pages of your own (`import … from`).
