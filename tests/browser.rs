@@ -50,6 +50,10 @@ fn scenario_env(server: &TestServer, user: &str) -> Vec<(&'static str, String)> 
         ("NOTIFD_WORKSPACE", WORKSPACE.to_string()),
         ("NOTIFD_USER", user.to_string()),
         ("NOTIFD_TOKEN", user_token(user, &[WORKSPACE])),
+        (
+            "NOTIFD_EXPIRED_TOKEN",
+            support::expired_token(user, WORKSPACE),
+        ),
         ("NOTIFD_SERVICE_TOKEN", service_token()),
     ]
 }

@@ -13,7 +13,6 @@ mod support;
 use std::time::Duration;
 
 use common::*;
-use notifd::auth::{self, Claims};
 
 #[test]
 fn the_reconnect_policy_passes_its_unit_tests() {
@@ -44,13 +43,7 @@ fn the_client_against_a_live_server() {
     let server = TestServer::start();
     let user = new_user("js_client");
     let workspace = "acme";
-    let expired = mint(&Claims {
-        sub: Some(user.clone()),
-        exp: auth::unix_now() - 3600,
-        workspaces: Some(vec![workspace.into()]),
-        workspace: None,
-        scope: None,
-    });
+    let expired = support::expired_token(&user, workspace);
     let envs = [
         ("NOTIFD_WS", format!("ws://{}/", server.ws_addr())),
         ("NOTIFD_HTTP", format!("http://{}", server.http_addr())),

@@ -16,7 +16,7 @@ const SAMPLES = [
   { kind: 'maintenance', type: 'alert', title: 'Maintenance tonight at 22:00 UTC', message: 'Expect up to 10 minutes without live updates.' },
 ];
 
-/** Signs in with a bad token (a clear error), then a good one: paging, a live
+/** Signs in with a bad token and an expired one (clear errors), then a good one: paging, a live
  *  arrival, mark read (badge drops), keys, mark all read; and the README's picture. */
 async function signin() {
   const created = [];
@@ -29,6 +29,8 @@ async function signin() {
     const error = await page.textContent('#signin-error');
     assert.match(error, /^The server refused this token: /, error);
     assert.equal(await page.isHidden('#inbox'), true, 'still signed out');
+    await signIn(page, { token: env('NOTIFD_EXPIRED_TOKEN') });
+    await page.waitForFunction(() => document.getElementById('signin-error').textContent.startsWith('This token has expired'));
     const port = await page.inputValue('#ws');
     await page.fill('#ws', 'not a port');
     await signIn(page, { token: env('NOTIFD_TOKEN') });

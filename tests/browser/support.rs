@@ -11,6 +11,17 @@ use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+/// A token of `user` for `workspace` that expired an hour ago.
+pub fn expired_token(user: &str, workspace: &str) -> String {
+    crate::common::mint(&notifd::auth::Claims {
+        sub: Some(user.to_string()),
+        exp: notifd::auth::unix_now() - 3600,
+        workspaces: Some(vec![workspace.to_string()]),
+        workspace: None,
+        scope: None,
+    })
+}
+
 /// `tests/browser`: the package.json, lock file and JS test files.
 pub fn browser_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/browser")
