@@ -18,3 +18,9 @@ pub fn all_user_notifications(prefix: &str) -> String {
 pub fn control(prefix: &str) -> String {
     format!("{prefix}notifd:control")
 }
+
+/// `{prefix}notifd:state:{user_id}`: one user's state changes and counters
+/// (`events::StateMessage`), for every instance holding a connection of that user.
+pub fn user_state(prefix: &str, user_id: &str) -> String {
+    format!("{prefix}notifd:state:{user_id}")
+}

@@ -5,6 +5,7 @@
 //! A lone create pays nothing extra but a hand-off to a committer thread; under load
 //! the commit cost, the dominant cost of a create, is shared by everyone waiting.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
@@ -12,6 +13,7 @@ use std::thread::JoinHandle;
 use crossbeam_channel::{bounded, Receiver, Sender};
 
 use crate::error::Error;
+use crate::events::{CounterRow, StateMessage};
 use crate::metrics::METRICS;
 use crate::notification::Notification;
 use crate::publisher::{Message, Publisher};
@@ -152,9 +154,12 @@ fn commit_group(store: &Store, publisher: &Publisher, jobs: Vec<Job>) {
     match store.insert(&rows) {
         Ok(()) => {
             publish(publisher, &jobs);
-            for job in jobs {
+            let pairs = counter_pairs(&rows);
+            drop(rows);
+            for job in &jobs {
                 job.answer(Ok(()));
             }
+            publish_counts(store, publisher, &pairs);
         }
         // Alone or with PostgreSQL unreachable, retrying job by job cannot help: every
         // job gets the error at once.
@@ -177,10 +182,14 @@ fn commit_group(store: &Store, publisher: &Publisher, jobs: Vec<Job>) {
             for job in jobs {
                 let alone: Vec<&Notification> = job.items.iter().map(|i| &i.notification).collect();
                 let result = store.insert(&alone);
-                if result.is_ok() {
+                let committed = result.is_ok();
+                if committed {
                     publish(publisher, std::slice::from_ref(&job));
                 }
                 job.answer(result);
+                if committed {
+                    publish_counts(store, publisher, &counter_pairs(&alone));
+                }
             }
         }
     }
@@ -199,4 +208,48 @@ fn publish(publisher: &Publisher, jobs: &[Job]) {
         .notifications_created
         .fetch_add(messages.len() as u64, Ordering::Relaxed);
     publisher.publish_many(&messages);
+}
+
+/// The distinct (user, workspace or user-level) counter rows that `rows` moved.
+fn counter_pairs(rows: &[&Notification]) -> Vec<(String, Option<String>)> {
+    let pairs: BTreeSet<(&str, Option<&str>)> = rows
+        .iter()
+        .map(|n| (n.user_id.as_str(), n.workspace.as_deref()))
+        .collect();
+    pairs
+        .into_iter()
+        .map(|(user, workspace)| (user.to_string(), workspace.map(str::to_string)))
+        .collect()
+}
+
+/// Tells the instances the counters a group of creates moved (`counts` events), after
+/// its notifications were published and its callers answered: neither the create nor
+/// the delivery waits for it. The rows are read just after the commit, each with its
+/// version, so a consumer orders them against every other state message. A failure
+/// costs only these events: the counters themselves were committed with the rows.
+fn publish_counts(store: &Store, publisher: &Publisher, pairs: &[(String, Option<String>)]) {
+    let keys: Vec<(&str, Option<&str>)> = pairs
+        .iter()
+        .map(|(user, workspace)| (user.as_str(), workspace.as_deref()))
+        .collect();
+    let rows = match store.counter_rows_of(&keys) {
+        Ok(rows) => rows,
+        Err(err) => {
+            log::warn!(error = err.to_string().as_str(); "counts after creates not published");
+            return;
+        }
+    };
+    let mut by_user: BTreeMap<String, Vec<CounterRow>> = BTreeMap::new();
+    for (user, row) in rows {
+        by_user.entry(user).or_default().push(row);
+    }
+    let messages: Vec<StateMessage> = by_user
+        .into_iter()
+        .map(|(user_id, counters)| StateMessage {
+            user_id,
+            change: None,
+            counters,
+        })
+        .collect();
+    publisher.publish_states(&messages);
 }

@@ -1,26 +1,19 @@
-//! The hub: who is connected to this instance. Maps each user to their live
-//! WebSocket connections and hands each notification to the right ones.
+//! The hub: who is connected to this instance. A registry of each user's live
+//! connections, each reached through a `Member` handle the connection gives it.
 //!
-//! The subscriber thread (before) calls `deliver`, which writes the frame straight to
-//! the socket of a connection whose thread sleeps with nothing queued (`direct`) and
-//! otherwise queues it for the connection thread (after), which drains its own
-//! bounded queue. The hub never blocks on a client: a write is non-blocking, and a
-//! full queue marks that connection for closing with 4006 and pokes it.
+//! The subscriber thread (before) calls `deliver`, which picks the user's members
+//! under the lock and, after it, hands each the frame; the member (the WebSocket side,
+//! after) decides whether it goes straight to the socket, into its queue, or closes
+//! the connection as too slow. The hub knows nothing of sockets and never blocks on a
+//! client.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use crossbeam_channel::Sender;
+use serde::{Deserialize, Serialize};
 use tungstenite::Utf8Bytes;
 use uuid::Uuid;
-
-use crate::websocket::direct;
-use crate::websocket::link::Link;
-
-/// Close codes the hub decides.
-pub const CLOSE_REPLACED: u16 = 4005;
-pub const CLOSE_TOO_SLOW: u16 = 4006;
 
 /// One notification on its way to sockets: its id (for de-duplication and position)
 /// and its JSON, serialized once and shared by every connection that gets it.
@@ -28,6 +21,18 @@ pub const CLOSE_TOO_SLOW: u16 = 4006;
 pub struct Frame {
     pub id: Uuid,
     pub json: Utf8Bytes,
+}
+
+/// What the hub asks of a registered connection. Called on the subscriber thread
+/// (one caller, so a connection's frames keep their order); none may block.
+pub trait Member: Send + Sync {
+    /// Takes `frame` for the client; false when it did not (its queue is full, and it
+    /// closes as too slow, or it is going).
+    fn deliver(&self, frame: &Frame) -> bool;
+    /// A newer connection of the same user and workspace replaces this one (4005).
+    fn replace(&self);
+    /// Whatever was published while Redis was away must be read from PostgreSQL.
+    fn catch_up(&self);
 }
 
 /// Orders connections of the same user and workspace: the newest wins (§3). Compared
@@ -39,20 +44,38 @@ pub struct ConnKey {
     pub id: u64,
 }
 
-struct Member {
+/// "A connection opened; older ones of the same user and workspace, on any instance,
+/// close with 4005": applied here (`replace_older`), and sent to the other instances
+/// on the control channel (the subscriber applies theirs).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Replace {
+    pub user_id: String,
+    pub workspace: String,
+    pub opened_us: u64,
+    pub instance: String,
+    pub id: u64,
+}
+
+impl Replace {
+    fn key(&self) -> ConnKey {
+        ConnKey {
+            opened_us: self.opened_us,
+            instance: self.instance.clone(),
+            id: self.id,
+        }
+    }
+}
+
+struct Entry {
     key: ConnKey,
     workspace: String,
-    link: Arc<Link>,
-    queue: Sender<Frame>,
-    /// Most frames `queue` may hold; the hub is its only sender, so checking the
-    /// length before sending is exact.
-    capacity: usize,
+    member: Arc<dyn Member>,
 }
 
 struct Inner {
-    // A std Mutex held only to look up and `try_send`: never across I/O, never
+    // A std Mutex held only to look members up: never across a delivery, never
     // blocking on a client.
-    users: Mutex<HashMap<String, Vec<Member>>>,
+    users: Mutex<HashMap<String, Vec<Entry>>>,
     instance: String,
     next_id: AtomicU64,
 }
@@ -74,7 +97,7 @@ impl Hub {
         }
     }
 
-    fn users(&self) -> MutexGuard<'_, HashMap<String, Vec<Member>>> {
+    fn users(&self) -> MutexGuard<'_, HashMap<String, Vec<Entry>>> {
         // A panic while holding the lock cannot leave the map half-updated (every
         // change is one push or retain), so a poisoned lock is still usable.
         self.inner.users.lock().unwrap_or_else(|e| e.into_inner())
@@ -85,88 +108,66 @@ impl Hub {
         &self,
         user_id: &str,
         workspace: &str,
-        link: Arc<Link>,
-        queue: Sender<Frame>,
-        capacity: usize,
+        member: Arc<dyn Member>,
     ) -> Registration {
         let key = ConnKey {
             opened_us: crate::notification::now().unix_timestamp_nanos() as u64 / 1_000,
             instance: self.inner.instance.clone(),
             id: self.inner.next_id.fetch_add(1, Ordering::Relaxed),
         };
-        let member = Member {
+        let entry = Entry {
             key: key.clone(),
             workspace: workspace.to_string(),
-            link,
-            queue,
-            capacity,
+            member,
         };
         self.users()
             .entry(user_id.to_string())
             .or_default()
-            .push(member);
+            .push(entry);
         Registration {
             hub: self.clone(),
             user_id: user_id.to_string(),
+            workspace: workspace.to_string(),
             key,
         }
     }
 
-    /// Sends or queues a frame for every connection of `user_id` on `workspace` (or all
-    /// of the user's connections when `workspace` is `None`). Returns how many got it.
-    /// One thread (the subscriber) calls it, so a connection's frames keep their order.
+    /// Hands a frame to every connection of `user_id` on `workspace` (or all of the
+    /// user's connections when `workspace` is `None`). Returns how many took it.
     pub fn deliver(&self, user_id: &str, workspace: Option<&str>, frame: &Frame) -> usize {
-        // Picked under the lock, written to after it: a socket write is I/O.
-        let targets: Vec<(Arc<Link>, Sender<Frame>, usize)> = {
+        // Picked under the lock, handed over after it: a member may write to a socket.
+        let members: Vec<Arc<dyn Member>> = {
             let users = self.users();
-            let Some(members) = users.get(user_id) else {
+            let Some(entries) = users.get(user_id) else {
                 return 0;
             };
-            members
+            entries
                 .iter()
-                .filter(|m| workspace.is_none_or(|w| w == m.workspace))
-                .map(|m| (m.link.clone(), m.queue.clone(), m.capacity))
+                .filter(|e| workspace.is_none_or(|w| w == e.workspace))
+                .map(|e| e.member.clone())
                 .collect()
         };
-        let mut delivered = 0;
-        for (link, queue, capacity) in targets {
-            // Straight to the socket when nothing is queued before it (only this
-            // thread adds to the queue, so "empty" stays true meanwhile).
-            if queue.is_empty() && direct::write(&link, frame) {
-                delivered += 1;
-            } else if queue.len() >= capacity {
-                link.close(CLOSE_TOO_SLOW);
-            } else if queue.try_send(frame.clone()).is_ok() {
-                link.wake();
-                delivered += 1;
-            }
-        }
-        delivered
+        members.iter().filter(|m| m.deliver(frame)).count()
     }
 
-    /// Closes with 4005 every connection of this user and workspace older than `newest`.
-    pub fn replace_older(&self, user_id: &str, workspace: &str, newest: &ConnKey) {
-        if let Some(members) = self.users().get(user_id) {
-            for member in members
+    /// Replaces (4005) every connection of the user and workspace of `newest` that is
+    /// older than it.
+    pub fn replace_older(&self, newest: &Replace) {
+        let key = newest.key();
+        if let Some(entries) = self.users().get(&newest.user_id) {
+            for entry in entries
                 .iter()
-                .filter(|m| m.workspace == workspace && m.key < *newest)
+                .filter(|e| e.workspace == newest.workspace && e.key < key)
             {
-                member.link.close(CLOSE_REPLACED);
+                entry.member.replace();
             }
         }
     }
 
     /// Asks every connection to catch up from PostgreSQL.
     pub fn catch_up_all(&self) {
-        for member in self.users().values().flatten() {
-            member.link.request_catch_up();
-        }
-    }
-
-    /// Wakes every connection (shutdown: each then sees the signal and closes).
-    pub fn wake_all(&self) {
-        for member in self.users().values().flatten() {
-            member.link.wake();
+        for entry in self.users().values().flatten() {
+            entry.member.catch_up();
         }
     }
 
@@ -184,6 +185,7 @@ impl Hub {
 pub struct Registration {
     hub: Hub,
     user_id: String,
+    workspace: String,
     key: ConnKey,
 }
 
@@ -191,14 +193,28 @@ impl Registration {
     pub fn key(&self) -> &ConnKey {
         &self.key
     }
+
+    /// Replaces the older connections of this user and workspace on this instance;
+    /// returns the message that does the same on the others.
+    pub fn replace_older(&self) -> Replace {
+        let replace = Replace {
+            user_id: self.user_id.clone(),
+            workspace: self.workspace.clone(),
+            opened_us: self.key.opened_us,
+            instance: self.key.instance.clone(),
+            id: self.key.id,
+        };
+        self.hub.replace_older(&replace);
+        replace
+    }
 }
 
 impl Drop for Registration {
     fn drop(&mut self) {
         let mut users = self.hub.users();
-        if let Some(members) = users.get_mut(&self.user_id) {
-            members.retain(|m| m.key != self.key);
-            if members.is_empty() {
+        if let Some(entries) = users.get_mut(&self.user_id) {
+            entries.retain(|e| e.key != self.key);
+            if entries.is_empty() {
                 users.remove(&self.user_id);
             }
         }
@@ -208,20 +224,35 @@ impl Drop for Registration {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::AtomicUsize;
 
-    fn member(
-        hub: &Hub,
-        user: &str,
-        workspace: &str,
-        capacity: usize,
-    ) -> (Registration, Arc<Link>, crossbeam_channel::Receiver<Frame>) {
-        let link = Arc::new(Link::new());
-        let (queue, frames) = crossbeam_channel::unbounded();
-        (
-            hub.register(user, workspace, link.clone(), queue, capacity),
-            link,
-            frames,
-        )
+    /// A member that takes up to `room` frames and counts what it is asked.
+    #[derive(Default)]
+    struct Counter {
+        room: usize,
+        frames: AtomicUsize,
+        replaced: AtomicUsize,
+        caught_up: AtomicUsize,
+    }
+
+    impl Member for Counter {
+        fn deliver(&self, _: &Frame) -> bool {
+            self.frames.fetch_add(1, Ordering::Relaxed) < self.room
+        }
+        fn replace(&self) {
+            self.replaced.fetch_add(1, Ordering::Relaxed);
+        }
+        fn catch_up(&self) {
+            self.caught_up.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn member(hub: &Hub, user: &str, workspace: &str) -> (Registration, Arc<Counter>) {
+        let counter = Arc::new(Counter {
+            room: 2,
+            ..Counter::default()
+        });
+        (hub.register(user, workspace, counter.clone()), counter)
     }
 
     fn frame() -> Frame {
@@ -231,37 +262,37 @@ mod tests {
         }
     }
 
+    fn count(counter: &AtomicUsize) -> usize {
+        counter.load(Ordering::Relaxed)
+    }
+
     #[test]
-    fn delivers_by_user_and_workspace() {
+    fn delivers_by_user_and_workspace_and_counts_who_took_it() {
         let hub = Hub::new("i".into());
-        let (_a, _, a_frames) = member(&hub, "alice", "acme", 4);
-        let (_b, _, b_frames) = member(&hub, "alice", "beta", 4);
-        let (_c, _, c_frames) = member(&hub, "carol", "acme", 4);
+        let (_a, a) = member(&hub, "alice", "acme");
+        let (_b, b) = member(&hub, "alice", "beta");
+        let (_c, c) = member(&hub, "carol", "acme");
         assert_eq!(hub.deliver("alice", Some("acme"), &frame()), 1);
         assert_eq!(hub.deliver("alice", None, &frame()), 2);
-        assert_eq!((a_frames.len(), b_frames.len(), c_frames.len()), (2, 1, 0));
+        assert_eq!(
+            (count(&a.frames), count(&b.frames), count(&c.frames)),
+            (2, 1, 0)
+        );
+        assert_eq!(hub.deliver("alice", Some("acme"), &frame()), 0, "a is full");
+        hub.catch_up_all();
+        assert_eq!(count(&c.caught_up), 1);
     }
 
     #[test]
-    fn a_full_queue_asks_for_4006_and_drop_unregisters() {
+    fn only_older_connections_are_replaced_and_drop_unregisters() {
         let hub = Hub::new("i".into());
-        let (registration, link, _frames) = member(&hub, "alice", "acme", 1);
-        hub.deliver("alice", None, &frame());
-        assert_eq!(link.close_requested(), None);
-        hub.deliver("alice", None, &frame());
-        assert_eq!(link.close_requested(), Some(CLOSE_TOO_SLOW));
-        drop(registration);
-        assert!(hub.is_empty());
-    }
-
-    #[test]
-    fn only_older_connections_are_replaced() {
-        let hub = Hub::new("i".into());
-        let (old, old_link, _) = member(&hub, "alice", "acme", 1);
-        let (new, new_link, _) = member(&hub, "alice", "acme", 1);
+        let (old, old_counter) = member(&hub, "alice", "acme");
+        let (new, new_counter) = member(&hub, "alice", "acme");
         assert!(old.key() < new.key());
-        hub.replace_older("alice", "acme", new.key());
-        assert_eq!(old_link.close_requested(), Some(CLOSE_REPLACED));
-        assert_eq!(new_link.close_requested(), None);
+        new.replace_older();
+        assert_eq!(count(&old_counter.replaced), 1);
+        assert_eq!(count(&new_counter.replaced), 0);
+        drop((old, new));
+        assert!(hub.is_empty());
     }
 }

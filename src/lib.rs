@@ -3,22 +3,27 @@
 //! A notification travels one road, and the modules read along it:
 //!
 //! ```text
-//! REST create -> validate -> store (PostgreSQL, commit) -> publisher (Redis)
-//!   -> subscriber thread -> hub (user -> connections) -> connection queue -> WebSocket
+//! REST create -> validate -> committer (store: PostgreSQL, group commit; then publisher: Redis)
+//!   -> subscriber thread -> hub (user -> connections) -> connection handle
+//!        -> straight to the socket, when its thread sleeps with the socket lent
+//!        -> or the connection queue -> its session thread -> WebSocket
 //! REST list / mark-read -> store
 //! ```
 //!
 //! - [`config`] / [`cli`]: every `NOTIFD_*` setting, parsed and validated once;
 //!   [`check`]: `notifd check-config` (the settings, masked, and the dependencies).
 //! - [`auth`]: JWT verification and what a token grants.
-//! - [`notification`]: the one JSON shape; [`validate`]: create requests.
+//! - [`notification`]: the one JSON shape; [`validate`]: create requests;
+//!   [`events`]: state changes and counts (the notifd.v1 event protocol).
 //! - [`store`]: PostgreSQL (pool, migrations, keyset pages, read state).
 //! - [`committer`]: group commit of concurrent creates, then one Redis pipeline.
 //! - [`publisher`]: Redis publish after commit; [`subscriber`]: the one thread that
 //!   receives from Redis; [`channels`]: the Redis channel names both use;
-//!   [`hub`]: user -> this instance's connections; [`roster`]: every instance's
-//!   connections per (user, workspace) in Redis, for `NOTIFD_CONNECTIONS_PER_USER`.
-//! - [`websocket`]: the WebSocket listener, handshakes and per-connection loops.
+//!   [`hub`]: user -> this instance's connections (a registry of their handles);
+//!   [`roster`]: every instance's connections per (user, workspace) in Redis, for
+//!   `NOTIFD_CONNECTIONS_PER_USER`.
+//! - [`websocket`]: the WebSocket listener, handshakes, per-connection sessions, the
+//!   handles the hub delivers through, and the poller (epoll and the heartbeat).
 //! - [`http`]: notifd's own HTTP/1.1 front (epoll, bounded workers, protocol rules);
 //!   [`api`]: the REST endpoints it serves; [`face`]: the inbox page, `notifd.js`
 //!   and the OpenAPI document those endpoints include.
@@ -38,6 +43,7 @@ pub mod cli;
 pub mod committer;
 pub mod config;
 pub mod error;
+pub mod events;
 pub mod face;
 pub mod http;
 pub mod hub;

@@ -63,6 +63,10 @@ pub struct Notification {
     /// Always a JSON object.
     pub payload: Map<String, Value>,
     pub read_at: Option<OffsetDateTime>,
+    /// First marked seen (the badge was opened).
+    pub seen_at: Option<OffsetDateTime>,
+    /// Archived: out of the default list and the counts.
+    pub archived_at: Option<OffsetDateTime>,
     pub created_at: OffsetDateTime,
     pub updated_at: OffsetDateTime,
 }
@@ -85,6 +89,9 @@ struct Wire<'a> {
     created_at: String,
     timestamp: String,
     updated_at: String,
+    seen: bool,
+    seen_at: Option<String>,
+    archived_at: Option<String>,
 }
 
 impl Serialize for Notification {
@@ -105,6 +112,9 @@ impl Serialize for Notification {
             timestamp: created_at.clone(),
             created_at,
             updated_at: format_timestamp(self.updated_at),
+            seen: self.seen_at.is_some(),
+            seen_at: self.seen_at.map(format_timestamp),
+            archived_at: self.archived_at.map(format_timestamp),
         }
         .serialize(serializer)
     }
@@ -184,6 +194,8 @@ mod tests {
                 .cloned()
                 .unwrap_or_default(),
             read_at: None,
+            seen_at: None,
+            archived_at: Some(at),
             created_at: at,
             updated_at: at,
         }
@@ -199,6 +211,9 @@ mod tests {
         assert_eq!(value["created_at"], "2026-03-03T10:30:45.123Z");
         assert_eq!(value["timestamp"], value["created_at"]);
         assert_eq!(value["workspace"], "acme");
+        assert_eq!(value["seen"], false);
+        assert_eq!(value["seen_at"], Value::Null);
+        assert_eq!(value["archived_at"], "2026-03-03T10:30:45.123Z");
     }
 
     #[test]

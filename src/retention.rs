@@ -1,6 +1,8 @@
 //! Retention (`NOTIFD_RETENTION_DAYS`, off by default): a background thread deletes
 //! notifications older than the period, in small batches so no delete holds locks for
-//! long, on one instance at a time (a PostgreSQL advisory lock).
+//! long, on one instance at a time (a PostgreSQL advisory lock). Each DELETE moves
+//! the unread/unseen counters in its own transaction (the triggers of
+//! `sql/0002_states.sql`), so counts stay exact through a pass.
 
 use std::thread::JoinHandle;
 use std::time::Duration;

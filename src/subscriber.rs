@@ -13,9 +13,8 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
-use serde::{Deserialize, Serialize};
 
-use crate::hub::{ConnKey, Frame, Hub};
+use crate::hub::{Frame, Hub, Replace};
 use crate::notification::Envelope;
 use crate::shutdown::Shutdown;
 
@@ -27,27 +26,6 @@ const MIN_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
 /// The subscriber thread's name (in logs, and for `supervise`).
 pub const THREAD_NAME: &str = "notifd-subscriber";
-
-/// The control channel's one message: a connection opened; older ones of the same
-/// user and workspace, on any instance, close with 4005.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct Replace {
-    pub user_id: String,
-    pub workspace: String,
-    pub opened_us: u64,
-    pub instance: String,
-    pub id: u64,
-}
-
-impl Replace {
-    pub fn key(&self) -> ConnKey {
-        ConnKey {
-            opened_us: self.opened_us,
-            instance: self.instance.clone(),
-            id: self.id,
-        }
-    }
-}
 
 /// Starts the subscriber thread. The receiver gets a message once the first
 /// subscription is in place (so a server can wait for it before taking connections).
@@ -138,11 +116,19 @@ fn session(
     }
     // Anything published while we were not subscribed is in PostgreSQL only.
     hub.catch_up_all();
+    dispatch(&mut pubsub, &control, hub, shutdown)
+}
+
+/// Hands every message to the hub until an error (returned, to reconnect) or
+/// shutdown (`Ok`); pings Redis after a silence, to notice a dead connection.
+fn dispatch(
+    pubsub: &mut redis::PubSub<'_>,
+    control: &str,
+    hub: &Hub,
+    shutdown: &Shutdown,
+) -> redis::RedisResult<()> {
     let mut last_heard = Instant::now();
-    loop {
-        if shutdown.is_fired() {
-            return Ok(());
-        }
+    while !shutdown.is_fired() {
         crate::supervise::fault_point(THREAD_NAME);
         match pubsub.get_message() {
             Ok(message) => {
@@ -164,6 +150,7 @@ fn session(
             Err(err) => return Err(err),
         }
     }
+    Ok(())
 }
 
 fn on_notification(hub: &Hub, payload: String) {
@@ -183,7 +170,7 @@ fn on_notification(hub: &Hub, payload: String) {
 
 fn on_control(hub: &Hub, payload: &str) {
     match serde_json::from_str::<Replace>(payload) {
-        Ok(replace) => hub.replace_older(&replace.user_id, &replace.workspace, &replace.key()),
+        Ok(replace) => hub.replace_older(&replace),
         Err(err) => {
             log::warn!(error = err.to_string().as_str(); "ignoring an unknown control message")
         }

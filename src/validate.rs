@@ -111,6 +111,8 @@ pub fn new_notification(body: Value) -> Result<(Notification, String), Error> {
         message,
         payload,
         read_at: None,
+        seen_at: None,
+        archived_at: None,
         created_at,
         updated_at: created_at,
     };

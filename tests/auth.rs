@@ -298,7 +298,7 @@ fn a_token_sees_only_its_user_and_granted_workspaces() {
         ["in_a", "user_level"]
     );
     let count = server.get("/v1/notifications/unread-count", &only_a);
-    assert_eq!(count.json(), json!({"unread": 2}));
+    assert_eq!(count.json(), json!({"unread": 2, "unseen": 2}));
 
     for path in [
         format!("/v1/notifications?workspace={ws_b}"),
@@ -351,7 +351,7 @@ fn a_token_sees_only_its_user_and_granted_workspaces() {
     let read_all = server.send_json("POST", "/v1/notifications/read-all", &stranger, &json!({}));
     assert_eq!(read_all.json(), json!({"updated": 0}));
     let count = server.get("/v1/notifications/unread-count", &all);
-    assert_eq!(count.json(), json!({"unread": 3}));
+    assert_eq!(count.json(), json!({"unread": 3, "unseen": 3}));
 
     // Marking read through a token limited to A leaves B alone.
     let read_all = server.send_json("POST", "/v1/notifications/read-all", &only_a, &json!({}));

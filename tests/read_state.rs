@@ -1,5 +1,5 @@
-//! Read state: `PATCH /v1/notifications/read` (validation, visibility, idempotence,
-//! `read_at`/`updated_at`), `POST /v1/notifications/read-all` (filters, empty body,
+//! Read state: `PATCH /v1/notifications/read` (validation, shared by every mark by
+//! ids; visibility, idempotence, `read_at`/`updated_at`), `POST /v1/notifications/read-all` (filters, empty body,
 //! refusals) and `GET /v1/notifications/unread-count`.
 
 mod common;
@@ -49,9 +49,10 @@ fn unread(server: &TestServer, token: &str, query: &str) -> i64 {
     let body = response.json();
     assert_eq!(
         body.as_object().map(|o| o.len()),
-        Some(1),
-        "only `unread`: {body}"
+        Some(2),
+        "`unread` and `unseen`: {body}"
     );
+    assert!(body["unseen"].is_i64(), "{body}");
     body["unread"]
         .as_i64()
         .unwrap_or_else(|| panic!("no unread count: {body}"))
@@ -99,7 +100,7 @@ fn wait_past(at: OffsetDateTime) {
 }
 
 #[test]
-fn mark_read_validation_names_the_field_and_marks_nothing() {
+fn every_mark_validates_its_ids_names_the_field_and_changes_nothing() {
     let server = TestServer::start();
     let user = new_user("validate");
     let token = user_token(&user, &[]);
@@ -118,28 +119,70 @@ fn mark_read_validation_names_the_field_and_marks_nothing() {
         (json!({"ids": null}), "ids:"),
         (json!({"ids": [id], "all": true}), "all:"),
     ];
-    for (body, start) in cases {
-        let response = mark(&server, &token, &body);
-        assert_error(&response, 400, "invalid_field", start, &body.to_string());
+    // Every mark by ids validates its body the same way (one function serves them).
+    for path in ["read", "seen", "unread", "archive", "unarchive"]
+        .map(|mark| format!("/v1/notifications/{mark}"))
+    {
+        for (body, start) in &cases {
+            let response = server.send_json("PATCH", &path, &token, body);
+            assert_error(
+                &response,
+                400,
+                "invalid_field",
+                start,
+                &format!("{path} {body}"),
+            );
+        }
+        let auth = format!("Bearer {token}");
+        let send = |content_type: Option<&str>, body: Option<&[u8]>| {
+            let mut headers = vec![("Authorization", auth.as_str())];
+            headers.extend(content_type.map(|t| ("Content-Type", t)));
+            server.request("PATCH", &path, &headers, body)
+        };
+        // An empty body, or none, is a missing `ids`.
+        let empty = send(None, Some(b""));
+        assert_error(
+            &empty,
+            400,
+            "invalid_field",
+            "ids:",
+            &format!("{path}: empty body"),
+        );
+        let bodiless = send(None, None);
+        assert_error(
+            &bodiless,
+            400,
+            "invalid_field",
+            "ids:",
+            &format!("{path}: no body"),
+        );
+        let broken = send(Some("application/json"), Some(b"{\"ids\": ["));
+        assert_error(
+            &broken,
+            400,
+            "invalid_json",
+            "",
+            &format!("{path}: bad JSON"),
+        );
+        let text = format!("{{\"ids\":[\"{id}\"]}}");
+        let plain = send(Some("text/plain"), Some(text.as_bytes()));
+        assert_error(
+            &plain,
+            415,
+            "unsupported_media_type",
+            "",
+            &format!("{path}: text/plain"),
+        );
     }
-    // An empty body is a missing `ids`.
-    let empty = server.request(
-        "PATCH",
-        "/v1/notifications/read",
-        &[("Authorization", &format!("Bearer {token}"))],
-        Some(b""),
-    );
-    assert_error(&empty, 400, "invalid_field", "ids:", "empty body");
-    let bodiless = server.request(
-        "PATCH",
-        "/v1/notifications/read",
-        &[("Authorization", &format!("Bearer {token}"))],
-        None,
-    );
-    assert_error(&bodiless, 400, "invalid_field", "ids:", "no body at all");
 
-    // None of the refused requests marked the valid id they held.
+    // None of the refused requests changed the valid id they held.
     assert_eq!(unread_ids(&server, &token), vec![id.clone()]);
+    let n = find(&server, &token, &id);
+    assert_eq!(
+        (n["seen_at"].clone(), n["archived_at"].clone()),
+        (Value::Null, Value::Null),
+        "{n}"
+    );
     assert_eq!(unread(&server, &token, ""), 1);
 
     // Exactly 100 ids is allowed; unknown ones are ignored.
@@ -357,7 +400,7 @@ fn read_all_with_an_empty_body_marks_everything() {
 }
 
 #[test]
-fn read_all_refuses_unknown_fields_bad_values_and_ungranted_workspaces() {
+fn every_bulk_refuses_unknown_fields_bad_values_and_ungranted_workspaces() {
     let server = TestServer::start();
     let user = new_user("read-all-refused");
     let token = user_token(&user, &["acme"]);
@@ -388,27 +431,33 @@ fn read_all_refuses_unknown_fields_bad_values_and_ungranted_workspaces() {
         ),
         (json!(["acme"]), 400, "invalid_json", ""),
     ];
-    for (body, status, code, start) in cases {
-        let response = read_all(&server, &token, &body);
-        assert_error(&response, status, code, start, &body.to_string());
+    // Every bulk reads its filters the same way (one function serves them).
+    for path in ["read-all", "seen-all", "archive-all"].map(|b| format!("/v1/notifications/{b}")) {
+        for (body, status, code, start) in &cases {
+            let response = server.send_json("POST", &path, &token, body);
+            assert_error(&response, *status, code, start, &format!("{path} {body}"));
+        }
+        let not_json = server.request(
+            "POST",
+            &path,
+            &[
+                ("Authorization", &format!("Bearer {token}")),
+                ("Content-Type", "text/plain"),
+            ],
+            Some(b"workspace=acme"),
+        );
+        assert_error(
+            &not_json,
+            415,
+            "unsupported_media_type",
+            "",
+            &format!("{path}: text/plain body"),
+        );
     }
-    let not_json = server.request(
-        "POST",
-        "/v1/notifications/read-all",
-        &[
-            ("Authorization", &format!("Bearer {token}")),
-            ("Content-Type", "text/plain"),
-        ],
-        Some(b"workspace=acme"),
-    );
-    assert_error(
-        &not_json,
-        415,
-        "unsupported_media_type",
-        "",
-        "text/plain body",
-    );
     assert_eq!(unread(&server, &token, ""), 2, "nothing was marked");
+    assert!(list(&server, &token)
+        .iter()
+        .all(|n| n["seen_at"].is_null() && n["archived_at"].is_null()));
 }
 
 #[test]

@@ -99,6 +99,36 @@ const ROUTES: &[Route] = &[
         handler: Handler::User(notifications::unread_count),
     },
     Route {
+        method: "PATCH",
+        path: "/v1/notifications/seen",
+        handler: Handler::User(notifications::mark_seen),
+    },
+    Route {
+        method: "PATCH",
+        path: "/v1/notifications/unread",
+        handler: Handler::User(notifications::mark_unread),
+    },
+    Route {
+        method: "PATCH",
+        path: "/v1/notifications/archive",
+        handler: Handler::User(notifications::archive),
+    },
+    Route {
+        method: "PATCH",
+        path: "/v1/notifications/unarchive",
+        handler: Handler::User(notifications::unarchive),
+    },
+    Route {
+        method: "POST",
+        path: "/v1/notifications/seen-all",
+        handler: Handler::User(notifications::seen_all),
+    },
+    Route {
+        method: "POST",
+        path: "/v1/notifications/archive-all",
+        handler: Handler::User(notifications::archive_all),
+    },
+    Route {
         method: "POST",
         path: "/v1/internal/notifications",
         handler: Handler::Service(internal::create),

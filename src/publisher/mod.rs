@@ -10,6 +10,7 @@
 //! reconnects.
 
 mod outage;
+mod state;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -74,15 +75,21 @@ impl Publisher {
             .iter()
             .map(|(user_id, json)| (self.channel(user_id), *json))
             .collect();
-        if self.outage.set_aside_if_down(&channels) {
+        self.send(&channels);
+    }
+
+    /// Sends `(channel, json)` pairs in one pipeline, or sets them aside while Redis is
+    /// down (the outage path re-sends them on recovery).
+    fn send(&self, channels: &[(String, &Arc<String>)]) {
+        if self.outage.set_aside_if_down(channels) {
             return;
         }
-        if let Err(err) = self.run(&pipeline(&channels), CONNECTION_TIMEOUT) {
-            self.outage.begin(&channels, &err, &self.client);
+        if let Err(err) = self.run(&pipeline(channels), CONNECTION_TIMEOUT) {
+            self.outage.begin(channels, &err, &self.client);
         }
     }
 
-    /// Publishes a message between instances (see `subscriber::Replace`). Waits
+    /// Publishes a message between instances (see `hub::Replace`). Waits
     /// longer for a connection than a create does: a burst of thousands of new
     /// WebSockets announces itself at once, and an announcement lost means two
     /// connections of one user and workspace on two instances. While Redis is known

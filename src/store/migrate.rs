@@ -7,11 +7,14 @@ use postgres::{Client, NoTls};
 use crate::error::{postgres_cause, Error};
 
 /// Every migration, in order: (version, name, SQL).
-const MIGRATIONS: &[(i32, &str, &str)] = &[(
-    1,
-    "notifications",
-    include_str!("../../sql/0001_notifications.sql"),
-)];
+const MIGRATIONS: &[(i32, &str, &str)] = &[
+    (
+        1,
+        "notifications",
+        include_str!("../../sql/0001_notifications.sql"),
+    ),
+    (2, "states", include_str!("../../sql/0002_states.sql")),
+];
 
 /// Key of the advisory lock that serializes migrations across instances.
 const MIGRATION_LOCK: i64 = 0x6e6f_7469_6664; // "notifd"

@@ -1,5 +1,6 @@
-//! The store: notifications in PostgreSQL. Creates, keyset-paginated reads and read
-//! state, every read and write filtered by the visibility rule in SQL.
+//! The store: notifications in PostgreSQL. Creates, keyset-paginated reads, read
+//! state (`state`: marks, bulks, exact counts), every read and write filtered by the
+//! visibility rule in SQL.
 //!
 //! Comes after `validate` (creates) and `api` (reads); publishing to Redis after a
 //! create commits is `publisher`'s job, not this module's.
@@ -7,6 +8,8 @@
 mod cursor;
 mod migrate;
 mod pool;
+mod state;
+mod statements;
 
 use std::time::Duration;
 
@@ -18,6 +21,7 @@ use uuid::Uuid;
 
 pub use cursor::Cursor;
 pub use migrate::{check, connect_creating, migrate};
+pub use state::{Mark, StateResult};
 
 use crate::auth::{Grants, Identity};
 use crate::error::Error;
@@ -26,13 +30,28 @@ use crate::notification::{Level, Notification};
 /// Largest page a client may ask for.
 pub const MAX_PAGE: i64 = 100;
 
-/// Filters of a list, read-all or unread-count.
+/// Filters of a list or a bulk (read-all, seen-all, archive-all).
 #[derive(Debug, Clone, Default)]
 pub struct Filter {
     pub kind: Option<String>,
     /// That workspace and user-level notifications.
     pub workspace: Option<String>,
+    /// Lists only: unread ones only.
     pub unread_only: bool,
+    /// Lists only: which archived ones to show.
+    pub archived: Archived,
+}
+
+/// The list's `archived` filter (its value indexes `Statements::list`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Archived {
+    /// `false`, the default: archived ones are hidden.
+    #[default]
+    Hide = 0,
+    /// `true`: archived ones only.
+    Only = 1,
+    /// `any`: both.
+    Any = 2,
 }
 
 /// One page of a list, newest first, and the cursor of the next page if any.
@@ -111,8 +130,8 @@ impl Store {
         let (all, granted) = grants(who);
         // One extra row tells whether a next page exists without a count.
         let fetch = limit + 1;
-        let statement =
-            &conn.statements.list[usize::from(filter.unread_only)][usize::from(after.is_some())];
+        let statement = &conn.statements.list[filter.archived as usize]
+            [usize::from(filter.unread_only)][usize::from(after.is_some())];
         let mut params: Vec<&(dyn ToSql + Sync)> = vec![
             &who.user_id,
             &all,
@@ -142,51 +161,6 @@ impl Store {
             notifications,
             next,
         })
-    }
-
-    /// Marks those of `ids` the caller can see as read; returns how many were unread.
-    pub fn mark_read(&self, who: &Identity, ids: &[Uuid]) -> Result<u64, Error> {
-        let mut conn = self.conn()?;
-        let conn = &mut *conn;
-        let (all, granted) = grants(who);
-        let now = crate::notification::now();
-        Ok(conn.client.execute(
-            &conn.statements.mark_read,
-            &[&who.user_id, &all, &granted, &ids, &now],
-        )?)
-    }
-
-    /// Marks every visible unread notification matching `filter` as read.
-    pub fn mark_all_read(&self, who: &Identity, filter: &Filter) -> Result<u64, Error> {
-        let mut conn = self.conn()?;
-        let conn = &mut *conn;
-        let (all, granted) = grants(who);
-        let now = crate::notification::now();
-        Ok(conn.client.execute(
-            &conn.statements.mark_all_read,
-            &[
-                &who.user_id,
-                &all,
-                &granted,
-                &filter.kind,
-                &filter.workspace,
-                &now,
-            ],
-        )?)
-    }
-
-    /// How many visible notifications are unread (optionally for one workspace).
-    pub fn unread_count(&self, who: &Identity, workspace: Option<&str>) -> Result<i64, Error> {
-        let mut conn = self.conn()?;
-        let conn = &mut *conn;
-        let (all, granted) = grants(who);
-        // The list's filters, with no kind: one workspace rule for every read path.
-        let any_kind: Option<&str> = None;
-        let row = conn.client.query_one(
-            &conn.statements.unread_count,
-            &[&who.user_id, &all, &granted, &any_kind, &workspace],
-        )?;
-        Ok(row.get(0))
     }
 
     /// Up to `limit` notifications of `user_id` for `workspace` (and user-level ones)
@@ -236,5 +210,7 @@ fn row_to_notification(row: &Row) -> Result<Notification, Error> {
         read_at: row.get::<_, Option<OffsetDateTime>>(8),
         created_at: row.get(9),
         updated_at: row.get(10),
+        seen_at: row.get::<_, Option<OffsetDateTime>>(11),
+        archived_at: row.get::<_, Option<OffsetDateTime>>(12),
     })
 }

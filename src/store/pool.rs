@@ -1,93 +1,14 @@
 //! The PostgreSQL connection pool: r2d2 over the blocking `postgres` client, with
-//! every statement prepared once per connection (a prepared statement costs one round
-//! trip per query; an unprepared one costs two).
+//! every statement of `statements` prepared once per connection.
 
 use std::time::Duration;
 
 use postgres::config::Host;
-use postgres::{Client, NoTls, Statement};
+use postgres::{Client, NoTls};
+
+pub use super::statements::Statements;
 
 use crate::error::postgres_cause;
-
-/// The columns of a notification row, in the order `store::row_to_notification` reads.
-pub const COLUMNS: &str =
-    "id, user_id, workspace, kind, type, title, message, payload, read_at, created_at, updated_at";
-
-/// The visibility rule (contract §2): $1 user id, $2 grants all workspaces,
-/// $3 granted workspace slugs.
-const VISIBLE: &str = "user_id = $1 AND (workspace IS NULL OR $2 OR workspace = ANY($3))";
-
-/// Optional list filters: $4 kind, $5 workspace (that workspace plus user-level ones,
-/// as a WebSocket on that workspace receives them).
-const FILTERS: &str =
-    "($4::text IS NULL OR kind = $4) AND ($5::text IS NULL OR workspace IS NULL OR workspace = $5)";
-
-/// Every statement notifd runs, prepared on each pooled connection.
-pub struct Statements {
-    /// New notifications, many at once.
-    pub insert: Statement,
-    /// List pages: [unread only][after a cursor]. Separate statements because an
-    /// `OR $cursor IS NULL` form stops PostgreSQL from using the keyset index.
-    pub list: [[Statement; 2]; 2],
-    pub mark_read: Statement,
-    pub mark_all_read: Statement,
-    pub unread_count: Statement,
-    /// Replay for `since=`: newer than a position, oldest first.
-    pub newer_than: Statement,
-}
-
-impl Statements {
-    fn prepare(client: &mut Client) -> Result<Statements, postgres::Error> {
-        let list = |unread: bool, after: bool| {
-            format!(
-                "SELECT {COLUMNS} FROM notifications WHERE {VISIBLE} AND {FILTERS}{}{} \
-                 ORDER BY created_at DESC, id DESC LIMIT $6",
-                if unread { " AND read_at IS NULL" } else { "" },
-                if after {
-                    " AND (created_at, id) < ($7, $8)"
-                } else {
-                    ""
-                },
-            )
-        };
-        Ok(Statements {
-            // Any number of rows in one statement (one implicit transaction): a group
-            // of creates commits once.
-            insert: client.prepare(
-                "INSERT INTO notifications \
-                 (id, user_id, workspace, kind, type, title, message, payload, created_at, updated_at) \
-                 SELECT id, user_id, workspace, kind, type, title, message, payload, created_at, created_at \
-                 FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], \
-                             $7::text[], $8::jsonb[], $9::timestamptz[]) \
-                 AS new(id, user_id, workspace, kind, type, title, message, payload, created_at)",
-            )?,
-            list: [
-                [client.prepare(&list(false, false))?, client.prepare(&list(false, true))?],
-                [client.prepare(&list(true, false))?, client.prepare(&list(true, true))?],
-            ],
-            // Driven by the ids (a join on the primary key), so the plan PostgreSQL
-            // caches for this statement cannot turn into a scan of the user's unread
-            // rows, as `id = ANY($4)` did once the table grew.
-            mark_read: client.prepare(&format!(
-                "UPDATE notifications SET read_at = $5, updated_at = $5 \
-                 FROM unnest($4::uuid[]) AS wanted(id) \
-                 WHERE notifications.id = wanted.id AND {VISIBLE} AND read_at IS NULL"
-            ))?,
-            mark_all_read: client.prepare(&format!(
-                "UPDATE notifications SET read_at = $6, updated_at = $6 \
-                 WHERE {VISIBLE} AND {FILTERS} AND read_at IS NULL"
-            ))?,
-            unread_count: client.prepare(&format!(
-                "SELECT count(*) FROM notifications WHERE {VISIBLE} AND {FILTERS} AND read_at IS NULL"
-            ))?,
-            newer_than: client.prepare(&format!(
-                "SELECT {COLUMNS} FROM notifications \
-                 WHERE user_id = $1 AND (workspace IS NULL OR workspace = $2) AND (created_at, id) > ($3, $4) \
-                 ORDER BY created_at, id LIMIT $5"
-            ))?,
-        })
-    }
-}
 
 /// A pooled connection with its prepared statements.
 pub struct Connection {

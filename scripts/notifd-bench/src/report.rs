@@ -396,8 +396,8 @@ fn table_rows(name: &str, v: &Value) -> Vec<Row> {
             row(
                 "unread-count p50 / p99 (ms)",
                 format!("{} / {}", fmt(&u["p50_ms"], 3), fmt(&u["p99_ms"], 3)),
-                "",
-                None,
+                "p99 <= 0.5",
+                f(&u["p99_ms"]).map(|x| x <= 0.5),
             );
             let m = &v["mark_read_1_to_10_ids"];
             row(

@@ -1,0 +1,193 @@
+//! Every SQL statement notifd runs on its pool, prepared once per connection (a
+//! prepared statement costs one round trip per query; an unprepared one two).
+//!
+//! The counters in `notification_counts` appear in no write here: the triggers of
+//! `sql/0002_states.sql` keep them exact in each write's transaction, whatever path
+//! the write takes.
+
+use postgres::{Client, Statement};
+
+use crate::events::Field;
+
+/// The columns of a notification row, in the order `store::row_to_notification` reads.
+pub const COLUMNS: &str = "id, user_id, workspace, kind, type, title, message, payload, \
+     read_at, created_at, updated_at, seen_at, archived_at";
+
+/// The visibility rule (contract §2): $1 user id, $2 grants all workspaces,
+/// $3 granted workspace slugs.
+const VISIBLE: &str = "user_id = $1 AND (workspace IS NULL OR $2 OR workspace = ANY($3))";
+
+/// Optional list filters: $4 kind, $5 workspace (that workspace plus user-level ones,
+/// as a WebSocket on that workspace receives them).
+const FILTERS: &str =
+    "($4::text IS NULL OR kind = $4) AND ($5::text IS NULL OR workspace IS NULL OR workspace = $5)";
+
+/// The marks by ids, in the order of `Statements::marks`: the field and whether the
+/// mark sets it (now) or clears it (an undo).
+pub const MARKS: [(Field, bool); 5] = [
+    (Field::Read, true),
+    (Field::Seen, true),
+    (Field::Read, false),
+    (Field::Archived, true),
+    (Field::Archived, false),
+];
+
+/// The bulks, in the order of `Statements::bulks` (indexed by `Field as usize`);
+/// each sets its field.
+const BULKS: [Field; 3] = [Field::Read, Field::Seen, Field::Archived];
+
+/// Which archived rows a list shows, in the order of `Statements::list`.
+pub const ARCHIVED: [&str; 3] = [
+    " AND archived_at IS NULL",
+    " AND archived_at IS NOT NULL",
+    "",
+];
+
+/// Every statement notifd runs, prepared on each pooled connection.
+pub struct Statements {
+    /// New notifications, many at once.
+    pub insert: Statement,
+    /// List pages: [archived filter][unread only][after a cursor]. Separate
+    /// statements because an `OR $cursor IS NULL` form stops PostgreSQL from using
+    /// the keyset index, and each partial index needs its predicate in the query.
+    pub list: [[[Statement; 2]; 2]; 3],
+    /// By ids ($4), at $5: returns the id and workspace of every row it changed.
+    pub marks: [Statement; 5],
+    /// Every visible matching row, at $6: returns how many, the highest id and the
+    /// workspaces changed.
+    pub bulks: [Statement; 3],
+    /// Counter rows of one user ($1) and workspaces ($2, '' = user-level).
+    pub counter_rows: Statement,
+    /// Counter rows of many (user, workspace) pairs: $1 users, $2 workspaces ('' =
+    /// user-level), pairwise.
+    pub counter_rows_of: Statement,
+    /// Summed counters of a view: $1 user, $2 every workspace, $3 these workspaces,
+    /// always with the user-level row.
+    pub counts: Statement,
+    /// Replay for `since=`: newer than a position, oldest first.
+    pub newer_than: Statement,
+}
+
+impl Statements {
+    pub fn prepare(client: &mut Client) -> Result<Statements, postgres::Error> {
+        let page = |client: &mut Client, archived: &str| -> Result<_, postgres::Error> {
+            Ok([
+                [
+                    client.prepare(&list_sql(archived, false, false))?,
+                    client.prepare(&list_sql(archived, false, true))?,
+                ],
+                [
+                    client.prepare(&list_sql(archived, true, false))?,
+                    client.prepare(&list_sql(archived, true, true))?,
+                ],
+            ])
+        };
+        let mark =
+            |client: &mut Client, i: usize| client.prepare(&mark_sql(MARKS[i].0, MARKS[i].1));
+        let bulk = |client: &mut Client, i: usize| client.prepare(&bulk_sql(BULKS[i]));
+        Ok(Statements {
+            // Any number of rows in one statement (one implicit transaction): a group
+            // of creates commits once.
+            insert: client.prepare(
+                "INSERT INTO notifications \
+                 (id, user_id, workspace, kind, type, title, message, payload, created_at, updated_at) \
+                 SELECT id, user_id, workspace, kind, type, title, message, payload, created_at, created_at \
+                 FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], \
+                             $7::text[], $8::jsonb[], $9::timestamptz[]) \
+                 AS new(id, user_id, workspace, kind, type, title, message, payload, created_at)",
+            )?,
+            list: [
+                page(client, ARCHIVED[0])?,
+                page(client, ARCHIVED[1])?,
+                page(client, ARCHIVED[2])?,
+            ],
+            marks: [
+                mark(client, 0)?,
+                mark(client, 1)?,
+                mark(client, 2)?,
+                mark(client, 3)?,
+                mark(client, 4)?,
+            ],
+            bulks: [bulk(client, 0)?, bulk(client, 1)?, bulk(client, 2)?],
+            counter_rows: client.prepare(
+                "SELECT workspace, unread, unseen, version FROM notification_counts \
+                 WHERE user_id = $1 AND workspace = ANY($2) ORDER BY workspace",
+            )?,
+            counter_rows_of: client.prepare(
+                "SELECT c.user_id, c.workspace, c.unread, c.unseen, c.version \
+                 FROM notification_counts c \
+                 JOIN unnest($1::text[], $2::text[]) AS k(user_id, workspace) \
+                 USING (user_id, workspace)",
+            )?,
+            counts: client.prepare(
+                "SELECT coalesce(sum(unread), 0)::bigint, coalesce(sum(unseen), 0)::bigint \
+                 FROM notification_counts \
+                 WHERE user_id = $1 AND (workspace = '' OR $2 OR workspace = ANY($3))",
+            )?,
+            newer_than: client.prepare(&format!(
+                "SELECT {COLUMNS} FROM notifications \
+                 WHERE user_id = $1 AND (workspace IS NULL OR workspace = $2) AND (created_at, id) > ($3, $4) \
+                 ORDER BY created_at, id LIMIT $5"
+            ))?,
+        })
+    }
+}
+
+/// A list page: the `archived` condition, unread only or not, after a cursor or not.
+fn list_sql(archived: &str, unread: bool, after: bool) -> String {
+    format!(
+        "SELECT {COLUMNS} FROM notifications WHERE {VISIBLE} AND {FILTERS}{archived}{}{} \
+         ORDER BY created_at DESC, id DESC LIMIT $6",
+        if unread { " AND read_at IS NULL" } else { "" },
+        if after {
+            " AND (created_at, id) < ($7, $8)"
+        } else {
+            ""
+        },
+    )
+}
+
+/// A mark by ids. Driven by the ids (a join on the primary key), so the plan
+/// PostgreSQL caches for it cannot turn into a scan of the user's rows, as
+/// `id = ANY($4)` did once the table grew. Only rows it changes are touched (and get
+/// `updated_at`): marking twice changes nothing the second time.
+fn mark_sql(field: Field, set: bool) -> String {
+    let column = field.column();
+    let (value, unchanged) = if set {
+        ("$5", "IS NULL")
+    } else {
+        ("NULL", "IS NOT NULL")
+    };
+    format!(
+        "UPDATE notifications SET {column} = {value}, updated_at = $5 \
+         FROM unnest($4::uuid[]) AS wanted(id) \
+         WHERE notifications.id = wanted.id AND {VISIBLE} AND {column} {unchanged} \
+         RETURNING notifications.id, notifications.workspace"
+    )
+}
+
+/// A bulk over every visible row matching the filters. The highest id goes through
+/// text: canonical UUID text sorts as the UUID does, and uuid has no `max` before
+/// PostgreSQL 16.
+fn bulk_sql(field: Field) -> String {
+    let column = field.column();
+    format!(
+        "WITH changed AS ( \
+             UPDATE notifications SET {column} = $6, updated_at = $6 \
+             WHERE {VISIBLE} AND {FILTERS} AND {column} IS NULL \
+             RETURNING id, workspace) \
+         SELECT count(*), max(id::text)::uuid, array_agg(DISTINCT workspace) FROM changed"
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bulk_statements_are_indexed_by_their_field() {
+        for (i, field) in BULKS.iter().enumerate() {
+            assert_eq!(*field as usize, i, "{field:?}");
+        }
+    }
+}
