@@ -158,7 +158,9 @@ function liveState(state, detail) {
 
 function arrived(n) {
   refreshCounts();
-  if (list.shown.has(n.id) || session.view === 'archived') return;
+  // A replay after a reconnect may bring read or archived ones: each view keeps its own.
+  if (list.shown.has(n.id) || session.view === 'archived' || n.archived_at) return;
+  if (session.view === 'unread' && n.read_at) return;
   const oldest = list.oldest();
   if (session.cursor && oldest && n.id < oldest) return; // "Load more" brings it
   list.place(n, true);
