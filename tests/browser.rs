@@ -65,7 +65,7 @@ fn screenshot_path() -> PathBuf {
 }
 
 #[test]
-fn the_page_and_its_assets_carry_their_types_and_a_strict_policy() {
+fn the_page_has_a_strict_policy_and_no_inline_script_or_style() {
     let server = TestServer::start();
     let page = server.request("GET", "/", &[], None);
     assert_eq!(page.status, 200);
@@ -97,6 +97,11 @@ fn the_page_and_its_assets_carry_their_types_and_a_strict_policy() {
         !html.contains("http://") && !html.contains("https://"),
         "no CDN"
     );
+}
+
+#[test]
+fn the_assets_carry_their_types() {
+    let server = TestServer::start();
     for (path, kind) in [
         ("/notifd.js", "text/javascript; charset=utf-8"),
         ("/inbox.js", "text/javascript; charset=utf-8"),
@@ -206,46 +211,56 @@ fn the_page_survives_a_server_restart_and_resumes_with_since() {
     let user = new_user("restart");
     let mut envs = scenario_env(&first, &user);
     envs.push(("NOTIFD_OTHER_HTTP", format!("http://{}", other.http_addr())));
+    let mut restarted = None;
+    converse("restart", envs, |line| match line {
+        "stop" => {
+            first.stop();
+            Some("stopped")
+        }
+        "start" => {
+            restarted = Some(TestServer::with_config(again.clone()));
+            Some("started")
+        }
+        _ => None,
+    });
+    assert!(restarted.is_some(), "the server was restarted");
+}
 
-    let mut command = Command::new("node");
-    command
-        .args(["inbox.mjs", "restart"])
+/// Runs scenario `name`, answering each line it prints with what `answer` returns
+/// (if anything), until it prints `ok NAME` and exits 0; fails on anything else.
+fn converse(
+    name: &str,
+    envs: Vec<(&'static str, String)>,
+    mut answer: impl FnMut(&str) -> Option<&'static str>,
+) {
+    let mut child = Command::new("node")
+        .args(["inbox.mjs", name])
         .current_dir(support::browser_dir())
         .envs(envs)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = command.spawn().expect("node runs");
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("node runs");
     let mut stdin = child.stdin.take().expect("piped stdin");
     let lines = lines_of(child.stdout.take().expect("piped stdout"));
     let errors = lines_of(child.stderr.take().expect("piped stderr"));
-    let started = Instant::now();
-    let mut restarted = None;
+    let (started, done) = (Instant::now(), format!("ok {name}"));
     let mut seen = Vec::new();
-    loop {
+    while seen.last() != Some(&done) {
         let left = SCENARIO_DEADLINE.saturating_sub(started.elapsed());
         let Ok(line) = lines.recv_timeout(left) else {
             let _ = child.kill();
             let errors: Vec<String> = errors.try_iter().collect();
-            panic!("the restart scenario ended or stalled; stdout {seen:?}, stderr {errors:?}");
+            panic!("scenario {name} ended or stalled; stdout {seen:?}, stderr {errors:?}");
         };
-        seen.push(line.clone());
-        match line.as_str() {
-            "stop" => {
-                first.stop();
-                writeln!(stdin, "stopped").expect("tell node");
-            }
-            "start" => {
-                restarted = Some(TestServer::with_config(again.clone()));
-                writeln!(stdin, "started").expect("tell node");
-            }
-            "ok restart" => break,
-            _ => {}
+        if let Some(reply) = answer(&line) {
+            writeln!(stdin, "{reply}").expect("tell node");
         }
+        seen.push(line);
     }
     let status = child.wait().expect("node exits");
     assert!(status.success(), "node: {status}; stdout {seen:?}");
-    assert!(restarted.is_some(), "the server was restarted");
 }
 
 fn lines_of(pipe: impl std::io::Read + Send + 'static) -> mpsc::Receiver<String> {

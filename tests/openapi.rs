@@ -130,26 +130,8 @@ fn run_schemathesis(server: &TestServer, part: Part, token: &str) -> usize {
     // out the operation that serves it.
     let served = scratch.join("openapi.json");
     std::fs::write(&served, document(server).to_string()).expect("write the document");
-    let mut command = Command::new(schemathesis());
-    command
-        .arg("run")
-        .arg(&served)
-        .args(["--url", &base, filter, "^/v1/internal/"])
-        .args(["--header", &format!("Authorization: Bearer {token}")])
-        .args(["--checks", CHECKS, "--phases", "examples,coverage,fuzzing"])
-        .args([
-            "--seed",
-            "20261202",
-            "--max-examples",
-            "40",
-            "--workers",
-            "2",
-        ])
-        .args(["--generation-allow-x00", "false"])
-        .args(["--generation-database", "none", "--request-timeout", "10"])
-        .args(["--no-color", "--warnings", "off"])
-        .current_dir(&scratch)
-        .env("NO_COLOR", "1");
+    let mut command = schemathesis_command(&served, &base, (filter, "^/v1/internal/"), token);
+    command.current_dir(&scratch);
     let started = Instant::now();
     let output = support::run_bounded(command, RUN_DEADLINE, "schemathesis");
     let _ = std::fs::remove_dir_all(&scratch);
@@ -169,6 +151,29 @@ fn run_schemathesis(server: &TestServer, part: Part, token: &str) -> usize {
         .find_map(|line| line.trim().strip_prefix("Tested: ")?.trim().parse().ok())
         .filter(|&tested: &usize| tested > 0)
         .unwrap_or_else(|| panic!("schemathesis ({what}) tested no operation:\n{stdout}"))
+}
+
+/// `st run` on the document file `served` against `base`, with a path filter and the
+/// token: the fixed seed, example count and checks every run shares.
+fn schemathesis_command(
+    served: &std::path::Path,
+    base: &str,
+    (filter, pattern): (&str, &str),
+    token: &str,
+) -> Command {
+    let mut command = Command::new(schemathesis());
+    command
+        .arg("run")
+        .arg(served)
+        .args(["--url", base, filter, pattern])
+        .args(["--header", &format!("Authorization: Bearer {token}")])
+        .args(["--checks", CHECKS, "--phases", "examples,coverage,fuzzing"])
+        .args(["--seed", "20261202", "--max-examples", "40"])
+        .args(["--workers", "2", "--generation-allow-x00", "false"])
+        .args(["--generation-database", "none", "--request-timeout", "10"])
+        .args(["--no-color", "--warnings", "off"])
+        .env("NO_COLOR", "1");
+    command
 }
 
 /// No 5xx, and every status, content type, header and body as the document says;

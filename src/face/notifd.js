@@ -124,153 +124,184 @@ const DEFAULTS = Object.freeze({
 export function connect(options) {
   const o = { ...DEFAULTS, ...options };
   if (!o.url || typeof o.getToken !== 'function') throw new TypeError('connect: url and getToken are required');
-  const Socket = o.WebSocket ?? globalThis.WebSocket;
-  const seen = new RecentIds(o.dedupe);
-  let ws = null, state = 'idle', lastId = o.since ?? null, attempt = 0, refreshes = 0;
-  let ended = false, retryTimer = null, stableTimer = null, pingTimer = null, lastFrameAt = 0;
+  return Connection.open(o);
+}
+
+/** One logical connection, across every reconnect (what `connect` returns). */
+class Connection {
+  #o; #Socket; #seen; #ws = null; #state = 'idle'; #lastId; #attempt = 0; #refreshes = 0;
+  #ended = false; #retryTimer = null; #stableTimer = null; #pingTimer = null; #lastFrameAt = 0;
   // `fallback`: this attempt goes without the subprotocol after one that asked for
   // it never opened; `plainOnly`: such an attempt opened, so the server has none.
-  let fallback = false, plainOnly = false;
+  #fallback = false; #plainOnly = false;
 
-  const setState = (next, detail = {}) => { state = next; o.onState?.(next, detail); };
-  const clearTimers = () => { clearTimeout(stableTimer); clearInterval(pingTimer); stableTimer = pingTimer = null; };
-
-  function deliver(n) {
-    if (!n || typeof n.id !== 'string' || !seen.add(n.id)) return;
-    lastId = newer(lastId, n.id);
-    o.onNotification?.(n);
+  /** A connection that starts connecting at once. */
+  static open(o) {
+    const connection = new Connection(o);
+    connection.#start();
+    return connection;
   }
 
-  function onEvent(event) {
-    switch (event?.event) {
-      case 'notification': return deliver(event.notification);
-      case 'synced': lastId = newer(lastId, event.through); return o.onSynced?.(event.through ?? null);
-      case 'updated': return o.onUpdate?.(event);
-      case 'counts': return o.onCounts?.({ unread: event.unread, unseen: event.unseen });
-      default: return undefined; // an event this client does not know: ignored
+  constructor(o) {
+    this.#o = o;
+    this.#Socket = o.WebSocket ?? globalThis.WebSocket;
+    this.#seen = new RecentIds(o.dedupe);
+    this.#lastId = o.since ?? null;
+  }
+
+  /** Closes for good (1000); no reconnect. */
+  close() {
+    this.#ended = true;
+    clearTimeout(this.#retryTimer);
+    this.#clearTimers();
+    const socket = this.#ws;
+    this.#ws = null;
+    if (socket) socket.close(1000, 'closed by the app');
+    this.#setState('closed');
+  }
+
+  /** After a stop (say 4005), connect again: a user asked for it. */
+  reconnect() {
+    if (this.#ws || this.#retryTimer) return;
+    this.#ended = false;
+    this.#attempt = 0;
+    this.#refreshes = 0;
+    this.#start();
+  }
+
+  /** Resume after `id` too (e.g. the newest id of a page the app listed). */
+  advance(id) { this.#lastId = newer(this.#lastId, id); }
+
+  get lastId() { return this.#lastId; }
+  get state() { return this.#state; }
+  get protocol() { return this.#ws ? this.#ws.protocol || null : null; }
+
+  async #start() {
+    this.#retryTimer = null;
+    this.#setState('connecting', { attempt: this.#attempt });
+    let token;
+    try {
+      token = await this.#o.getToken();
+    } catch (error) {
+      this.#schedule({ action: 'retry', delay: backoffDelay(this.#attempt, 'retry', this.#o.backoff) }, { error });
+      return;
     }
+    if (!this.#ended) this.#open(token);
   }
 
-  function onFrame(socket, data) {
-    lastFrameAt = Date.now();
-    if (typeof data !== 'string' || data === 'pong') return;
-    let value;
-    try { value = JSON.parse(data); } catch { return; }
-    if (socket.protocol === PROTOCOL) onEvent(value); else deliver(value);
+  #open(token) {
+    const asked = this.#o.protocol && !this.#plainOnly && !this.#fallback ? [this.#o.protocol] : [];
+    let socket;
+    try {
+      socket = new this.#Socket(this.#url(token), asked);
+    } catch (error) {
+      this.#ended = true; // a malformed URL stays malformed: retrying cannot help
+      this.#setState('stopped', { code: null, reason: error.message, meaning: 'the WebSocket URL is not valid', advice: 'Stop: fix the url option.' });
+      return;
+    }
+    socket.askedProtocol = asked.length > 0;
+    this.#ws = socket;
+    socket.onopen = () => { socket.wasOpen = true; this.#opened(socket); };
+    socket.onmessage = (event) => this.#onFrame(socket, event.data);
+    socket.onclose = (event) => this.#closed(socket, event.code, event.reason);
+    socket.onerror = () => {}; // a close event follows and decides
   }
 
-  function url(token) {
-    const target = new URL(o.url);
+  #url(token) {
+    const target = new URL(this.#o.url);
     target.searchParams.set('token', token);
-    target.searchParams.set('workspaceSlug', o.workspace ?? '');
-    if (lastId) target.searchParams.set('since', lastId);
+    target.searchParams.set('workspaceSlug', this.#o.workspace ?? '');
+    if (this.#lastId) target.searchParams.set('since', this.#lastId);
     return target.toString();
   }
 
-  async function open() {
-    retryTimer = null;
-    setState('connecting', { attempt });
-    let token;
-    try {
-      token = await o.getToken();
-    } catch (error) {
-      return schedule({ action: 'retry', delay: backoffDelay(attempt, 'retry', o.backoff) }, { error });
-    }
-    if (ended) return undefined;
-    const asked = o.protocol && !plainOnly && !fallback ? [o.protocol] : [];
-    let socket;
-    try {
-      socket = new Socket(url(token), asked);
-    } catch (error) {
-      ended = true; // a malformed URL stays malformed: retrying cannot help
-      setState('stopped', { code: null, reason: error.message, meaning: 'the WebSocket URL is not valid', advice: 'Stop: fix the url option.' });
-      return undefined;
-    }
-    socket.askedProtocol = asked.length > 0;
-    ws = socket;
-    socket.onopen = () => { socket.wasOpen = true; opened(socket); };
-    socket.onmessage = (event) => onFrame(socket, event.data);
-    socket.onclose = (event) => closed(socket, event.code, event.reason);
-    socket.onerror = () => {}; // a close event follows and decides
-    return undefined;
-  }
-
-  function opened(socket) {
-    if (fallback) { plainOnly = true; fallback = false; }
-    lastFrameAt = Date.now();
-    setState('open', { protocol: socket.protocol || null, since: lastId });
-    stableTimer = setTimeout(() => { attempt = 0; refreshes = 0; }, o.backoff.stableAfter);
+  #opened(socket) {
+    if (this.#fallback) { this.#plainOnly = true; this.#fallback = false; }
+    this.#lastFrameAt = Date.now();
+    this.#setState('open', { protocol: socket.protocol || null, since: this.#lastId });
+    this.#stableTimer = setTimeout(() => { this.#attempt = 0; this.#refreshes = 0; }, this.#o.backoff.stableAfter);
     // Browsers cannot send ping frames: the text ping keeps the connection active
     // and proves the server still answers; silence for two rounds means it is gone.
-    pingTimer = setInterval(() => {
-      if (Date.now() - lastFrameAt > 2 * o.heartbeat + 5000) return dropDead(socket);
+    this.#pingTimer = setInterval(() => {
+      if (Date.now() - this.#lastFrameAt > 2 * this.#o.heartbeat + 5000) {
+        this.#dropDead(socket);
+        return;
+      }
       try { socket.send('ping'); } catch { /* closing already */ }
-      return undefined;
-    }, o.heartbeat);
+    }, this.#o.heartbeat);
   }
 
-  function dropDead(socket) {
-    ws = null;
-    clearTimers();
+  #dropDead(socket) {
+    this.#ws = null;
+    this.#clearTimers();
     try { socket.close(4000, 'no answer to ping'); } catch { /* gone already */ }
-    schedule(nextStep(1006, { attempt, settings: o.backoff }), { code: 1006, reason: 'no answer to ping' });
+    this.#schedule(nextStep(1006, { attempt: this.#attempt, settings: this.#o.backoff }), { code: 1006, reason: 'no answer to ping' });
   }
 
-  function closed(socket, code, reason) {
-    if (socket !== ws) return;
-    ws = null;
-    clearTimers();
-    if (ended) return;
+  #closed(socket, code, reason) {
+    if (socket !== this.#ws) return;
+    this.#ws = null;
+    this.#clearTimers();
+    if (this.#ended) return;
     // A server without the event protocol fails a handshake that asks for it
     // (browsers refuse an upgrade that selects no requested subprotocol): try once
     // at once without it; if that opens, stay on plain frames from then on.
-    if (socket.askedProtocol && !socket.wasOpen && !fallback) {
-      fallback = true;
-      schedule({ action: 'retry', delay: 0 }, { code, reason, meaning: 'retrying without the event protocol', fallback: true });
+    if (socket.askedProtocol && !socket.wasOpen && !this.#fallback) {
+      this.#fallback = true;
+      this.#schedule({ action: 'retry', delay: 0 }, { code, reason, meaning: 'retrying without the event protocol', fallback: true });
       return;
     }
-    if (fallback) fallback = false;
-    const step = nextStep(code, { attempt, refreshes, settings: o.backoff });
+    this.#fallback = false;
+    const step = nextStep(code, { attempt: this.#attempt, refreshes: this.#refreshes, settings: this.#o.backoff });
     const { meaning, advice } = closeDecision(code);
-    refreshes = step.action === 'refresh' ? refreshes + 1 : 0;
+    this.#refreshes = step.action === 'refresh' ? this.#refreshes + 1 : 0;
     if (step.action === 'stop') {
-      ended = true;
-      setState('stopped', { code, reason, meaning, advice });
+      this.#ended = true;
+      this.#setState('stopped', { code, reason, meaning, advice });
       return;
     }
-    schedule(step, { code, reason, meaning });
+    this.#schedule(step, { code, reason, meaning });
   }
 
-  function schedule(step, detail) {
-    attempt += 1;
-    setState('reconnecting', { ...detail, delay: step.delay, attempt });
-    retryTimer = setTimeout(open, step.delay);
+  #schedule(step, detail) {
+    this.#attempt += 1;
+    this.#setState('reconnecting', { ...detail, delay: step.delay, attempt: this.#attempt });
+    this.#retryTimer = setTimeout(() => this.#start(), step.delay);
   }
 
-  open();
-  return {
-    /** Closes for good (1000); no reconnect. */
-    close() {
-      ended = true;
-      clearTimeout(retryTimer);
-      clearTimers();
-      const socket = ws;
-      ws = null;
-      if (socket) socket.close(1000, 'closed by the app');
-      setState('closed');
-    },
-    /** After a stop (say 4005), connect again: a user asked for it. */
-    reconnect() {
-      if (ws || retryTimer) return;
-      ended = false; attempt = 0; refreshes = 0;
-      open();
-    },
-    /** Resume after `id` too (e.g. the newest id of a page the app listed). */
-    advance(id) { lastId = newer(lastId, id); },
-    get lastId() { return lastId; },
-    get state() { return state; },
-    get protocol() { return ws ? ws.protocol || null : null; },
-  };
+  #onFrame(socket, data) {
+    this.#lastFrameAt = Date.now();
+    if (typeof data !== 'string' || data === 'pong') return;
+    let value;
+    try { value = JSON.parse(data); } catch { return; }
+    if (socket.protocol === PROTOCOL) this.#onEvent(value); else this.#deliver(value);
+  }
+
+  #onEvent(event) {
+    const o = this.#o;
+    switch (event?.event) {
+      case 'notification': this.#deliver(event.notification); break;
+      case 'synced': this.#lastId = newer(this.#lastId, event.through); o.onSynced?.(event.through ?? null); break;
+      case 'updated': o.onUpdate?.(event); break;
+      case 'counts': o.onCounts?.({ unread: event.unread, unseen: event.unseen }); break;
+      default: break; // an event this client does not know: ignored
+    }
+  }
+
+  #deliver(n) {
+    if (!n || typeof n.id !== 'string' || !this.#seen.add(n.id)) return;
+    this.#lastId = newer(this.#lastId, n.id);
+    this.#o.onNotification?.(n);
+  }
+
+  #setState(next, detail = {}) { this.#state = next; this.#o.onState?.(next, detail); }
+
+  #clearTimers() {
+    clearTimeout(this.#stableTimer);
+    clearInterval(this.#pingTimer);
+    this.#stableTimer = null;
+    this.#pingTimer = null;
+  }
 }
 
 /** A failed REST call: `status` (0 when notifd could not be reached), `code`, `message`. */
