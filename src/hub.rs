@@ -11,9 +11,10 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use serde::{Deserialize, Serialize};
 use tungstenite::Utf8Bytes;
 use uuid::Uuid;
+
+use crate::events::StateMessage;
 
 /// One notification on its way to sockets: its id (for de-duplication and position)
 /// and its JSON, serialized once and shared by every connection that gets it.
@@ -31,6 +32,9 @@ pub trait Member: Send + Sync {
     fn deliver(&self, frame: &Frame) -> bool;
     /// A newer connection of the same user and workspace replaces this one (4005).
     fn replace(&self);
+    /// A user's state changed (a mark, a bulk, or counters a create moved); a
+    /// connection that speaks the event protocol takes it, others ignore it.
+    fn state(&self, message: &Arc<StateMessage>);
     /// Whatever was published while Redis was away must be read from PostgreSQL.
     fn catch_up(&self);
 }
@@ -42,28 +46,6 @@ pub struct ConnKey {
     pub opened_us: u64,
     pub instance: String,
     pub id: u64,
-}
-
-/// "A connection opened; older ones of the same user and workspace, on any instance,
-/// close with 4005": applied here (`replace_older`), and sent to the other instances
-/// on the control channel (the subscriber applies theirs).
-#[derive(Debug, Serialize, Deserialize)]
-pub struct Replace {
-    pub user_id: String,
-    pub workspace: String,
-    pub opened_us: u64,
-    pub instance: String,
-    pub id: u64,
-}
-
-impl Replace {
-    fn key(&self) -> ConnKey {
-        ConnKey {
-            opened_us: self.opened_us,
-            instance: self.instance.clone(),
-            id: self.id,
-        }
-    }
 }
 
 struct Entry {
@@ -127,7 +109,6 @@ impl Hub {
         Registration {
             hub: self.clone(),
             user_id: user_id.to_string(),
-            workspace: workspace.to_string(),
             key,
         }
     }
@@ -135,33 +116,71 @@ impl Hub {
     /// Hands a frame to every connection of `user_id` on `workspace` (or all of the
     /// user's connections when `workspace` is `None`). Returns how many took it.
     pub fn deliver(&self, user_id: &str, workspace: Option<&str>, frame: &Frame) -> usize {
-        // Picked under the lock, handed over after it: a member may write to a socket.
-        let members: Vec<Arc<dyn Member>> = {
-            let users = self.users();
-            let Some(entries) = users.get(user_id) else {
-                return 0;
-            };
-            entries
-                .iter()
-                .filter(|e| workspace.is_none_or(|w| w == e.workspace))
-                .map(|e| e.member.clone())
-                .collect()
-        };
+        let members = self.members(user_id, |e| workspace.is_none_or(|w| w == e.workspace));
         members.iter().filter(|m| m.deliver(frame)).count()
     }
 
-    /// Replaces (4005) every connection of the user and workspace of `newest` that is
-    /// older than it.
-    pub fn replace_older(&self, newest: &Replace) {
-        let key = newest.key();
-        if let Some(entries) = self.users().get(&newest.user_id) {
-            for entry in entries
-                .iter()
-                .filter(|e| e.workspace == newest.workspace && e.key < key)
-            {
-                entry.member.replace();
-            }
+    /// Hands a user's state message to each of their connections (every workspace:
+    /// each decides what of it its view sees).
+    pub fn deliver_state(&self, user_id: &str, message: &Arc<StateMessage>) {
+        for member in self.members(user_id, |_| true) {
+            member.state(message);
         }
+    }
+
+    /// Whether `user_id` has a connection here (a message for nobody is not parsed).
+    pub fn holds(&self, user_id: &str) -> bool {
+        self.users().contains_key(user_id)
+    }
+
+    /// This instance's id, as connection keys carry it.
+    pub fn instance(&self) -> &str {
+        &self.inner.instance
+    }
+
+    /// Replaces (4005) the connections of `user_id` on `workspace` with these ids (a
+    /// newer connection took their place, on any instance).
+    pub fn replace(&self, user_id: &str, workspace: &str, ids: &[u64]) {
+        for member in self.members(user_id, |e| {
+            e.workspace == workspace && ids.contains(&e.key.id)
+        }) {
+            member.replace();
+        }
+    }
+
+    /// Replaces (4005) all but the newest `keep` connections of `user_id` on
+    /// `workspace` here: the limit applied by this instance alone, while the
+    /// cluster-wide roster cannot be asked.
+    pub fn keep_newest(&self, user_id: &str, workspace: &str, keep: usize) {
+        let older: Vec<Arc<dyn Member>> = {
+            let users = self.users();
+            let Some(entries) = users.get(user_id) else {
+                return;
+            };
+            let mut same: Vec<&Entry> = entries
+                .iter()
+                .filter(|e| e.workspace == workspace)
+                .collect();
+            same.sort_by(|a, b| b.key.cmp(&a.key));
+            same.iter().skip(keep).map(|e| e.member.clone()).collect()
+        };
+        for member in older {
+            member.replace();
+        }
+    }
+
+    /// The members of `user_id` that `pick` accepts, cloned under the lock so they are
+    /// called after it (a member may write to a socket).
+    fn members(&self, user_id: &str, pick: impl Fn(&Entry) -> bool) -> Vec<Arc<dyn Member>> {
+        let users = self.users();
+        let Some(entries) = users.get(user_id) else {
+            return Vec::new();
+        };
+        entries
+            .iter()
+            .filter(|e| pick(e))
+            .map(|e| e.member.clone())
+            .collect()
     }
 
     /// Asks every connection to catch up from PostgreSQL.
@@ -185,27 +204,12 @@ impl Hub {
 pub struct Registration {
     hub: Hub,
     user_id: String,
-    workspace: String,
     key: ConnKey,
 }
 
 impl Registration {
     pub fn key(&self) -> &ConnKey {
         &self.key
-    }
-
-    /// Replaces the older connections of this user and workspace on this instance;
-    /// returns the message that does the same on the others.
-    pub fn replace_older(&self) -> Replace {
-        let replace = Replace {
-            user_id: self.user_id.clone(),
-            workspace: self.workspace.clone(),
-            opened_us: self.key.opened_us,
-            instance: self.key.instance.clone(),
-            id: self.key.id,
-        };
-        self.hub.replace_older(&replace);
-        replace
     }
 }
 
@@ -242,6 +246,7 @@ mod tests {
         fn replace(&self) {
             self.replaced.fetch_add(1, Ordering::Relaxed);
         }
+        fn state(&self, _: &Arc<StateMessage>) {}
         fn catch_up(&self) {
             self.caught_up.fetch_add(1, Ordering::Relaxed);
         }
@@ -284,15 +289,30 @@ mod tests {
     }
 
     #[test]
-    fn only_older_connections_are_replaced_and_drop_unregisters() {
+    fn replacing_picks_by_id_or_keeps_the_newest_and_drop_unregisters() {
         let hub = Hub::new("i".into());
         let (old, old_counter) = member(&hub, "alice", "acme");
+        let (mid, mid_counter) = member(&hub, "alice", "acme");
         let (new, new_counter) = member(&hub, "alice", "acme");
-        assert!(old.key() < new.key());
-        new.replace_older();
-        assert_eq!(count(&old_counter.replaced), 1);
+        let (_other, other_counter) = member(&hub, "alice", "beta");
+        assert!(old.key() < mid.key() && mid.key() < new.key());
+        hub.replace("alice", "acme", &[mid.key().id]);
+        assert_eq!(count(&mid_counter.replaced), 1);
+        hub.keep_newest("alice", "acme", 2);
+        assert_eq!(
+            count(&old_counter.replaced),
+            1,
+            "the oldest of three, keeping two"
+        );
         assert_eq!(count(&new_counter.replaced), 0);
-        drop((old, new));
-        assert!(hub.is_empty());
+        assert_eq!(
+            count(&other_counter.replaced),
+            0,
+            "another workspace is untouched"
+        );
+        drop((old, mid, new));
+        assert!(hub.holds("alice"));
+        drop(_other);
+        assert!(hub.is_empty() && !hub.holds("alice"));
     }
 }

@@ -19,15 +19,18 @@ use tungstenite::protocol::frame::coding::{Control, Data, OpCode};
 
 use super::close::Close;
 use super::lending::{Lending, Sent, Use};
+use super::protocol::Protocol;
 use super::seen::Seen;
+use crate::events::StateMessage;
 use crate::hub::{Frame, Member};
 use crate::metrics;
 
-/// What a connection's outbound queue carries: one notification frame today; the
-/// event protocol's events join as variants.
+/// What a connection's outbound queue carries, in the order it arrived.
 #[derive(Debug, Clone)]
 pub enum Outbound {
     Notification(Frame),
+    /// A state change or new counters of the user (event-protocol connections only).
+    State(Arc<StateMessage>),
 }
 
 /// A request flag in the request word; the close code takes its upper half.
@@ -63,10 +66,16 @@ pub struct Handle {
     /// KiB per idle connection.
     queue: Sender<Outbound>,
     capacity: usize,
+    /// How notifications are framed, and whether state messages are wanted.
+    protocol: Protocol,
 }
 
 impl Handle {
-    pub fn new(socket: Arc<TcpStream>, queue: Sender<Outbound>, capacity: usize) -> Handle {
+    pub fn new(
+        socket: Arc<TcpStream>,
+        (queue, capacity): (Sender<Outbound>, usize),
+        protocol: Protocol,
+    ) -> Handle {
         Handle {
             requests: AtomicU32::new(0),
             thread: OnceLock::new(),
@@ -75,6 +84,7 @@ impl Handle {
             seen: Mutex::new(Seen::default()),
             queue,
             capacity,
+            protocol,
         }
     }
 
@@ -170,7 +180,8 @@ impl Handle {
             // Already sent by a replay or catch-up: nothing to do, as in the queue's path.
             return true;
         }
-        if !self.sent(loan.send(OpCode::Data(Data::Text), frame.json.as_bytes())) {
+        let text = self.protocol.notification(&frame.json);
+        if !self.sent(loan.send(OpCode::Data(Data::Text), text.as_bytes())) {
             return false;
         }
         seen.insert(frame.id);
@@ -197,6 +208,22 @@ impl Handle {
     }
 }
 
+impl Handle {
+    /// Queues `item` for the thread and wakes it; a full queue closes the connection
+    /// as too slow (4006).
+    fn enqueue(&self, item: Outbound) -> bool {
+        if self.queue.len() >= self.capacity {
+            self.close(Close::TooSlow);
+            return false;
+        }
+        let queued = self.queue.try_send(item);
+        if queued.is_ok() {
+            self.wake();
+        }
+        queued.is_ok()
+    }
+}
+
 impl Member for Handle {
     fn deliver(&self, frame: &Frame) -> bool {
         // Straight to the socket when nothing is queued before it (only the subscriber
@@ -204,19 +231,19 @@ impl Member for Handle {
         if self.queue.is_empty() && self.write_direct(frame) {
             return true;
         }
-        if self.queue.len() >= self.capacity {
-            self.close(Close::TooSlow);
-            return false;
-        }
-        let queued = self.queue.try_send(Outbound::Notification(frame.clone()));
-        if queued.is_ok() {
-            self.wake();
-        }
-        queued.is_ok()
+        self.enqueue(Outbound::Notification(frame.clone()))
     }
 
     fn replace(&self) {
         self.close(Close::Replaced);
+    }
+
+    fn state(&self, message: &Arc<StateMessage>) {
+        // Always queued, never written by a borrower: the session works out what the
+        // change means for its view (and a queue keeps it behind earlier frames).
+        if self.protocol == Protocol::V1 {
+            self.enqueue(Outbound::State(message.clone()));
+        }
     }
 
     fn catch_up(&self) {
@@ -240,7 +267,10 @@ mod tests {
         let _client = TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
         let (server, _) = listener.accept().expect("accept");
         let (queue, frames) = crossbeam_channel::unbounded();
-        (Handle::new(Arc::new(server), queue, capacity), frames)
+        (
+            Handle::new(Arc::new(server), (queue, capacity), Protocol::Plain),
+            frames,
+        )
     }
 
     fn frame() -> Frame {

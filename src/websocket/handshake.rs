@@ -14,6 +14,7 @@ use tungstenite::WebSocket;
 use uuid::Uuid;
 
 use super::close::Close;
+use super::protocol::{self, Protocol};
 use super::stream::ClientStream;
 
 use crate::auth::{AuthError, Identity, Verifier};
@@ -35,6 +36,8 @@ pub struct Upgrade {
     pub workspace: Option<String>,
     pub since: Option<String>,
     pub origin: Option<String>,
+    /// What the connection speaks: `notifd.v1` when the client offered it.
+    pub protocol: Protocol,
 }
 
 /// A connection that passed every check.
@@ -42,6 +45,7 @@ pub struct Admitted {
     pub identity: Identity,
     pub workspace: String,
     pub since: Option<Uuid>,
+    pub protocol: Protocol,
 }
 
 /// A refusal: the close and its reason.
@@ -82,6 +86,13 @@ pub fn upgrade(
             *refusal.status_mut() = tungstenite::http::StatusCode::FORBIDDEN;
             return Err(refusal);
         }
+        let mut response = response;
+        if asked.protocol == Protocol::V1 {
+            let name = tungstenite::http::HeaderValue::from_static(protocol::NAME);
+            response
+                .headers_mut()
+                .insert("sec-websocket-protocol", name);
+        }
         Ok(response)
     };
     let ws = tungstenite::accept_hdr_with_config(
@@ -120,6 +131,10 @@ fn read_upgrade(request: &Request) -> Upgrade {
             .map(|(_, token)| token.trim().to_string());
     }
     asked.origin = header("origin").map(String::from);
+    let offers = request.headers().get_all("sec-websocket-protocol");
+    if protocol::offered(offers.iter().filter_map(|v| v.to_str().ok())) {
+        asked.protocol = Protocol::V1;
+    }
     asked
 }
 
@@ -155,6 +170,7 @@ pub fn admit(asked: &Upgrade, verifier: &Verifier) -> Result<Admitted, Refusal> 
         identity,
         workspace,
         since,
+        protocol: asked.protocol,
     })
 }
 

@@ -20,6 +20,7 @@ mod handshake;
 mod lean_thread;
 mod lending;
 mod poller;
+mod protocol;
 mod refuser;
 mod seen;
 mod session;

@@ -13,6 +13,7 @@ use crate::auth::Verifier;
 use crate::config::Config;
 use crate::hub::Hub;
 use crate::publisher::Publisher;
+use crate::roster::Roster;
 use crate::shutdown::Shutdown;
 use crate::store::Store;
 
@@ -22,6 +23,8 @@ pub struct Ctx {
     pub store: Store,
     pub publisher: Publisher,
     pub verifier: Verifier,
+    /// Every instance's connections per (user, workspace): `NOTIFD_CONNECTIONS_PER_USER`.
+    pub roster: Roster,
     pub poller: Poller,
     pub shutdown: Shutdown,
     pub ping_interval: Duration,
@@ -46,6 +49,12 @@ impl Ctx {
             store,
             publisher,
             verifier,
+            roster: Roster::new(
+                &config.redis_url,
+                &config.redis_prefix,
+                config.connections_per_user,
+            )
+            .map_err(std::io::Error::other)?,
             poller: Poller::new(config.max_connections)?,
             shutdown,
             ping_interval: config.ping_interval,

@@ -12,6 +12,7 @@
 //! its socket (`lending`), so routine traffic needs no wake-up.
 
 mod history;
+mod view;
 mod wire;
 
 use std::sync::Arc;
@@ -25,12 +26,16 @@ use super::close::Close;
 use super::handle::{now_ms, Handle, Outbound, Request};
 use super::handshake::Admitted;
 use super::poller::Watch;
+use super::protocol::Protocol;
 use super::shared::Ctx;
 use super::stream::ClientStream;
+use crate::events::StateMessage;
 use crate::hub::{Frame, Registration};
 use crate::metrics::{self, METRICS};
 use crate::notification::{floor_id, id_millis};
+use crate::roster::{Admission, Conn, Evict, Roster};
 use history::History;
+use view::View;
 use wire::{Done, Step, Wire};
 
 /// Frames sent per turn before looking at everything else.
@@ -46,11 +51,32 @@ pub struct Session {
     wire: Wire,
     queue: Receiver<Outbound>,
     history: History,
+    /// The event protocol's state; `None` on a plain connection.
+    view: Option<View>,
+    /// Its place in the cluster-wide roster, left when the session ends.
+    _seat: Seat,
     started: Instant,
     expires: Instant,
 }
 
-/// Registers an admitted connection with the hub and tells other instances (4005).
+/// A connection's place in the roster (`NOTIFD_CONNECTIONS_PER_USER`); leaves it on
+/// drop, through the roster's own thread.
+struct Seat {
+    roster: Roster,
+    user_id: String,
+    workspace: String,
+    conn: Conn,
+}
+
+impl Drop for Seat {
+    fn drop(&mut self) {
+        self.roster
+            .leave_later(&self.user_id, &self.workspace, &self.conn);
+    }
+}
+
+/// Registers an admitted connection with the hub and takes its seat in the roster,
+/// replacing (4005) the oldest beyond the limit on any instance.
 ///
 /// Runs on the handshake thread: the Redis client and the log formatting need deep
 /// stacks, and pages a thread touches stay resident for its life. Keeping them off
@@ -64,13 +90,17 @@ pub fn open(ctx: &Arc<Ctx>, ws: WebSocket<ClientStream>, admitted: Admitted) -> 
         .unwrap_or_else(|| floor_id(id_millis(&Uuid::now_v7())));
     let (queue_in, queue) = crossbeam_channel::unbounded();
     let socket = ws.get_ref().socket().clone();
-    let handle = Arc::new(Handle::new(socket, queue_in, ctx.queue_capacity));
+    let queue_in = (queue_in, ctx.queue_capacity);
+    let handle = Arc::new(Handle::new(socket, queue_in, admitted.protocol));
     let (user_id, workspace) = (admitted.identity.user_id, admitted.workspace);
     // Subscribe first, then read history: nothing created meanwhile can fall between.
+    // Registered before the roster hears of it: a newer connection's admission may
+    // evict this one at once, and must find it.
     let registration = ctx.hub.register(&user_id, &workspace, handle.clone());
-    announce(ctx, &registration);
+    let seat = take_seat(ctx, &registration, &user_id, &workspace);
     METRICS.ws_opened();
     log::info!(user = user_id.as_str(), workspace = workspace.as_str(), conn = registration.key().id; "ws opened");
+    let view = (admitted.protocol == Protocol::V1).then(|| View::new(&workspace, admitted.since));
     let mut history = History::new(user_id, workspace, floor);
     if let Some(since) = admitted.since {
         history.replay_from(since);
@@ -83,16 +113,41 @@ pub fn open(ctx: &Arc<Ctx>, ws: WebSocket<ClientStream>, admitted: Admitted) -> 
         wire: Wire::new(ws),
         queue,
         history,
+        view,
+        _seat: seat,
         started,
     }
 }
 
-/// Tells every instance (this one included) that older connections of this user and
-/// workspace must close with 4005.
-fn announce(ctx: &Ctx, registration: &Registration) {
-    let json = serde_json::to_string(&registration.replace_older()).unwrap_or_default();
-    if let Err(err) = ctx.publisher.publish_control(&json) {
-        log::warn!(error = err.to_string().as_str(); "cannot announce connection to other instances");
+/// Admits the connection to the roster and replaces (4005) the ones it pushed past
+/// the limit: this instance's at once, the others' through the control channel.
+/// Without Redis, the limit holds among this instance's connections.
+fn take_seat(ctx: &Ctx, registration: &Registration, user_id: &str, workspace: &str) -> Seat {
+    let conn = Conn::from(registration.key());
+    match ctx.roster.admit(user_id, workspace, &conn) {
+        Admission::Admitted { evicted } if !evicted.is_empty() => {
+            let evict = Evict {
+                user_id: user_id.to_string(),
+                workspace: workspace.to_string(),
+                close: evicted,
+            };
+            let here: Vec<u64> = evict.ids_on(ctx.hub.instance()).collect();
+            ctx.hub.replace(user_id, workspace, &here);
+            if here.len() < evict.close.len() {
+                let json = serde_json::to_string(&evict).unwrap_or_default();
+                if let Err(err) = ctx.publisher.publish_control(&json) {
+                    log::warn!(error = err.to_string().as_str(); "cannot tell other instances of replaced connections");
+                }
+            }
+        }
+        Admission::Admitted { .. } => {}
+        Admission::Unavailable => ctx.hub.keep_newest(user_id, workspace, ctx.roster.limit()),
+    }
+    Seat {
+        roster: ctx.roster.clone(),
+        user_id: user_id.to_string(),
+        workspace: workspace.to_string(),
+        conn,
     }
 }
 
@@ -197,6 +252,7 @@ impl Session {
             self.wire.read_available(&self.handle)?;
         }
         self.send_history()?;
+        self.sync_view()?;
         if self.is_live() {
             self.send_queued()?;
         }
@@ -228,14 +284,61 @@ impl Session {
             // was sent before the outage.
             let newest = self.handle.seen().newest();
             self.history.catch_up(newest);
+            if let Some(view) = self.view.as_mut() {
+                view.mark_stale();
+            }
         }
         Ok(())
     }
 
     /// The hand-off from history to live frames, in one place: live once no history
     /// remains to be sent (queued frames wait, and borrowers may not write them).
+    /// On an event-protocol connection, also not before `synced` went out.
     fn is_live(&self) -> bool {
-        !self.history.replaying()
+        !self.history.replaying() && self.view.as_ref().is_none_or(View::synced)
+    }
+
+    /// Once the history is out, an event-protocol connection gets `synced` and its
+    /// counts (read now, each row with its version), once; after a catch-up, its
+    /// counts again if they moved.
+    fn sync_view(&mut self) -> Step {
+        let Some(view) = self.view.as_mut() else {
+            return Ok(());
+        };
+        if !view.wants_rows() || self.history.replaying() || self.wire.closing().is_some() {
+            return Ok(());
+        }
+        let workspaces = [None, Some(self.history.workspace().to_string())];
+        let rows = match self
+            .ctx
+            .store
+            .counter_rows(self.history.user_id(), &workspaces)
+        {
+            Ok(rows) => rows,
+            Err(err) => {
+                let reason = format!("cannot read counts: {err}");
+                return self.wire.begin_close(Close::Internal, Some(&reason));
+            }
+        };
+        let newest = self.handle.seen().newest();
+        for frame in view.rows_read(newest, &rows) {
+            self.wire.write(Message::Text(frame))?;
+        }
+        Ok(())
+    }
+
+    /// The frames a state message means for this connection's view (event protocol).
+    fn send_state(&mut self, message: &StateMessage) -> Step {
+        let Some(view) = self.view.as_mut() else {
+            return Ok(());
+        };
+        if self.wire.closing().is_some() {
+            return Ok(());
+        }
+        for frame in view.apply(message) {
+            self.wire.write(Message::Text(frame))?;
+        }
+        Ok(())
     }
 
     /// Sends history until the socket would block.
@@ -270,6 +373,7 @@ impl Session {
             }
             match self.queue.try_recv() {
                 Ok(Outbound::Notification(frame)) => self.send(frame, true)?,
+                Ok(Outbound::State(message)) => self.send_state(&message)?,
                 Err(_) => return Ok(()),
             }
         }
@@ -285,7 +389,13 @@ impl Session {
         if self.wire.closing().is_some() || !self.handle.seen().insert(frame.id) {
             return Ok(());
         }
-        self.wire.write(Message::Text(frame.json))?;
+        let protocol = if self.view.is_some() {
+            Protocol::V1
+        } else {
+            Protocol::Plain
+        };
+        self.wire
+            .write(Message::Text(protocol.notification(&frame.json)))?;
         metrics::delivered(&frame.id, live);
         Ok(())
     }
