@@ -4,7 +4,8 @@
 //! notification, marks it read and the badge drops (and, where the server has them,
 //! marks unread, archives and unarchives), and survives a server restart,
 //! resuming with `since` (no loss, no duplicate); a tab replaced by another (4005)
-//! says so and reconnects only when asked; on the notifd.v1 protocol (a scripted peer
+//! says so and reconnects only when asked; two tabs show the same state without a
+//! reload (the server's notifd.v1); on the notifd.v1 protocol (a scripted peer
 //! selects it) the page applies `notification`, `updated` and `counts` events. Also: the page and its assets carry
 //! their types and a strict Content-Security-Policy.
 
@@ -170,7 +171,6 @@ fn a_tab_replaced_by_another_says_so_and_reconnects_on_request() {
 }
 
 #[test]
-#[ignore = "needs notifd.v1 (issue 12)"]
 fn two_tabs_show_the_same_state_without_reloading() {
     run_scenario("two-tabs", Vec::new());
 }
