@@ -5,8 +5,8 @@
 //! marks unread, archives and unarchives), and survives a server restart,
 //! resuming with `since` (no loss, no duplicate); a tab replaced by another (4005)
 //! says so and reconnects only when asked; two tabs show the same state without a
-//! reload (the server's notifd.v1); on the notifd.v1 protocol (a scripted peer
-//! selects it) the page applies `notification`, `updated` and `counts` events. Also: the page and its assets carry
+//! reload (the server's notifd.v1); against a scripted peer the page applies each
+//! `notification`, `updated` and `counts` event. Also: the page and its assets carry
 //! their types and a strict Content-Security-Policy.
 
 mod common;

@@ -37,7 +37,7 @@ async function signIn(event) {
   showError('signin-error', null);
   $('signin-button').disabled = true;
   const rest = api({ getToken: () => session.token });
-  Object.assign(session, { token, workspace, rest });
+  Object.assign(session, { token, workspace, rest, opened: false });
   try {
     setBadge((await rest.counts({ workspace })).unread);
   } catch (err) {
@@ -139,6 +139,8 @@ function liveState(state, detail) {
     // No id to resume from (nothing listed or received): list again now that live
     // delivery runs, so nothing created in between is missed.
     if (!session.live.lastId) reload();
+    else if (session.opened) refreshShown();
+    session.opened = true;
     if (!detail.protocol) refreshCounts();
   } else if (state === 'connecting') {
     setStatus('connecting', 'Connecting…');
@@ -154,6 +156,19 @@ function liveState(state, detail) {
     $('reconnect').hidden = false;
   }
   return undefined;
+}
+
+/** After a reconnect: `since` replays what was created meanwhile, but not what
+ *  other devices changed; read the shown ones' state again and apply it. */
+async function refreshShown() {
+  const params = { limit: Math.min(100, Math.max(PAGE_SIZE, list.shown.size)), workspace: session.workspace };
+  if (session.features.archive) params.archived = 'any';
+  try {
+    const page = await session.rest.list(params);
+    for (const n of page.notifications) {
+      list.change(n.id, { read_at: n.read_at, seen_at: n.seen_at ?? null, archived_at: n.archived_at ?? null });
+    }
+  } catch { /* the next action shows any error */ }
 }
 
 function arrived(n) {
