@@ -2,7 +2,8 @@
 //! unit tests (every close code's decision, the backoff bounds, the README's table
 //! agreeing with the module), the client against a scripted WebSocket peer (the
 //! notifd.v1 events, de-duplication by id, `since` on reconnect, backoff that an
-//! accept-then-drop server does not reset, 1013, 4005), and against a live server
+//! accept-then-drop server does not reset, 1013, 4005, the text ping keeping a live
+//! connection and dropping a silent one), and against a live server
 //! (each refusal stops it, a 4003 is refreshed through `getToken`, the protocol
 //! fallback, live delivery, the REST helpers). The JS files are in `tests/browser/`.
 
@@ -32,7 +33,7 @@ fn the_client_handles_each_frame_and_close_of_a_scripted_peer() {
     );
     let out = String::from_utf8_lossy(&output.stdout);
     assert!(
-        out.contains("# fail 0") && out.contains("# pass 6"),
+        out.contains("# fail 0") && out.contains("# pass 8"),
         "{out}"
     );
 }

@@ -106,6 +106,10 @@ function newer(a, b) {
   return b.toLowerCase() > a.toLowerCase() ? b : a;
 }
 
+/** Heartbeat rounds without a single frame from the server after which the
+ *  connection counts as dead (a pong answers every ping: two missed, and some). */
+const DEAD_AFTER_ROUNDS = 2.2;
+
 const DEFAULTS = Object.freeze({
   protocol: PROTOCOL, since: null, heartbeat: 25000, dedupe: 2000, backoff: BACKOFF,
 });
@@ -223,7 +227,7 @@ class Connection {
     // Browsers cannot send ping frames: the text ping keeps the connection active
     // and proves the server still answers; silence for two rounds means it is gone.
     this.#pingTimer = setInterval(() => {
-      if (Date.now() - this.#lastFrameAt > 2 * this.#o.heartbeat + 5000) {
+      if (Date.now() - this.#lastFrameAt > DEAD_AFTER_ROUNDS * this.#o.heartbeat) {
         this.#dropDead(socket);
         return;
       }

@@ -3,7 +3,7 @@
 // the client does on each refusal, a 4003 refreshed through getToken, live
 // delivery, and the REST helpers. Under Node the client takes the `ws` package's
 // WebSocket.
-import { test } from 'node:test';
+import { test, afterEach } from 'node:test';
 import assert from 'node:assert/strict';
 import { WebSocket } from 'ws';
 import { connect, api, NotifdError } from '../../src/face/notifd.js';
@@ -17,6 +17,10 @@ const WS = env('NOTIFD_WS');
 const HTTP = env('NOTIFD_HTTP');
 const WORKSPACE = env('NOTIFD_WORKSPACE');
 const DEADLINE_MS = 10000;
+
+// Every connection a test opened is closed after it, passed or failed.
+const opened = [];
+afterEach(() => { for (const conn of opened.splice(0)) conn.close(); });
 
 /** Resolves with the first state change that `match`es; rejects after the deadline. */
 function until(events, match, what) {
@@ -42,6 +46,7 @@ function watch(options) {
     },
     ...options,
   });
+  opened.push(conn);
   return { conn, events };
 }
 

@@ -3,7 +3,7 @@
 // part frame by frame, for what notifd itself cannot be made to do on cue: select
 // notifd.v1 and send its events, send a notification twice, accept and drop at once
 // (the flapping the first document's manager falls into), stay up and then drop.
-import { test } from 'node:test';
+import { test, afterEach } from 'node:test';
 import assert from 'node:assert/strict';
 import { WebSocket, WebSocketServer } from 'ws';
 import { connect } from '../../src/face/notifd.js';
@@ -13,16 +13,26 @@ const DEADLINE_MS = 10000;
 const ID = (n) => `0190a000-0000-7000-8000-${String(n).padStart(12, '0')}`;
 const note = (n) => ({ id: ID(n), title: `n${n}`, kind: 'k', read: false });
 
+// Whatever a test opened is closed after it, passed or failed, so a failure ends
+// the run instead of holding it open.
+const opened = [];
+afterEach(() => { for (const thing of opened.splice(0)) thing.close(); });
+
 /** A peer on a free port: `script(socket, url, index)` runs for each connection. */
-async function peer(script, { protocol = null } = {}) {
+async function peer(script, { protocol = null, record = null } = {}) {
   const server = new WebSocketServer({
     host: '127.0.0.1', port: 0,
     handleProtocols: (asked) => (protocol && asked.has(protocol) ? protocol : false),
   });
   await new Promise((resolve) => { server.on('listening', resolve); });
   let index = 0;
-  server.on('connection', (socket, request) => script(socket, new URL(request.url, 'ws://peer'), index++));
-  return { url: `ws://127.0.0.1:${server.address().port}/`, close: () => server.close() };
+  server.on('connection', (socket, request) => {
+    record?.push(request.headers['sec-websocket-protocol'] ?? null);
+    script(socket, new URL(request.url, 'ws://peer'), index++);
+  });
+  const handle = { url: `ws://127.0.0.1:${server.address().port}/`, close: () => server.close() };
+  opened.push(handle);
+  return handle;
 }
 
 function client(url, extra = {}) {
@@ -33,9 +43,10 @@ function client(url, extra = {}) {
     onUpdate: (u) => got.updates.push(u),
     onCounts: (c) => got.counts.push(c),
     onSynced: (through) => got.synced.push(through),
-    onState: (state, detail) => got.states.push({ state, ...detail }),
+    onState: (state, detail) => got.states.push({ state, at: Date.now(), ...detail }),
     ...extra,
   });
+  opened.push(conn);
   return { conn, got };
 }
 
@@ -142,4 +153,40 @@ test('4005 stops: another device took over', async () => {
   assert.equal(stop.code, 4005);
   assert.match(stop.advice, /another tab or device/);
   assert.equal(got.states.filter((s) => s.state === 'connecting').length, 1, 'no reconnect');
+});
+
+test('the text ping keeps a connection whose server answers, and drops one that went silent', async () => {
+  const pings = [0, 0];
+  const server = await peer((socket, url, index) => {
+    socket.on('message', (data) => {
+      pings[Math.min(index, 1)] += 1;
+      if (index === 0 && String(data) === 'ping') socket.send('pong');
+    });
+    if (index === 0) setTimeout(() => socket.removeAllListeners('message').on('message', () => { pings[0] += 1; }), 400);
+  });
+  const { conn, got } = client(server.url, { heartbeat: 50 });
+  await until(() => got.states.some((s) => s.state === 'reconnecting'), 'the drop of the silent connection');
+  const drop = got.states.find((s) => s.state === 'reconnecting');
+  const opened = got.states.find((s) => s.state === 'open');
+  assert.equal(drop.reason, 'no answer to ping');
+  assert.ok(drop.at - opened.at >= 400, `kept while answered: dropped after ${drop.at - opened.at} ms`);
+  assert.ok(pings[0] >= 3, `pings were sent: ${pings[0]}`);
+  await until(() => got.states.filter((s) => s.state === 'open').length === 2, 'the reconnect');
+  conn.close();
+  server.close();
+});
+
+test('a server without notifd.v1: one attempt without it at once, then plain frames for good', async () => {
+  const asked = [];
+  const server = await peer((socket, url, index) => {
+    if (index === 1) socket.close(1001, 'restarting');
+  }, { record: asked });
+  const { conn, got } = client(server.url, { protocol: 'notifd.v1' });
+  await until(() => got.states.filter((s) => s.state === 'open').length === 2, 'two opens');
+  assert.deepEqual(asked, ['notifd.v1', null, null], 'asked once, then never again');
+  const states = got.states.map((s) => s.state);
+  assert.deepEqual(states.slice(0, 4), ['connecting', 'reconnecting', 'connecting', 'open'], 'the fallback');
+  assert.equal(got.states[1].fallback, true);
+  assert.equal(got.states[1].delay, 0);
+  assert.equal(got.states.find((s) => s.state === 'open').protocol, null);
 });
