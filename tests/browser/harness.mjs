@@ -39,6 +39,16 @@ export async function launch() {
   };
 }
 
+/** Runs `scenario(browser)` in a fresh browser, closed however the scenario ends. */
+export async function withBrowser(scenario) {
+  const browser = await launch();
+  try {
+    return await scenario(browser);
+  } finally {
+    await browser.close();
+  }
+}
+
 /** A new tab whose console errors and CSP violations land in `page.problems`. */
 export async function newPage(browser) {
   const page = await browser.context.newPage();

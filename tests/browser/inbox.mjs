@@ -4,8 +4,8 @@
 import assert from 'node:assert/strict';
 import { WebSocketServer } from 'ws';
 import {
-  env, launch, newPage, signIn, waitForStatus, badge, waitForBadge, listed, create,
-  commands, assertNoProblems,
+  env, newPage, signIn, waitForStatus, badge, waitForBadge, listed, create,
+  commands, assertNoProblems, withBrowser,
 } from './harness.mjs';
 
 const SAMPLES = [
@@ -21,8 +21,7 @@ const SAMPLES = [
 async function signin() {
   const created = [];
   for (let i = 0; i < 22; i += 1) created.push(await create({ ...SAMPLES[i % SAMPLES.length] }));
-  const browser = await launch();
-  try {
+  await withBrowser(async (browser) => {
     const page = await newPage(browser);
     await signIn(page, { token: 'not-a-jwt' });
     await page.waitForSelector('#signin-error:not([hidden])');
@@ -70,9 +69,7 @@ async function signin() {
     assert.equal(await page.$$eval('#list .item.unread', (items) => items.length), 0);
     await states(page, live.id);
     assertNoProblems(page);
-  } finally {
-    await browser.close();
-  }
+  });
 }
 
 /** Mark unread, archive, the Archived view and unarchive: offered exactly when the
@@ -105,8 +102,7 @@ async function states(page, id) {
  *  once, and the read one as read. */
 async function restart() {
   const next = commands();
-  const browser = await launch();
-  try {
+  await withBrowser(async (browser) => {
     const page = await newPage(browser);
     const sockets = [];
     page.on('websocket', (socket) => sockets.push(new URL(socket.url())));
@@ -140,16 +136,13 @@ async function restart() {
     await waitForBadge(page, 3);
     assert.equal(await badge(page), 3);
     assertNoProblems(page);
-  } finally {
-    await browser.close();
-  }
+  });
 }
 
 /** Two tabs of one user: a read in one shows in the other without a reload
  *  (the notifd.v1 `updated` and `counts` events). */
 async function twoTabs() {
-  const browser = await launch();
-  try {
+  await withBrowser(async (browser) => {
     const [one, two] = [await newPage(browser), await newPage(browser)];
     for (const page of [one, two]) {
       await signIn(page, { token: env('NOTIFD_TOKEN') });
@@ -163,17 +156,14 @@ async function twoTabs() {
     await waitForBadge(two, 0);
     assertNoProblems(one);
     assertNoProblems(two);
-  } finally {
-    await browser.close();
-  }
+  });
 }
 
 /** The README's picture (light theme, or NOTIFD_COLOR_SCHEME): a few notifications,
  *  one read, one live. */
 async function screenshot() {
   for (const sample of SAMPLES) await create(sample);
-  const browser = await launch();
-  try {
+  await withBrowser(async (browser) => {
     const page = await newPage(browser);
     // Reduced motion: no arrival highlight, so the picture shows the resting page.
     await page.emulateMedia({ colorScheme: process.env.NOTIFD_COLOR_SCHEME ?? 'light', reducedMotion: 'reduce' });
@@ -191,16 +181,13 @@ async function screenshot() {
     await page.evaluate(() => document.activeElement?.blur());
     await page.screenshot({ path: env('NOTIFD_SCREENSHOT') });
     assertNoProblems(page);
-  } finally {
-    await browser.close();
-  }
+  });
 }
 
 /** With one connection allowed per user and workspace, a second tab replaces the
  *  first (4005): the first says so and stops, and its Reconnect button takes over. */
 async function replaced() {
-  const browser = await launch();
-  try {
+  await withBrowser(async (browser) => {
     const [one, two] = [await newPage(browser), await newPage(browser)];
     await signIn(one, { token: env('NOTIFD_TOKEN') });
     await waitForStatus(one, 'open');
@@ -216,9 +203,7 @@ async function replaced() {
     await one.waitForSelector(`#list .item[data-id="${n.id}"]`);
     assertNoProblems(one);
     assertNoProblems(two);
-  } finally {
-    await browser.close();
-  }
+  });
 }
 
 /** The page on the notifd.v1 protocol, against a scripted peer that selects it (the
@@ -229,33 +214,33 @@ async function events() {
   const peer = new WebSocketServer({ host: '127.0.0.1', port: 0, handleProtocols: (asked) => (asked.has('notifd.v1') ? 'notifd.v1' : false) });
   await new Promise((resolve) => { peer.on('listening', resolve); });
   const connected = new Promise((resolve) => { peer.on('connection', resolve); });
-  const browser = await launch();
   try {
-    const page = await newPage(browser);
-    await page.goto(`${env('NOTIFD_HTTP')}/?ws=${peer.address().port}`);
-    await signIn(page, { token: env('NOTIFD_TOKEN') });
-    const socket = await connected;
-    const send = (event) => socket.send(JSON.stringify(event));
-    await waitForStatus(page, 'open');
-    assert.equal(await page.textContent('#status-text'), 'Live · notifd.v1');
-    await page.waitForSelector(`#list .item[data-id="${listed1.id}"].unread`);
-    send({ event: 'synced', through: null });
-    send({ event: 'counts', unread: 7, unseen: 7 });
-    await waitForBadge(page, 7);
-    // Created for real (the page's socket is the peer's, so only the peer delivers it).
-    const newer = await create({ kind: 'pushed', title: 'pushed as an event' });
-    send({ event: 'notification', notification: newer });
-    await page.waitForSelector(`#list .item[data-id="${newer.id}"].unread`);
-    assert.equal((await listed(page))[0], newer.id, 'the pushed one is on top');
-    send({ event: 'updated', ids: [listed1.id], changes: { read_at: '2026-12-02T10:00:00.000Z' } });
-    await page.waitForSelector(`#list .item[data-id="${listed1.id}"]:not(.unread)`);
-    send({ event: 'updated', filter: { workspace: null, kind: null }, through: newer.id, changes: { archived_at: '2026-12-02T10:00:01.000Z' } });
-    await page.waitForFunction(() => document.querySelectorAll('#list .item').length === 0);
-    send({ event: 'counts', unread: 0, unseen: 0 });
-    await waitForBadge(page, 0);
-    assertNoProblems(page);
+    await withBrowser(async (browser) => {
+      const page = await newPage(browser);
+      await page.goto(`${env('NOTIFD_HTTP')}/?ws=${peer.address().port}`);
+      await signIn(page, { token: env('NOTIFD_TOKEN') });
+      const socket = await connected;
+      const send = (event) => socket.send(JSON.stringify(event));
+      await waitForStatus(page, 'open');
+      assert.equal(await page.textContent('#status-text'), 'Live · notifd.v1');
+      await page.waitForSelector(`#list .item[data-id="${listed1.id}"].unread`);
+      send({ event: 'synced', through: null });
+      send({ event: 'counts', unread: 7, unseen: 7 });
+      await waitForBadge(page, 7);
+      // Created for real (the page's socket is the peer's, so only the peer delivers it).
+      const newer = await create({ kind: 'pushed', title: 'pushed as an event' });
+      send({ event: 'notification', notification: newer });
+      await page.waitForSelector(`#list .item[data-id="${newer.id}"].unread`);
+      assert.equal((await listed(page))[0], newer.id, 'the pushed one is on top');
+      send({ event: 'updated', ids: [listed1.id], changes: { read_at: '2026-12-02T10:00:00.000Z' } });
+      await page.waitForSelector(`#list .item[data-id="${listed1.id}"]:not(.unread)`);
+      send({ event: 'updated', filter: { workspace: null, kind: null }, through: newer.id, changes: { archived_at: '2026-12-02T10:00:01.000Z' } });
+      await page.waitForFunction(() => document.querySelectorAll('#list .item').length === 0);
+      send({ event: 'counts', unread: 0, unseen: 0 });
+      await waitForBadge(page, 0);
+      assertNoProblems(page);
+    });
   } finally {
-    await browser.close();
     peer.close();
   }
 }
