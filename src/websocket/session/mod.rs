@@ -12,6 +12,7 @@
 //! its socket (`lending`), so routine traffic needs no wake-up.
 
 mod history;
+mod seat;
 mod view;
 mod wire;
 
@@ -33,8 +34,8 @@ use crate::events::StateMessage;
 use crate::hub::{Frame, Registration};
 use crate::metrics::{self, METRICS};
 use crate::notification::{floor_id, id_millis};
-use crate::roster::{Admission, Conn, Evict, Roster};
 use history::History;
+use seat::{take_seat, Seat};
 use view::View;
 use wire::{Done, Step, Wire};
 
@@ -57,22 +58,6 @@ pub struct Session {
     _seat: Seat,
     started: Instant,
     expires: Instant,
-}
-
-/// A connection's place in the roster (`NOTIFD_CONNECTIONS_PER_USER`); leaves it on
-/// drop, through the roster's own thread.
-struct Seat {
-    roster: Roster,
-    user_id: String,
-    workspace: String,
-    conn: Conn,
-}
-
-impl Drop for Seat {
-    fn drop(&mut self) {
-        self.roster
-            .leave_later(&self.user_id, &self.workspace, &self.conn);
-    }
 }
 
 /// Registers an admitted connection with the hub and takes its seat in the roster,
@@ -116,38 +101,6 @@ pub fn open(ctx: &Arc<Ctx>, ws: WebSocket<ClientStream>, admitted: Admitted) -> 
         view,
         _seat: seat,
         started,
-    }
-}
-
-/// Admits the connection to the roster and replaces (4005) the ones it pushed past
-/// the limit: this instance's at once, the others' through the control channel.
-/// Without Redis, the limit holds among this instance's connections.
-fn take_seat(ctx: &Ctx, registration: &Registration, user_id: &str, workspace: &str) -> Seat {
-    let conn = Conn::from(registration.key());
-    match ctx.roster.admit(user_id, workspace, &conn) {
-        Admission::Admitted { evicted } if !evicted.is_empty() => {
-            let evict = Evict {
-                user_id: user_id.to_string(),
-                workspace: workspace.to_string(),
-                close: evicted,
-            };
-            let here: Vec<u64> = evict.ids_on(ctx.hub.instance()).collect();
-            ctx.hub.replace(user_id, workspace, &here);
-            if here.len() < evict.close.len() {
-                let json = serde_json::to_string(&evict).unwrap_or_default();
-                if let Err(err) = ctx.publisher.publish_control(&json) {
-                    log::warn!(error = err.to_string().as_str(); "cannot tell other instances of replaced connections");
-                }
-            }
-        }
-        Admission::Admitted { .. } => {}
-        Admission::Unavailable => ctx.hub.keep_newest(user_id, workspace, ctx.roster.limit()),
-    }
-    Seat {
-        roster: ctx.roster.clone(),
-        user_id: user_id.to_string(),
-        workspace: workspace.to_string(),
-        conn,
     }
 }
 
