@@ -25,7 +25,8 @@
 //! - [`websocket`]: the WebSocket listener, handshakes, per-connection sessions, the
 //!   handles the hub delivers through, and the poller (epoll and the heartbeat).
 //! - [`http`]: notifd's own HTTP/1.1 front (epoll, bounded workers, protocol rules);
-//!   [`api`]: the REST endpoints it serves.
+//!   [`api`]: the REST endpoints it serves; [`face`]: the inbox page, `notifd.js`
+//!   and the OpenAPI document those endpoints include.
 //! - [`server`]: starts and stops all of it; [`shutdown`]: the closed-channel signal.
 //! - [`retention`]: deletes notifications past `NOTIFD_RETENTION_DAYS`.
 //! - [`metrics`]: Prometheus counters and histograms for `/metrics`;
@@ -43,6 +44,7 @@ pub mod committer;
 pub mod config;
 pub mod error;
 pub mod events;
+pub mod face;
 pub mod http;
 pub mod hub;
 pub mod logging;

@@ -234,7 +234,8 @@ fn wrong_methods_are_405_and_unknown_paths_404() {
         );
     }
     for path in [
-        "/",
+        // `/` is the inbox page (src/face).
+        "/index.html",
         "/v1",
         "/v1/notification",
         "/v1/notifications/",

@@ -19,6 +19,7 @@ use crate::http::{Head, Request, Response};
 use crate::auth::{AuthError, Identity, Verifier, PUBLISH_SCOPE};
 use crate::committer::Committer;
 use crate::error::Error;
+use crate::face;
 use crate::metrics::METRICS;
 use crate::publisher::Publisher;
 use crate::store::Store;
@@ -137,7 +138,46 @@ const ROUTES: &[Route] = &[
         path: BATCH_PATH,
         handler: Handler::Service(internal::create_batch),
     },
+    Route {
+        method: "GET",
+        path: "/v1/openapi.json",
+        handler: Handler::Public(face::openapi),
+    },
+    Route {
+        method: "GET",
+        path: "/",
+        handler: Handler::Public(face::index),
+    },
+    Route {
+        method: "GET",
+        path: "/inbox.css",
+        handler: Handler::Public(face::inbox_css),
+    },
+    Route {
+        method: "GET",
+        path: "/inbox.js",
+        handler: Handler::Public(face::inbox_js),
+    },
+    Route {
+        method: "GET",
+        path: "/inbox-list.js",
+        handler: Handler::Public(face::inbox_list_js),
+    },
+    Route {
+        method: "GET",
+        path: "/notifd.js",
+        handler: Handler::Public(face::client_js),
+    },
 ];
+
+/// Every (method, path) the API serves, in table order, the test-only route left
+/// out: what `tests/openapi.rs` holds the OpenAPI document to.
+pub fn routes() -> impl Iterator<Item = (&'static str, &'static str)> {
+    ROUTES
+        .iter()
+        .filter(|route| route.path != TEST_PANIC_PATH)
+        .map(|route| (route.method, route.path))
+}
 
 /// The REST API as the HTTP front serves it.
 pub struct Api(pub Arc<Ctx>);
