@@ -31,6 +31,9 @@ const EVERY: Duration = Duration::from_secs(3600);
 /// Longest sleep of the expiry thread: a notification created to expire sooner than
 /// the one it waits for is deleted at most this late (and hidden meanwhile).
 const EXPIRY_TICK: Duration = Duration::from_secs(1);
+/// How long the expiry thread waits for PostgreSQL to accept a connection: bounded,
+/// so a shutdown never waits on an unreachable server for the OS's TCP timeout.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Key of the advisory lock that elects the one instance running a pass.
 pub const RETENTION_LOCK: i64 = 0x6e6f_7469_6672; // "notifr"
 
@@ -183,7 +186,12 @@ fn expire_until_shutdown(database_url: &str, shutdown: &Shutdown) {
         let turn = (|| {
             let conn = match &mut client {
                 Some(conn) => conn,
-                None => client.insert(Client::connect(database_url, NoTls)?),
+                None => client.insert(
+                    database_url
+                        .parse::<postgres::Config>()?
+                        .connect_timeout(CONNECT_TIMEOUT)
+                        .connect(NoTls)?,
+                ),
             };
             expire_due(conn)?;
             until_next_expiry(conn)
