@@ -24,7 +24,9 @@ use crate::events::{CounterRow, StateMessage};
 use crate::metrics::METRICS;
 use crate::notification::Notification;
 use crate::publisher::{Message, Publisher};
-use crate::store::{Claim, Created, IdempotencyKey, Store};
+use crate::store::{IdempotencyKey, Store};
+
+mod keyed;
 
 /// Most rows one commit takes.
 const MAX_ROWS: usize = 1000;
@@ -235,92 +237,11 @@ fn store_jobs(store: &Store, policy: Policy, jobs: &[Job]) -> Result<Vec<Outcome
         store.insert(&rows)?;
         return Ok(jobs.iter().map(|job| Ok(stored(job.items.len()))).collect());
     }
-    let keys: Vec<Option<&IdempotencyKey>> = items.iter().map(|item| item.key.as_ref()).collect();
-    // The job of each row; a job refused for a conflict leaves the group, and the
-    // rest is stored again (each turn refuses at least one job: bounded).
-    let owner: Vec<usize> = (0..jobs.len())
-        .flat_map(|j| std::iter::repeat_n(j, jobs[j].items.len()))
-        .collect();
-    let mut refused: BTreeMap<usize, Error> = BTreeMap::new();
-    loop {
-        let kept: Vec<usize> = (0..rows.len())
-            .filter(|i| !refused.contains_key(&owner[*i]))
-            .collect();
-        if kept.is_empty() {
-            break;
-        }
-        let kept_rows: Vec<&Notification> = kept.iter().map(|&i| rows[i]).collect();
-        let kept_keys: Vec<Option<&IdempotencyKey>> = kept.iter().map(|&i| keys[i]).collect();
-        match store.insert_keyed(&kept_rows, &kept_keys, policy.idempotency_window)? {
-            Created::Conflicts(at) => {
-                for i in at.into_iter().map(|k| kept[k]) {
-                    refused
-                        .entry(owner[i])
-                        .or_insert_with(|| conflict(jobs, &owner, i, &items));
-                }
-            }
-            Created::Committed(claims) => {
-                return Ok(outcomes(jobs, &owner, &kept, &items, claims, refused));
-            }
-        }
-    }
-    Ok((0..jobs.len())
-        .map(|j| Err(take(&mut refused, j)))
-        .collect())
+    keyed::store(store, policy.idempotency_window, jobs, &items)
 }
 
 fn stored(n: usize) -> Vec<Outcome> {
     (0..n).map(|_| Outcome::Stored).collect()
-}
-
-/// The 409 of a job whose row `i` reused a key for another request.
-fn conflict(jobs: &[Job], owner: &[usize], i: usize, items: &[&Ready]) -> Error {
-    let first_of_job = owner.iter().position(|&o| o == owner[i]).unwrap_or(i);
-    let key = items[i].key.as_ref().map_or("", |k| k.key.as_str());
-    let item = if jobs[owner[i]].items.len() > 1 {
-        format!("notifications[{}]: ", i - first_of_job)
-    } else {
-        String::new()
-    };
-    Error::IdempotencyConflict(format!(
-        "{item}idempotency key {key:?} was already used for a different request"
-    ))
-}
-
-fn take(refused: &mut BTreeMap<usize, Error>, job: usize) -> Error {
-    refused
-        .remove(&job)
-        .unwrap_or_else(|| Error::Internal(format!("job {job} has no result")))
-}
-
-/// Each job's result after a committed keyed group: the claims of its rows as
-/// outcomes, or its refusal.
-fn outcomes(
-    jobs: &[Job],
-    owner: &[usize],
-    kept: &[usize],
-    items: &[&Ready],
-    claims: Vec<Claim>,
-    mut refused: BTreeMap<usize, Error>,
-) -> Vec<Outcomes> {
-    let mut results: Vec<Outcomes> = (0..jobs.len())
-        .map(|j| match refused.contains_key(&j) {
-            true => Err(take(&mut refused, j)),
-            false => Ok(Vec::with_capacity(jobs[j].items.len())),
-        })
-        .collect();
-    for (k, claim) in claims.into_iter().enumerate() {
-        let outcome = match claim {
-            Claim::Stored => Outcome::Stored,
-            Claim::SameAs(first) => Outcome::Replayed(items[kept[first]].json.clone()),
-            Claim::Replayed(original) => Outcome::Replayed(Arc::new(original.to_json())),
-            Claim::Conflict => Outcome::Stored, // never in a committed group
-        };
-        if let Ok(list) = &mut results[owner[kept[k]]] {
-            list.push(outcome);
-        }
-    }
-    results
 }
 
 /// Publishes what a committed group stored, answers every job, then publishes the

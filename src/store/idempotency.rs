@@ -8,13 +8,13 @@
 //! the winner committed. Comes after `committer` (which groups and answers the
 //! creates); the SQL is `sql/0003_idempotency_expiry.sql` and `claim_sql` below.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use postgres::types::ToSql;
 use uuid::Uuid;
 
-use super::statements::{COLUMNS, INSERTED, INSERTED_FROM, NEW_ROWS};
+use super::statements::{Statements, COLUMNS, INSERTED, INSERTED_FROM, NEW_ROWS};
 use super::{row_to_notification, NewRows, Store};
 use crate::error::Error;
 use crate::notification::Notification;
@@ -122,7 +122,7 @@ impl Store {
         ]);
         self.transaction_if(
             |tx, statements| {
-                let claimed: Vec<Uuid> = tx
+                let claimed: HashSet<Uuid> = tx
                     .query(&statements.claim, &params)?
                     .iter()
                     .map(|row| row.get(0))
@@ -132,19 +132,30 @@ impl Store {
                     .copied()
                     .filter(|&i| !claimed.contains(&rows[i].id))
                     .collect();
-                let before = if lost.is_empty() {
-                    HashMap::new()
-                } else {
-                    let services: Vec<&str> = lost.iter().map(|&i| keyed(keys, i).0).collect();
-                    let names: Vec<&str> = lost.iter().map(|&i| keyed(keys, i).1).collect();
-                    let found = tx.query(&statements.claimed_before, &[&services, &names])?;
-                    originals(&found)
-                };
-                Ok(resolve(keys, &first, &lost, &before))
+                let before = claimed_before(tx, statements, keys, &lost)?;
+                Ok(resolve(keys, &first, &lost.into_iter().collect(), &before))
             },
             |created| matches!(created, Ok(Created::Committed(_))),
         )?
     }
+}
+
+/// The originals of the keys of rows `lost` (first uses this group did not claim),
+/// read in the group's transaction after its claim: a new statement, so it sees a
+/// winner that committed while the claim waited on it.
+fn claimed_before(
+    tx: &mut postgres::Transaction<'_>,
+    statements: &Statements,
+    keys: &[Option<&IdempotencyKey>],
+    lost: &[usize],
+) -> Result<Originals, postgres::Error> {
+    if lost.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let services: Vec<&str> = lost.iter().map(|&i| keyed(keys, i).0).collect();
+    let names: Vec<&str> = lost.iter().map(|&i| keyed(keys, i).1).collect();
+    let found = tx.query(&statements.claimed_before, &[&services, &names])?;
+    Ok(originals(&found))
 }
 
 /// What the rows of keys claimed before hold: (service, key) -> (request hash,
@@ -184,7 +195,7 @@ fn first_uses(keys: &[Option<&IdempotencyKey>]) -> Vec<Option<usize>> {
 fn resolve(
     keys: &[Option<&IdempotencyKey>],
     first: &[Option<usize>],
-    lost: &[usize],
+    lost: &HashSet<usize>,
     before: &Originals,
 ) -> Result<Created, Error> {
     let mut claims = Vec::with_capacity(keys.len());
