@@ -157,8 +157,7 @@ fn until_next_expiry(client: &mut Client) -> Result<Duration, Error> {
     }))
 }
 
-/// Starts the sweeps: the hourly pass (a pass at start, then every hour) and the
-/// expiry thread (essential: expiry is part of what every read relies on).
+/// Starts the sweeps: the hourly pass (`spawn`) and the expiry thread (essential: expiry is part of what every read relies on).
 pub fn start(config: &Config, shutdown: &Shutdown) -> Result<Vec<JoinHandle<()>>, Error> {
     let sweep = Sweep {
         retention_days: config.retention_days,
@@ -216,16 +215,27 @@ fn expire_until_shutdown(database_url: &str, shutdown: &Shutdown) {
     }
 }
 
-/// Starts the hourly pass thread.
+/// Starts the hourly pass thread. With a retention period the first pass runs at
+/// start (old rows may have piled up while notifd was down); without one, after the
+/// first hour: keys and missed expired rows can wait, and a fleet starting up does
+/// not contend for the lock.
 fn spawn(
     database_url: String,
     sweep: Sweep,
     shutdown: Shutdown,
 ) -> std::io::Result<JoinHandle<()>> {
+    let mut pause = match sweep.retention_days {
+        Some(_) => Duration::ZERO,
+        None => EVERY,
+    };
     std::thread::Builder::new()
         .name("notifd-retention".into())
         .stack_size(512 * 1024)
         .spawn(move || loop {
+            if shutdown.wait(pause) {
+                return;
+            }
+            pause = EVERY;
             match sweep_once(&database_url, &sweep) {
                 Ok(Some(swept)) => log::info!(
                     deleted = swept.old, expired = swept.expired, idempotency_keys = swept.keys;
@@ -233,9 +243,6 @@ fn spawn(
                 ),
                 Ok(None) => log::debug!("retention pass skipped: another instance runs it"),
                 Err(err) => log::warn!(error = err.to_string().as_str(); "retention pass failed"),
-            }
-            if shutdown.wait(EVERY) {
-                return;
             }
         })
 }

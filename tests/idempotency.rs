@@ -48,16 +48,14 @@ fn replayed(response: &Response) -> bool {
     response.header("idempotent-replayed") == Some("true")
 }
 
+fn db() -> postgres::Client {
+    postgres::Client::connect(&common::database_url(), postgres::NoTls).expect("connect")
+}
+
+/// Rows stored for `user`.
 fn rows_of(user: &str) -> i64 {
-    let mut client =
-        postgres::Client::connect(&common::database_url(), postgres::NoTls).expect("connect");
-    client
-        .query_one(
-            "SELECT count(*) FROM notifications WHERE user_id = $1",
-            &[&user],
-        )
-        .expect("count")
-        .get(0)
+    let sql = "SELECT count(*) FROM notifications WHERE user_id = $1";
+    db().query_one(sql, &[&user]).expect("count").get(0)
 }
 
 fn body_for(user: &str) -> Value {
@@ -318,9 +316,7 @@ fn a_key_is_forgotten_after_the_window_and_purged_by_the_sweep() {
     };
     let swept = notifd::retention::sweep_once(&common::database_url(), &sweep).expect("runs");
     assert!(swept.is_some_and(|s| s.keys >= 1), "{swept:?}");
-    let mut client =
-        postgres::Client::connect(&common::database_url(), postgres::NoTls).expect("connect");
-    let left: Vec<String> = client
+    let left: Vec<String> = db()
         .query(
             "SELECT key FROM idempotency_keys WHERE service = 'test-service' AND key LIKE 'w-%'",
             &[],
