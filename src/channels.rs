@@ -24,3 +24,13 @@ pub fn control(prefix: &str) -> String {
 pub fn user_state(prefix: &str, user_id: &str) -> String {
     format!("{prefix}notifd:state:{user_id}")
 }
+
+/// The pattern matching every user's state channel.
+pub fn all_user_states(prefix: &str) -> String {
+    user_state(prefix, "*")
+}
+
+/// The user whose state channel `channel` is, if it is one.
+pub fn state_user<'a>(prefix: &str, channel: &'a str) -> Option<&'a str> {
+    channel.strip_prefix(prefix)?.strip_prefix("notifd:state:")
+}

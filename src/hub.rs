@@ -1,26 +1,20 @@
-//! The hub: who is connected to this instance. Maps each user to their live
-//! WebSocket connections and hands each notification to the right ones.
+//! The hub: who is connected to this instance. A registry of each user's live
+//! connections, each reached through a `Member` handle the connection gives it.
 //!
-//! The subscriber thread (before) calls `deliver`, which writes the frame straight to
-//! the socket of a connection whose thread sleeps with nothing queued (`direct`) and
-//! otherwise queues it for the connection thread (after), which drains its own
-//! bounded queue. The hub never blocks on a client: a write is non-blocking, and a
-//! full queue marks that connection for closing with 4006 and pokes it.
+//! The subscriber thread (before) calls `deliver`, which picks the user's members
+//! under the lock and, after it, hands each the frame; the member (the WebSocket side,
+//! after) decides whether it goes straight to the socket, into its queue, or closes
+//! the connection as too slow. The hub knows nothing of sockets and never blocks on a
+//! client.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use crossbeam_channel::Sender;
 use tungstenite::Utf8Bytes;
 use uuid::Uuid;
 
-use crate::websocket::direct;
-use crate::websocket::link::Link;
-
-/// Close codes the hub decides.
-pub const CLOSE_REPLACED: u16 = 4005;
-pub const CLOSE_TOO_SLOW: u16 = 4006;
+use crate::events::StateMessage;
 
 /// One notification on its way to sockets: its id (for de-duplication and position)
 /// and its JSON, serialized once and shared by every connection that gets it.
@@ -28,6 +22,21 @@ pub const CLOSE_TOO_SLOW: u16 = 4006;
 pub struct Frame {
     pub id: Uuid,
     pub json: Utf8Bytes,
+}
+
+/// What the hub asks of a registered connection. Called on the subscriber thread
+/// (one caller, so a connection's frames keep their order); none may block.
+pub trait Member: Send + Sync {
+    /// Takes `frame` for the client; false when it did not (its queue is full, and it
+    /// closes as too slow, or it is going).
+    fn deliver(&self, frame: &Frame) -> bool;
+    /// A newer connection of the same user and workspace replaces this one (4005).
+    fn replace(&self);
+    /// A user's state changed (a mark, a bulk, or counters a create moved); a
+    /// connection that speaks the event protocol takes it, others ignore it.
+    fn state(&self, message: &Arc<StateMessage>);
+    /// Whatever was published while Redis was away must be read from PostgreSQL.
+    fn catch_up(&self);
 }
 
 /// Orders connections of the same user and workspace: the newest wins (§3). Compared
@@ -39,20 +48,16 @@ pub struct ConnKey {
     pub id: u64,
 }
 
-struct Member {
+struct Entry {
     key: ConnKey,
     workspace: String,
-    link: Arc<Link>,
-    queue: Sender<Frame>,
-    /// Most frames `queue` may hold; the hub is its only sender, so checking the
-    /// length before sending is exact.
-    capacity: usize,
+    member: Arc<dyn Member>,
 }
 
 struct Inner {
-    // A std Mutex held only to look up and `try_send`: never across I/O, never
+    // A std Mutex held only to look members up: never across a delivery, never
     // blocking on a client.
-    users: Mutex<HashMap<String, Vec<Member>>>,
+    users: Mutex<HashMap<String, Vec<Entry>>>,
     instance: String,
     next_id: AtomicU64,
 }
@@ -74,7 +79,7 @@ impl Hub {
         }
     }
 
-    fn users(&self) -> MutexGuard<'_, HashMap<String, Vec<Member>>> {
+    fn users(&self) -> MutexGuard<'_, HashMap<String, Vec<Entry>>> {
         // A panic while holding the lock cannot leave the map half-updated (every
         // change is one push or retain), so a poisoned lock is still usable.
         self.inner.users.lock().unwrap_or_else(|e| e.into_inner())
@@ -85,26 +90,22 @@ impl Hub {
         &self,
         user_id: &str,
         workspace: &str,
-        link: Arc<Link>,
-        queue: Sender<Frame>,
-        capacity: usize,
+        member: Arc<dyn Member>,
     ) -> Registration {
         let key = ConnKey {
             opened_us: crate::notification::now().unix_timestamp_nanos() as u64 / 1_000,
             instance: self.inner.instance.clone(),
             id: self.inner.next_id.fetch_add(1, Ordering::Relaxed),
         };
-        let member = Member {
+        let entry = Entry {
             key: key.clone(),
             workspace: workspace.to_string(),
-            link,
-            queue,
-            capacity,
+            member,
         };
         self.users()
             .entry(user_id.to_string())
             .or_default()
-            .push(member);
+            .push(entry);
         Registration {
             hub: self.clone(),
             user_id: user_id.to_string(),
@@ -112,61 +113,80 @@ impl Hub {
         }
     }
 
-    /// Sends or queues a frame for every connection of `user_id` on `workspace` (or all
-    /// of the user's connections when `workspace` is `None`). Returns how many got it.
-    /// One thread (the subscriber) calls it, so a connection's frames keep their order.
+    /// Hands a frame to every connection of `user_id` on `workspace` (or all of the
+    /// user's connections when `workspace` is `None`). Returns how many took it.
     pub fn deliver(&self, user_id: &str, workspace: Option<&str>, frame: &Frame) -> usize {
-        // Picked under the lock, written to after it: a socket write is I/O.
-        let targets: Vec<(Arc<Link>, Sender<Frame>, usize)> = {
-            let users = self.users();
-            let Some(members) = users.get(user_id) else {
-                return 0;
-            };
-            members
-                .iter()
-                .filter(|m| workspace.is_none_or(|w| w == m.workspace))
-                .map(|m| (m.link.clone(), m.queue.clone(), m.capacity))
-                .collect()
-        };
-        let mut delivered = 0;
-        for (link, queue, capacity) in targets {
-            // Straight to the socket when nothing is queued before it (only this
-            // thread adds to the queue, so "empty" stays true meanwhile).
-            if queue.is_empty() && direct::write(&link, frame) {
-                delivered += 1;
-            } else if queue.len() >= capacity {
-                link.close(CLOSE_TOO_SLOW);
-            } else if queue.try_send(frame.clone()).is_ok() {
-                link.wake();
-                delivered += 1;
-            }
-        }
-        delivered
+        let members = self.members(user_id, |e| workspace.is_none_or(|w| w == e.workspace));
+        members.iter().filter(|m| m.deliver(frame)).count()
     }
 
-    /// Closes with 4005 every connection of this user and workspace older than `newest`.
-    pub fn replace_older(&self, user_id: &str, workspace: &str, newest: &ConnKey) {
-        if let Some(members) = self.users().get(user_id) {
-            for member in members
-                .iter()
-                .filter(|m| m.workspace == workspace && m.key < *newest)
-            {
-                member.link.close(CLOSE_REPLACED);
-            }
+    /// Hands a user's state message to each of their connections (every workspace:
+    /// each decides what of it its view sees).
+    pub fn deliver_state(&self, user_id: &str, message: &Arc<StateMessage>) {
+        for member in self.members(user_id, |_| true) {
+            member.state(message);
         }
+    }
+
+    /// Whether `user_id` has a connection here (a message for nobody is not parsed).
+    pub fn holds(&self, user_id: &str) -> bool {
+        self.users().contains_key(user_id)
+    }
+
+    /// This instance's id, as connection keys carry it.
+    pub fn instance(&self) -> &str {
+        &self.inner.instance
+    }
+
+    /// Replaces (4005) the connections of `user_id` on `workspace` with these ids (a
+    /// newer connection took their place, on any instance).
+    pub fn replace(&self, user_id: &str, workspace: &str, ids: &[u64]) {
+        for member in self.members(user_id, |e| {
+            e.workspace == workspace && ids.contains(&e.key.id)
+        }) {
+            member.replace();
+        }
+    }
+
+    /// Replaces (4005) all but the newest `keep` connections of `user_id` on
+    /// `workspace` here: the limit applied by this instance alone, while the
+    /// cluster-wide roster cannot be asked.
+    pub fn keep_newest(&self, user_id: &str, workspace: &str, keep: usize) {
+        let older: Vec<Arc<dyn Member>> = {
+            let users = self.users();
+            let Some(entries) = users.get(user_id) else {
+                return;
+            };
+            let mut same: Vec<&Entry> = entries
+                .iter()
+                .filter(|e| e.workspace == workspace)
+                .collect();
+            same.sort_by(|a, b| b.key.cmp(&a.key));
+            same.iter().skip(keep).map(|e| e.member.clone()).collect()
+        };
+        for member in older {
+            member.replace();
+        }
+    }
+
+    /// The members of `user_id` that `pick` accepts, cloned under the lock so they are
+    /// called after it (a member may write to a socket).
+    fn members(&self, user_id: &str, pick: impl Fn(&Entry) -> bool) -> Vec<Arc<dyn Member>> {
+        let users = self.users();
+        let Some(entries) = users.get(user_id) else {
+            return Vec::new();
+        };
+        entries
+            .iter()
+            .filter(|e| pick(e))
+            .map(|e| e.member.clone())
+            .collect()
     }
 
     /// Asks every connection to catch up from PostgreSQL.
     pub fn catch_up_all(&self) {
-        for member in self.users().values().flatten() {
-            member.link.request_catch_up();
-        }
-    }
-
-    /// Wakes every connection (shutdown: each then sees the signal and closes).
-    pub fn wake_all(&self) {
-        for member in self.users().values().flatten() {
-            member.link.wake();
+        for entry in self.users().values().flatten() {
+            entry.member.catch_up();
         }
     }
 
@@ -196,9 +216,9 @@ impl Registration {
 impl Drop for Registration {
     fn drop(&mut self) {
         let mut users = self.hub.users();
-        if let Some(members) = users.get_mut(&self.user_id) {
-            members.retain(|m| m.key != self.key);
-            if members.is_empty() {
+        if let Some(entries) = users.get_mut(&self.user_id) {
+            entries.retain(|e| e.key != self.key);
+            if entries.is_empty() {
                 users.remove(&self.user_id);
             }
         }
@@ -208,20 +228,36 @@ impl Drop for Registration {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::AtomicUsize;
 
-    fn member(
-        hub: &Hub,
-        user: &str,
-        workspace: &str,
-        capacity: usize,
-    ) -> (Registration, Arc<Link>, crossbeam_channel::Receiver<Frame>) {
-        let link = Arc::new(Link::new());
-        let (queue, frames) = crossbeam_channel::unbounded();
-        (
-            hub.register(user, workspace, link.clone(), queue, capacity),
-            link,
-            frames,
-        )
+    /// A member that takes up to `room` frames and counts what it is asked.
+    #[derive(Default)]
+    struct Counter {
+        room: usize,
+        frames: AtomicUsize,
+        replaced: AtomicUsize,
+        caught_up: AtomicUsize,
+    }
+
+    impl Member for Counter {
+        fn deliver(&self, _: &Frame) -> bool {
+            self.frames.fetch_add(1, Ordering::Relaxed) < self.room
+        }
+        fn replace(&self) {
+            self.replaced.fetch_add(1, Ordering::Relaxed);
+        }
+        fn state(&self, _: &Arc<StateMessage>) {}
+        fn catch_up(&self) {
+            self.caught_up.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn member(hub: &Hub, user: &str, workspace: &str) -> (Registration, Arc<Counter>) {
+        let counter = Arc::new(Counter {
+            room: 2,
+            ..Counter::default()
+        });
+        (hub.register(user, workspace, counter.clone()), counter)
     }
 
     fn frame() -> Frame {
@@ -231,37 +267,52 @@ mod tests {
         }
     }
 
+    fn count(counter: &AtomicUsize) -> usize {
+        counter.load(Ordering::Relaxed)
+    }
+
     #[test]
-    fn delivers_by_user_and_workspace() {
+    fn delivers_by_user_and_workspace_and_counts_who_took_it() {
         let hub = Hub::new("i".into());
-        let (_a, _, a_frames) = member(&hub, "alice", "acme", 4);
-        let (_b, _, b_frames) = member(&hub, "alice", "beta", 4);
-        let (_c, _, c_frames) = member(&hub, "carol", "acme", 4);
+        let (_a, a) = member(&hub, "alice", "acme");
+        let (_b, b) = member(&hub, "alice", "beta");
+        let (_c, c) = member(&hub, "carol", "acme");
         assert_eq!(hub.deliver("alice", Some("acme"), &frame()), 1);
         assert_eq!(hub.deliver("alice", None, &frame()), 2);
-        assert_eq!((a_frames.len(), b_frames.len(), c_frames.len()), (2, 1, 0));
+        assert_eq!(
+            (count(&a.frames), count(&b.frames), count(&c.frames)),
+            (2, 1, 0)
+        );
+        assert_eq!(hub.deliver("alice", Some("acme"), &frame()), 0, "a is full");
+        hub.catch_up_all();
+        assert_eq!(count(&c.caught_up), 1);
     }
 
     #[test]
-    fn a_full_queue_asks_for_4006_and_drop_unregisters() {
+    fn replacing_picks_by_id_or_keeps_the_newest_and_drop_unregisters() {
         let hub = Hub::new("i".into());
-        let (registration, link, _frames) = member(&hub, "alice", "acme", 1);
-        hub.deliver("alice", None, &frame());
-        assert_eq!(link.close_requested(), None);
-        hub.deliver("alice", None, &frame());
-        assert_eq!(link.close_requested(), Some(CLOSE_TOO_SLOW));
-        drop(registration);
-        assert!(hub.is_empty());
-    }
-
-    #[test]
-    fn only_older_connections_are_replaced() {
-        let hub = Hub::new("i".into());
-        let (old, old_link, _) = member(&hub, "alice", "acme", 1);
-        let (new, new_link, _) = member(&hub, "alice", "acme", 1);
-        assert!(old.key() < new.key());
-        hub.replace_older("alice", "acme", new.key());
-        assert_eq!(old_link.close_requested(), Some(CLOSE_REPLACED));
-        assert_eq!(new_link.close_requested(), None);
+        let (old, old_counter) = member(&hub, "alice", "acme");
+        let (mid, mid_counter) = member(&hub, "alice", "acme");
+        let (new, new_counter) = member(&hub, "alice", "acme");
+        let (_other, other_counter) = member(&hub, "alice", "beta");
+        assert!(old.key() < mid.key() && mid.key() < new.key());
+        hub.replace("alice", "acme", &[mid.key().id]);
+        assert_eq!(count(&mid_counter.replaced), 1);
+        hub.keep_newest("alice", "acme", 2);
+        assert_eq!(
+            count(&old_counter.replaced),
+            1,
+            "the oldest of three, keeping two"
+        );
+        assert_eq!(count(&new_counter.replaced), 0);
+        assert_eq!(
+            count(&other_counter.replaced),
+            0,
+            "another workspace is untouched"
+        );
+        drop((old, mid, new));
+        assert!(hub.holds("alice"));
+        drop(_other);
+        assert!(hub.is_empty() && !hub.holds("alice"));
     }
 }

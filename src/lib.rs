@@ -3,8 +3,10 @@
 //! A notification travels one road, and the modules read along it:
 //!
 //! ```text
-//! REST create -> validate -> store (PostgreSQL, commit) -> publisher (Redis)
-//!   -> subscriber thread -> hub (user -> connections) -> connection queue -> WebSocket
+//! REST create -> validate -> committer (store: PostgreSQL, group commit; then publisher: Redis)
+//!   -> subscriber thread -> hub (user -> connections) -> connection handle
+//!        -> straight to the socket, when its thread sleeps with the socket lent
+//!        -> or the connection queue -> its session thread -> WebSocket
 //! REST list / mark-read -> store
 //! ```
 //!
@@ -17,9 +19,11 @@
 //! - [`committer`]: group commit of concurrent creates, then one Redis pipeline.
 //! - [`publisher`]: Redis publish after commit; [`subscriber`]: the one thread that
 //!   receives from Redis; [`channels`]: the Redis channel names both use;
-//!   [`hub`]: user -> this instance's connections; [`roster`]: every instance's
-//!   connections per (user, workspace) in Redis, for `NOTIFD_CONNECTIONS_PER_USER`.
-//! - [`websocket`]: the WebSocket listener, handshakes and per-connection loops.
+//!   [`hub`]: user -> this instance's connections (a registry of their handles);
+//!   [`roster`]: every instance's connections per (user, workspace) in Redis, for
+//!   `NOTIFD_CONNECTIONS_PER_USER`.
+//! - [`websocket`]: the WebSocket listener, handshakes, per-connection sessions, the
+//!   handles the hub delivers through, and the poller (epoll and the heartbeat).
 //! - [`http`]: notifd's own HTTP/1.1 front (epoll, bounded workers, protocol rules);
 //!   [`api`]: the REST endpoints it serves.
 //! - [`server`]: starts and stops all of it; [`shutdown`]: the closed-channel signal.

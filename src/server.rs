@@ -37,74 +37,15 @@ pub struct Server {
 }
 
 impl Server {
-    /// Starts everything; returns once the listeners are bound.
+    /// Starts everything; returns once the listeners are bound. In the road's order:
+    /// storage (PostgreSQL, Redis publishing), the real-time side (subscriber, hub,
+    /// WebSockets), then REST, which takes requests only once all of it runs.
     pub fn start(config: &Config) -> Result<Server, Error> {
         let (trigger, shutdown) = shutdown::channel();
         let mut background = Vec::new();
-        if let Err(err) = apply_migrations(&config.database_url) {
-            // Serve anyway so /readyz can say what is wrong; keep trying meanwhile.
-            log::warn!(error = err.to_string().as_str(); "cannot apply migrations yet; retrying in the background");
-            let url = config.database_url.clone();
-            let shutdown = shutdown.clone();
-            background.push(spawn("notifd-migrate", 512 * 1024, move || {
-                migrate_until_done(&url, &shutdown)
-            })?);
-        }
-        let store = Store::new(&config.database_url, config.db_pool_size)?;
-        let publisher =
-            Publisher::new(&config.redis_url, &config.redis_prefix, config.db_pool_size)?;
-        let (committer, committers) =
-            Committer::start(store.clone(), publisher.clone(), Policy::of(config))
-                .map_err(|e| Error::Startup(format!("cannot start committers: {e}")))?;
-        background.extend(committers);
-        let ctx = Arc::new(Ctx {
-            store,
-            publisher,
-            committer,
-            verifier: Verifier::new(&config.jwt).map_err(Error::Internal)?,
-            cors_origins: config.cors_origins.clone(),
-            metrics_on_rest: config.metrics_addr.is_none(),
-            test_faults: config.test_faults,
-        });
-
-        background.extend(crate::retention::start(config, &shutdown)?);
-        let hub = Hub::new(uuid::Uuid::now_v7().simple().to_string());
-        let (subscriber, subscribed) = crate::subscriber::spawn(
-            &config.redis_url,
-            &config.redis_prefix,
-            hub.clone(),
-            shutdown.clone(),
-        )
-        .map_err(|e| Error::Startup(format!("cannot start the Redis subscriber: {e}")))?;
-        background.push(subscriber);
-        // Take connections once Redis deliveries (and 4005 from other instances) can
-        // reach them; with Redis down, start anyway and catch up when it is back.
-        if subscribed.recv_timeout(SUBSCRIBE_WAIT).is_err() {
-            log::warn!("redis subscriber not ready yet; serving anyway");
-        }
-        let ws = WsServer::start(
-            config,
-            hub,
-            ctx.store.clone(),
-            ctx.publisher.clone(),
-            ctx.verifier.clone(),
-            shutdown.clone(),
-        )
-        .map_err(|e| bind_error("NOTIFD_WS_ADDR", config.ws_addr, e))?;
-
-        let listener = crate::net::listen(config.http_addr)
-            .map_err(|e| bind_error("NOTIFD_HTTP_ADDR", config.http_addr, e))?;
-        let front = Front::start(
-            listener,
-            crate::http::Settings {
-                workers: config.http_workers,
-                max_connections: config.http_max_connections,
-                timeout: config.http_timeout,
-            },
-            Arc::new(api::Api(ctx)),
-        )
-        .map_err(|e| Error::Startup(format!("cannot start the REST front: {e}")))?;
-        let http_addr = front.addr();
+        let ctx = Arc::new(start_storage(config, &shutdown, &mut background)?);
+        let ws = start_realtime(config, &ctx, &shutdown, &mut background)?;
+        let front = start_rest(config, ctx)?;
         let metrics_addr = match config.metrics_addr {
             Some(addr) => {
                 let (bound, thread) = crate::metrics_listener::spawn(addr, shutdown.clone())
@@ -114,6 +55,7 @@ impl Server {
             }
             None => None,
         };
+        let http_addr = front.addr();
         log::info!(
             version = env!("CARGO_PKG_VERSION"),
             http_addr = http_addr.to_string().as_str(),
@@ -167,6 +109,85 @@ impl Server {
     }
 }
 
+/// Storage: migrations (retried in the background while PostgreSQL is down), the
+/// pools, the committers and retention; returns what the REST handlers share.
+fn start_storage(
+    config: &Config,
+    shutdown: &Shutdown,
+    background: &mut Vec<JoinHandle<()>>,
+) -> Result<Ctx, Error> {
+    if let Err(err) = apply_migrations(&config.database_url) {
+        // Serve anyway so /readyz can say what is wrong; keep trying meanwhile.
+        log::warn!(error = err.to_string().as_str(); "cannot apply migrations yet; retrying in the background");
+        let (url, shutdown) = (config.database_url.clone(), shutdown.clone());
+        background.push(spawn("notifd-migrate", 512 * 1024, move || {
+            migrate_until_done(&url, &shutdown)
+        })?);
+    }
+    let store = Store::new(&config.database_url, config.db_pool_size)?;
+    let publisher = Publisher::new(&config.redis_url, &config.redis_prefix, config.db_pool_size)?;
+    let (committer, committers) =
+        Committer::start(store.clone(), publisher.clone(), Policy::of(config))
+            .map_err(|e| Error::Startup(format!("cannot start committers: {e}")))?;
+    background.extend(committers);
+    let verifier = Verifier::new(&config.jwt).map_err(Error::Internal)?;
+    background.extend(crate::retention::start(config, shutdown)?);
+    Ok(Ctx {
+        store,
+        publisher,
+        committer,
+        verifier,
+        cors_origins: config.cors_origins.clone(),
+        metrics_on_rest: config.metrics_addr.is_none(),
+        test_faults: config.test_faults,
+    })
+}
+
+/// The real-time side: the hub, the Redis subscriber that feeds it, and the WebSocket
+/// listener whose connections register with it.
+fn start_realtime(
+    config: &Config,
+    ctx: &Ctx,
+    shutdown: &Shutdown,
+    background: &mut Vec<JoinHandle<()>>,
+) -> Result<WsServer, Error> {
+    let hub = Hub::new(uuid::Uuid::now_v7().simple().to_string());
+    let (subscriber, subscribed) = crate::subscriber::spawn(
+        &config.redis_url,
+        &config.redis_prefix,
+        hub.clone(),
+        shutdown.clone(),
+    )
+    .map_err(|e| Error::Startup(format!("cannot start the Redis subscriber: {e}")))?;
+    background.push(subscriber);
+    // Take connections once Redis deliveries (and 4005 from other instances) can
+    // reach them; with Redis down, start anyway and catch up when it is back.
+    if subscribed.recv_timeout(SUBSCRIBE_WAIT).is_err() {
+        log::warn!("redis subscriber not ready yet; serving anyway");
+    }
+    let shared = (
+        ctx.store.clone(),
+        ctx.publisher.clone(),
+        ctx.verifier.clone(),
+    );
+    WsServer::start(config, hub, shared, shutdown.clone())
+        .map_err(|e| bind_error("NOTIFD_WS_ADDR", config.ws_addr, e))
+}
+
+/// REST: notifd's HTTP front serving the API.
+fn start_rest(config: &Config, ctx: Arc<Ctx>) -> Result<Front, Error> {
+    let listener = crate::net::listen(config.http_addr)
+        .map_err(|e| bind_error("NOTIFD_HTTP_ADDR", config.http_addr, e))?;
+    let settings = crate::http::Settings {
+        workers: config.http_workers,
+        max_connections: config.http_max_connections,
+        timeout: config.http_timeout,
+    };
+    Front::start(listener, settings, Arc::new(api::Api(ctx)))
+        .map_err(|e| Error::Startup(format!("cannot start the REST front: {e}")))
+}
+
+/// The one way this module starts a thread of its own.
 fn spawn(
     name: &str,
     stack: usize,

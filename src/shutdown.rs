@@ -1,6 +1,6 @@
 //! Shutdown as a closed channel: `Shutdown` holds a receiver nobody sends on;
 //! dropping the `Trigger` disconnects it, which ends every `wait` at once and makes
-//! `is_fired` true. (Parked WebSocket threads are woken through the hub and then see
+//! `is_fired` true. (Parked WebSocket threads are woken through the poller and then see
 //! `is_fired`.)
 
 use std::time::Duration;

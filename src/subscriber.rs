@@ -4,19 +4,24 @@
 //! Comes after `publisher` (on any instance) and before `hub`. One pattern
 //! subscription, `{prefix}notifications:*`, receives every user's channel and is
 //! filtered locally by the hub: fine for one Redis; past that, sharded Pub/Sub is the
-//! way. A second channel, `{prefix}notifd:control`, carries "newest connection wins"
-//! (4005) between instances. The thread survives Redis restarts: it reconnects with
+//! way. A second pattern, `{prefix}notifd:state:*`, carries each user's state changes
+//! and counters (the event protocol), parsed only for users connected here; and the
+//! channel `{prefix}notifd:control` carries the roster's evictions (4005) between
+//! instances. One connection carries all three, so a state change arrives after
+//! the notifications published before it. The thread survives Redis restarts: it reconnects with
 //! doubling backoff, subscribes again and asks every connection to catch up from
 //! PostgreSQL, since whatever was published meanwhile never reached this instance.
 
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
-use serde::{Deserialize, Serialize};
 
-use crate::hub::{ConnKey, Frame, Hub};
+use crate::events::StateMessage;
+use crate::hub::{Frame, Hub};
 use crate::notification::Envelope;
+use crate::roster::Evict;
 use crate::shutdown::Shutdown;
 
 /// How often the thread looks up from a blocking read to check for shutdown.
@@ -27,27 +32,6 @@ const MIN_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
 /// The subscriber thread's name (in logs, and for `supervise`).
 pub const THREAD_NAME: &str = "notifd-subscriber";
-
-/// The control channel's one message: a connection opened; older ones of the same
-/// user and workspace, on any instance, close with 4005.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct Replace {
-    pub user_id: String,
-    pub workspace: String,
-    pub opened_us: u64,
-    pub instance: String,
-    pub id: u64,
-}
-
-impl Replace {
-    pub fn key(&self) -> ConnKey {
-        ConnKey {
-            opened_us: self.opened_us,
-            instance: self.instance.clone(),
-            id: self.id,
-        }
-    }
-}
 
 /// Starts the subscriber thread. The receiver gets a message once the first
 /// subscription is in place (so a server can wait for it before taking connections).
@@ -126,6 +110,7 @@ fn session(
     let pattern = crate::channels::all_user_notifications(prefix);
     let control = crate::channels::control(prefix);
     pubsub.psubscribe(&pattern)?;
+    pubsub.psubscribe(crate::channels::all_user_states(prefix))?;
     pubsub.subscribe(&control)?;
     pubsub.set_read_timeout(Some(READ_TIMEOUT))?;
     *subscribed = true;
@@ -138,18 +123,30 @@ fn session(
     }
     // Anything published while we were not subscribed is in PostgreSQL only.
     hub.catch_up_all();
+    dispatch(&mut pubsub, prefix, hub, shutdown)
+}
+
+/// Hands every message to the hub until an error (returned, to reconnect) or
+/// shutdown (`Ok`); pings Redis after a silence, to notice a dead connection.
+fn dispatch(
+    pubsub: &mut redis::PubSub<'_>,
+    prefix: &str,
+    hub: &Hub,
+    shutdown: &Shutdown,
+) -> redis::RedisResult<()> {
+    let control = crate::channels::control(prefix);
     let mut last_heard = Instant::now();
-    loop {
-        if shutdown.is_fired() {
-            return Ok(());
-        }
+    while !shutdown.is_fired() {
         crate::supervise::fault_point(THREAD_NAME);
         match pubsub.get_message() {
             Ok(message) => {
                 last_heard = Instant::now();
                 let payload: String = message.get_payload()?;
-                if message.get_channel_name() == control {
+                let channel = message.get_channel_name();
+                if channel == control {
                     on_control(hub, &payload);
+                } else if let Some(user_id) = crate::channels::state_user(prefix, channel) {
+                    on_state(hub, user_id, &payload);
                 } else {
                     on_notification(hub, payload);
                 }
@@ -164,6 +161,7 @@ fn session(
             Err(err) => return Err(err),
         }
     }
+    Ok(())
 }
 
 fn on_notification(hub: &Hub, payload: String) {
@@ -181,9 +179,29 @@ fn on_notification(hub: &Hub, payload: String) {
     hub.deliver(&envelope.user_id, envelope.workspace.as_deref(), &frame);
 }
 
+/// A user's state message: parsed only when that user has a connection here.
+fn on_state(hub: &Hub, user_id: &str, payload: &str) {
+    if !hub.holds(user_id) {
+        return;
+    }
+    match serde_json::from_str::<StateMessage>(payload) {
+        Ok(message) => hub.deliver_state(user_id, &Arc::new(message)),
+        Err(err) => {
+            log::warn!(error = err.to_string().as_str(); "ignoring a state message that does not parse")
+        }
+    }
+}
+
+/// Connections a newer one replaced (the roster's evictions): this instance closes
+/// its own with 4005.
 fn on_control(hub: &Hub, payload: &str) {
-    match serde_json::from_str::<Replace>(payload) {
-        Ok(replace) => hub.replace_older(&replace.user_id, &replace.workspace, &replace.key()),
+    match serde_json::from_str::<Evict>(payload) {
+        Ok(evict) => {
+            let ids: Vec<u64> = evict.ids_on(hub.instance()).collect();
+            if !ids.is_empty() {
+                hub.replace(&evict.user_id, &evict.workspace, &ids);
+            }
+        }
         Err(err) => {
             log::warn!(error = err.to_string().as_str(); "ignoring an unknown control message")
         }

@@ -1,5 +1,5 @@
 //! Essential threads: the parts notifd cannot serve without (the Redis subscriber, the
-//! committers, the WebSocket listener, readiness and heartbeat threads; the REST
+//! committers, the WebSocket listener and poller threads; the REST
 //! front's). Contract §7: if one of them stops, the process exits non-zero so that
 //! systemd restarts it, rather than running half-alive (a lost subscriber ends all
 //! live delivery while `/healthz` still says 200).

@@ -85,19 +85,13 @@ fn a_panicking_subscriber_ends_the_process_with_status_70() {
     );
 }
 
+/// The poller watches every WebSocket and runs the heartbeat: without it no
+/// connection hears its socket, so it is essential.
 #[test]
-fn a_panicking_heartbeat_thread_ends_the_process_with_status_70() {
+fn a_panicking_poller_thread_ends_the_process_with_status_70() {
     a_panic_ends_the_process(
-        "a_panicking_heartbeat_thread_ends_the_process_with_status_70",
-        "notifd-heartbeat",
-    );
-}
-
-#[test]
-fn a_panicking_readiness_thread_ends_the_process_with_status_70() {
-    a_panic_ends_the_process(
-        "a_panicking_readiness_thread_ends_the_process_with_status_70",
-        "notifd-readiness",
+        "a_panicking_poller_thread_ends_the_process_with_status_70",
+        "notifd-poller",
     );
 }
 

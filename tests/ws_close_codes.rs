@@ -174,8 +174,10 @@ fn a_token_expiring_while_connected_is_closed_with_4003() {
 // ---- 4005 --------------------------------------------------------------------
 
 #[test]
-fn a_newer_connection_replaces_the_older_one_with_4005() {
-    let server = TestServer::start();
+fn with_one_connection_per_user_a_newer_connection_replaces_the_older_one_with_4005() {
+    let mut settings = common::settings();
+    settings.connections_per_user = Some("1".into());
+    let server = TestServer::with(settings);
     let user = new_user("c4005");
     let token = user_token(&user, &["a", "b"]);
 
@@ -197,6 +199,32 @@ fn a_newer_connection_replaces_the_older_one_with_4005() {
     let created = server.create(&json!({"user_id": user, "kind": "user.level", "payload": {}}));
     assert_eq!(next_notification(&mut newer), created);
     assert_eq!(next_notification(&mut other_workspace), created);
+}
+
+#[test]
+fn five_connections_per_user_by_default_and_a_sixth_replaces_the_oldest_with_4005() {
+    let server = TestServer::start();
+    let user = new_user("c4005_five");
+    let token = user_token(&user, &["a"]);
+    let mut open: Vec<Ws> = Vec::new();
+    for _ in 0..5 {
+        let mut ws = server.ws(&query(&token, "a"));
+        // Registered (it receives) before the next one opens: the order is defined.
+        common::assert_only_pong_pending(&mut ws, "a connection within the limit");
+        open.push(ws);
+    }
+    // All five receive every notification.
+    let created =
+        server.create(&json!({"user_id": user, "workspace": "a", "kind": "five", "payload": {}}));
+    for ws in &mut open {
+        assert_eq!(next_notification(ws), created);
+    }
+    let mut sixth = server.ws(&query(&token, "a"));
+    assert_eq!(expect_close(&mut open[0]).0, 4005, "the oldest is replaced");
+    for ws in open.iter_mut().skip(1) {
+        common::assert_only_pong_pending(ws, "the four newer ones stay");
+    }
+    assert_receives(&server, &mut sixth, &user, Some("a"));
 }
 
 // ---- 4006 --------------------------------------------------------------------

@@ -1,5 +1,5 @@
 //! The heartbeat done by helper threads (server pings written while the connection
-//! thread sleeps, client pongs taken off the socket by the readiness thread), against
+//! thread sleeps, client pongs taken off the socket by the poller thread), against
 //! a client that writes raw frames: pongs split across TCP segments, a text `ping`
 //! split mid-frame, a frame whose payload looks like a pong, and a pong sent together
 //! with a close frame. None of it may be

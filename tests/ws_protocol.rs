@@ -4,7 +4,7 @@
 //! connection of its own, and the server's close code is checked.
 //!
 //! Control frames are sent both right after the upgrade and after a round trip, when
-//! the connection thread most likely sleeps with its socket lent to the readiness
+//! the connection thread most likely sleeps with its socket lent to the poller
 //! thread, whose pong pre-parser must leave anything malformed to the normal path.
 
 mod common;

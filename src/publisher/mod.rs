@@ -89,7 +89,7 @@ impl Publisher {
         }
     }
 
-    /// Publishes a message between instances (see `subscriber::Replace`). Waits
+    /// Publishes a message between instances (see `hub::Replace`). Waits
     /// longer for a connection than a create does: a burst of thousands of new
     /// WebSockets announces itself at once, and an announcement lost means two
     /// connections of one user and workspace on two instances. While Redis is known

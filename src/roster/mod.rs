@@ -44,7 +44,9 @@ mod member;
 mod pool;
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
+
+use crossbeam_channel::{Receiver, Sender};
 use std::time::{Duration, Instant};
 
 pub use member::{key, Conn, Evict};
@@ -84,7 +86,15 @@ struct Inner {
     prefix: String,
     limit: usize,
     health: Health,
+    /// Leaves for the roster's own thread (`leave_later`); dropping the last roster
+    /// drops this sender, which ends the thread.
+    leaves: Sender<(String, String, Conn)>,
 }
+
+/// Leaves waiting for the roster thread. Past this (Redis very slow), a leave is
+/// dropped: the member then stays and is evicted first later, as a crashed
+/// instance's are.
+const LEAVES_QUEUED: usize = 4096;
 
 impl Roster {
     /// A roster allowing `limit` connections per (user, workspace). Connects lazily:
@@ -98,14 +108,29 @@ impl Roster {
         let client = redis::Client::open(redis_url)
             .map_err(|e| Error::Internal(format!("bad Redis URL: {e}")))?;
         let server = crate::publisher::redis_server(&client);
-        Ok(Roster {
+        let (leaves, queued) = crossbeam_channel::bounded(LEAVES_QUEUED);
+        let roster = Roster {
             inner: Arc::new(Inner {
                 pool: pool::Pool::new(client, POOL_SIZE, BUDGET),
                 prefix: prefix.to_string(),
                 limit,
                 health: Health::new(server),
+                leaves,
             }),
-        })
+        };
+        let weak = Arc::downgrade(&roster.inner);
+        std::thread::Builder::new()
+            .name("notifd-roster".into())
+            .spawn(move || leave_queued(&weak, &queued))
+            .map_err(|e| Error::Startup(format!("cannot start the roster thread: {e}")))?;
+        Ok(roster)
+    }
+
+    /// `leave`, on the roster's own thread: for a connection thread, which must not
+    /// wait on Redis (nor grow its stack into the Redis client).
+    pub fn leave_later(&self, user_id: &str, workspace: &str, conn: &Conn) {
+        let leave = (user_id.to_string(), workspace.to_string(), conn.clone());
+        let _ = self.inner.leaves.try_send(leave);
     }
 
     /// Most connections per (user, workspace).
@@ -151,6 +176,16 @@ impl Roster {
                 None
             }
         }
+    }
+}
+
+/// The roster thread: leaves one by one until every roster is gone.
+fn leave_queued(roster: &Weak<Inner>, queued: &Receiver<(String, String, Conn)>) {
+    while let Ok((user_id, workspace, conn)) = queued.recv() {
+        let Some(inner) = roster.upgrade() else {
+            return;
+        };
+        Roster { inner }.leave(&user_id, &workspace, &conn);
     }
 }
 

@@ -9,12 +9,13 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use tungstenite::handshake::server::{ErrorResponse, Request, Response};
-use tungstenite::protocol::frame::coding::CloseCode;
-use tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
+use tungstenite::protocol::{Role, WebSocketConfig};
 use tungstenite::WebSocket;
-
-use super::inbound::ClientStream;
 use uuid::Uuid;
+
+use super::close::Close;
+use super::protocol::{self, Protocol};
+use super::stream::ClientStream;
 
 use crate::auth::{AuthError, Identity, Verifier};
 use crate::validate::is_workspace;
@@ -28,13 +29,6 @@ const READ_BUFFER_BYTES: usize = 1024;
 /// Most outbound bytes a connection may hold unsent before it counts as too slow.
 const MAX_UNSENT_BYTES: usize = 1024 * 1024;
 
-pub const CLOSE_UNAUTHORIZED: u16 = 4001;
-pub const CLOSE_NO_WORKSPACE: u16 = 4002;
-pub const CLOSE_EXPIRED: u16 = 4003;
-pub const CLOSE_FORBIDDEN: u16 = 4004;
-pub const CLOSE_AT_CAPACITY: u16 = 1013;
-pub const CLOSE_POLICY: u16 = 1008;
-
 /// What the client asked for in its upgrade request.
 #[derive(Debug, Default)]
 pub struct Upgrade {
@@ -42,6 +36,8 @@ pub struct Upgrade {
     pub workspace: Option<String>,
     pub since: Option<String>,
     pub origin: Option<String>,
+    /// What the connection speaks: `notifd.v1` when the client offered it.
+    pub protocol: Protocol,
 }
 
 /// A connection that passed every check.
@@ -49,12 +45,13 @@ pub struct Admitted {
     pub identity: Identity,
     pub workspace: String,
     pub since: Option<Uuid>,
+    pub protocol: Protocol,
 }
 
-/// A refusal: the close code and its reason.
+/// A refusal: the close and its reason.
 #[derive(Debug)]
 pub struct Refusal {
-    pub code: u16,
+    pub close: Close,
     pub reason: String,
 }
 
@@ -88,6 +85,13 @@ pub fn upgrade(
             let mut refusal = ErrorResponse::new(Some("origin not allowed".into()));
             *refusal.status_mut() = tungstenite::http::StatusCode::FORBIDDEN;
             return Err(refusal);
+        }
+        let mut response = response;
+        if asked.protocol == Protocol::V1 {
+            let name = tungstenite::http::HeaderValue::from_static(protocol::NAME);
+            response
+                .headers_mut()
+                .insert("sec-websocket-protocol", name);
         }
         Ok(response)
     };
@@ -127,30 +131,31 @@ fn read_upgrade(request: &Request) -> Upgrade {
             .map(|(_, token)| token.trim().to_string());
     }
     asked.origin = header("origin").map(String::from);
+    let offers = request.headers().get_all("sec-websocket-protocol");
+    if protocol::offered(offers.iter().filter_map(|v| v.to_str().ok())) {
+        asked.protocol = Protocol::V1;
+    }
     asked
 }
 
 /// The checks of §3, in the order of its table.
 pub fn admit(asked: &Upgrade, verifier: &Verifier) -> Result<Admitted, Refusal> {
-    let refuse = |code: u16, reason: &str| Refusal {
-        code,
+    let refuse = |close: Close, reason: &str| Refusal {
+        close,
         reason: reason.to_string(),
     };
     let token = asked.token.as_deref().unwrap_or("");
     let identity = verifier.verify(token).map_err(|e| match e {
-        AuthError::Expired => refuse(CLOSE_EXPIRED, "token expired"),
-        AuthError::Missing => refuse(CLOSE_UNAUTHORIZED, "missing token"),
-        AuthError::Invalid(why) => refuse(CLOSE_UNAUTHORIZED, &format!("invalid token: {why}")),
+        AuthError::Expired => refuse(Close::Expired, Close::Expired.reason()),
+        AuthError::Missing => refuse(Close::Unauthorized, "missing token"),
+        AuthError::Invalid(why) => refuse(Close::Unauthorized, &format!("invalid token: {why}")),
     })?;
     let workspace = asked.workspace.clone().unwrap_or_default();
     if workspace.is_empty() {
-        return Err(refuse(CLOSE_NO_WORKSPACE, "missing workspaceSlug"));
+        return Err(refuse(Close::NoWorkspace, Close::NoWorkspace.reason()));
     }
     if !is_workspace(&workspace) || !identity.grants_workspace(&workspace) {
-        return Err(refuse(
-            CLOSE_FORBIDDEN,
-            "the token does not grant this workspace",
-        ));
+        return Err(refuse(Close::Forbidden, Close::Forbidden.reason()));
     }
     let since = match asked.since.as_deref() {
         None | Some("") => None,
@@ -158,28 +163,22 @@ pub fn admit(asked: &Upgrade, verifier: &Verifier) -> Result<Admitted, Refusal> 
             Uuid::parse_str(text)
                 .ok()
                 .filter(|id| id.get_version_num() == 7)
-                .ok_or_else(|| refuse(CLOSE_POLICY, "since: not a notification id"))?,
+                .ok_or_else(|| refuse(Close::Policy, Close::Policy.reason()))?,
         ),
     };
     Ok(Admitted {
         identity,
         workspace,
         since,
+        protocol: asked.protocol,
     })
 }
 
-/// Closes a connection with `code` and waits (briefly, blocking) for the client's
+/// Closes a connection with `close` and waits (briefly, blocking) for the client's
 /// close reply, so the client reads the code instead of a reset.
-pub fn close_blocking(mut ws: WebSocket<ClientStream>, code: u16, reason: &str) {
-    let _ = ws
-        .get_ref()
-        .tcp()
-        .set_read_timeout(Some(Duration::from_secs(2)));
-    let frame = CloseFrame {
-        code: CloseCode::from(code),
-        reason: reason.to_string().into(),
-    };
-    if ws.close(Some(frame)).is_err() {
+pub fn close_blocking(mut ws: WebSocket<ClientStream>, close: Close, reason: &str) {
+    let _ = ws.get_ref().socket().set_read_timeout(Some(close.grace()));
+    if ws.close(Some(close.frame(Some(reason)))).is_err() {
         return;
     }
     // Bounded: a close handshake needs one frame back; stop after a few or at the timeout.

@@ -1,31 +1,34 @@
 //! The WebSocket endpoint (contract §3) on its own listener: accepts, runs each
 //! handshake on a short-lived thread, then each admitted connection on a long-lived
 //! thread of its own (both `lean_thread`s, two memory maps each; how many the process
-//! can hold is `capacity`'s).
+//! can hold is `capacity`'s), and drains them at shutdown.
 //!
-//! The WebSocket port is not served by the REST front: a connection here needs its
-//! own fd (for epoll) and non-blocking mode from the handshake on. Comes after `hub` (which feeds the
-//! connection queues); `connection` is the per-socket loop. While a connection thread
-//! sleeps with nothing half-done, it lends its socket (`gate`) to the `heartbeat`
-//! thread (pings), the `readiness` thread (pongs) and the subscriber (`direct`
-//! writes), so routine traffic wakes no connection thread; `inbound` follows the
-//! client's frames so that only whole pongs between frames are taken.
+//! Comes after `hub`, which hands each notification to a connection's `handle`. The
+//! parts, in a connection's order: `handshake` (upgrade, admit, refusals; `refuser`
+//! when no thread can be had), `session` (the connection thread: its loop, timers,
+//! socket I/O through `stream`, history replay and catch-up), `handle` (what other
+//! threads ask of a connection), `lending` (its socket, lent while the thread sleeps),
+//! `poller` (the one thread that watches every socket and runs the heartbeat), `seen`
+//! (de-duplication) and `close` (every close code). The WebSocket port is not served
+//! by the REST front: a connection here needs its own fd (for epoll) and non-blocking
+//! mode from the handshake on.
 
 pub mod capacity;
-mod connection;
-pub(crate) mod direct;
-pub(crate) mod gate;
-pub mod handshake;
-mod heartbeat;
-mod inbound;
+mod close;
+mod handle;
+mod handshake;
 mod lean_thread;
-pub(crate) mod link;
-mod readiness;
+mod lending;
+mod poller;
+mod protocol;
 mod refuser;
-pub(crate) mod seen;
+mod seen;
+mod session;
+mod shared;
+mod stream;
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -36,9 +39,9 @@ use crate::hub::Hub;
 use crate::publisher::Publisher;
 use crate::shutdown::Shutdown;
 use crate::store::Store;
-use handshake::CLOSE_AT_CAPACITY;
-use inbound::ClientStream;
-use tungstenite::WebSocket;
+use close::Close;
+use session::Session;
+use shared::{Counted, Ctx};
 
 /// A client must finish the HTTP upgrade within this time.
 const HANDSHAKE_LIMIT: Duration = Duration::from_secs(10);
@@ -60,41 +63,23 @@ const CONNECTION_THREAD: &str = "notifd-ws";
 /// How long shutdown waits for connections to finish their close handshakes.
 const DRAIN_LIMIT: Duration = Duration::from_secs(5);
 
-/// What every connection thread shares.
-pub struct WsCtx {
-    pub hub: Hub,
-    pub store: Store,
-    pub publisher: Publisher,
-    pub verifier: Verifier,
-    readiness: readiness::Readiness,
-    pub shutdown: Shutdown,
-    pub ping_interval: Duration,
-    pub idle_timeout: Duration,
-    pub leeway: Duration,
-    pub queue_capacity: usize,
-    pub max_connections: usize,
-    pub cors_origins: Vec<String>,
-    /// Connections from accept to close, handshakes included.
-    active: AtomicUsize,
-}
-
 /// The running WebSocket side.
 pub struct WsServer {
     addr: SocketAddr,
-    ctx: Arc<WsCtx>,
+    ctx: Arc<Ctx>,
     stopping: Arc<AtomicBool>,
-    /// Stops the readiness and heartbeat threads, once the connections have drained.
-    readiness_stop: Arc<AtomicBool>,
+    /// Stops the poller, once the connections have drained.
+    poller_stop: Arc<AtomicBool>,
     threads: Vec<JoinHandle<()>>,
 }
 
 impl WsServer {
+    /// Starts the listener, the refuser and the poller; `shared` are the handles the
+    /// connections use (the REST side holds the same ones).
     pub fn start(
         config: &Config,
         hub: Hub,
-        store: Store,
-        publisher: Publisher,
-        verifier: Verifier,
+        shared: (Store, Publisher, Verifier),
         shutdown: Shutdown,
     ) -> std::io::Result<WsServer> {
         if let Some(lowered) = config.max_connections_lowered {
@@ -105,22 +90,7 @@ impl WsServer {
                 "NOTIFD_MAX_CONNECTIONS is above what the process's limits allow; lowered"
             );
         }
-        let readiness = readiness::Readiness::new(config.max_connections)?;
-        let ctx = Arc::new(WsCtx {
-            hub,
-            store,
-            publisher,
-            verifier,
-            readiness: readiness.clone(),
-            shutdown,
-            ping_interval: config.ping_interval,
-            idle_timeout: config.idle_timeout,
-            leeway: config.jwt.leeway,
-            queue_capacity: config.ws_queue,
-            max_connections: config.max_connections,
-            cors_origins: config.cors_origins.clone(),
-            active: AtomicUsize::new(0),
-        });
+        let ctx = Arc::new(Ctx::new(config, hub, shared, shutdown)?);
         let listener = crate::net::listen(config.ws_addr)?;
         let addr = listener.local_addr()?;
         let stopping = Arc::new(AtomicBool::new(false));
@@ -134,25 +104,18 @@ impl WsServer {
                 move || accept_loop(&listener, &ctx, &refuser, &stopping),
             )?
         };
-        let readiness_stop = Arc::new(AtomicBool::new(false));
-        let heartbeat = heartbeat::spawn(
-            readiness.clone(),
-            config.ping_interval,
-            config.idle_timeout,
-            readiness_stop.clone(),
-        )?;
-        let threads = vec![
-            acceptor,
-            refusing,
-            readiness.spawn(readiness_stop.clone())?,
-            heartbeat,
-        ];
+        let poller_stop = Arc::new(AtomicBool::new(false));
+        let heartbeat = poller::Heartbeat {
+            ping_interval: config.ping_interval,
+            idle_timeout: config.idle_timeout,
+        };
+        let polling = ctx.poller.spawn(&heartbeat, poller_stop.clone())?;
         Ok(WsServer {
             addr,
             ctx,
             stopping,
-            readiness_stop,
-            threads,
+            poller_stop,
+            threads: vec![acceptor, refusing, polling],
         })
     }
 
@@ -162,7 +125,7 @@ impl WsServer {
 
     /// Connections open now (handshakes included).
     pub fn connections(&self) -> usize {
-        self.ctx.active.load(Ordering::Acquire)
+        self.ctx.active()
     }
 
     /// Stops accepting and waits (bounded) for connections to close; the shutdown
@@ -170,34 +133,25 @@ impl WsServer {
     pub fn stop(self) {
         self.stopping.store(true, Ordering::Release);
         // Parked connection threads look at the shutdown signal once woken.
-        self.ctx.hub.wake_all();
+        self.ctx.poller.wake_all();
         // Wake the blocking accept with a connection of our own.
         let wake = crate::net::connectable(self.addr);
         let _ = TcpStream::connect_timeout(&wake, Duration::from_secs(1));
         let give_up = Instant::now() + DRAIN_LIMIT;
-        while self.ctx.active.load(Ordering::Acquire) > 0 && Instant::now() < give_up {
+        while self.ctx.active() > 0 && Instant::now() < give_up {
             std::thread::sleep(Duration::from_millis(20));
         }
         // Only now: until here the connections need epoll to see the close replies.
-        self.readiness_stop.store(true, Ordering::Release);
+        self.poller_stop.store(true, Ordering::Release);
         for thread in self.threads {
             let _ = thread.join();
         }
     }
 }
 
-/// Counts a connection from accept to close.
-struct Counted(Arc<WsCtx>);
-
-impl Drop for Counted {
-    fn drop(&mut self) {
-        self.0.active.fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
 fn accept_loop(
     listener: &TcpListener,
-    ctx: &Arc<WsCtx>,
+    ctx: &Arc<Ctx>,
     refuser: &refuser::Refuser,
     stopping: &AtomicBool,
 ) {
@@ -220,12 +174,11 @@ fn accept_loop(
         // Far past the cap (clients that connect and never finish a handshake): drop
         // at once instead of spending a thread on each; a few over the cap still get
         // their handshake and a 1013.
-        if ctx.active.load(Ordering::Acquire) >= ctx.max_connections + HANDSHAKE_MARGIN {
+        if ctx.active() >= ctx.max_connections + HANDSHAKE_MARGIN {
             drop(stream);
             continue;
         }
-        ctx.active.fetch_add(1, Ordering::AcqRel);
-        let slot = Counted(ctx.clone());
+        let slot = ctx.count();
         let spawned = lean_thread::spawn(HANDSHAKE_THREAD, HANDSHAKE_STACK, (stream, slot), open);
         if let Err((err, (stream, slot))) = spawned {
             // The kernel refused a thread: the refuser answers 1013 (or, when it has
@@ -238,7 +191,7 @@ fn accept_loop(
 
 /// Handshake thread: upgrade, check, then hand the socket to a connection thread.
 fn open((stream, slot): (TcpStream, Counted)) {
-    let ctx = slot.0.clone();
+    let ctx = slot.ctx().clone();
     let _ = stream.set_nodelay(true);
     // A client that takes no data for this long while data waits (it stopped reading,
     // or vanished) is cut off by the kernel; its thread then sees the error and ends.
@@ -246,28 +199,27 @@ fn open((stream, slot): (TcpStream, Counted)) {
     let Ok((ws, asked)) = handshake::upgrade(stream, HANDSHAKE_LIMIT, &ctx.cors_origins) else {
         return;
     };
-    if ctx.active.load(Ordering::Acquire) > ctx.max_connections {
-        return handshake::close_blocking(ws, CLOSE_AT_CAPACITY, "server at capacity");
+    if ctx.active() > ctx.max_connections {
+        return handshake::close_blocking(ws, Close::AtCapacity, Close::AtCapacity.reason());
     }
     let admitted = match handshake::admit(&asked, &ctx.verifier) {
         Ok(admitted) => admitted,
         Err(refusal) => {
-            log::info!(code = refusal.code, reason = refusal.reason.as_str(); "ws refused");
-            return handshake::close_blocking(ws, refusal.code, &refusal.reason);
+            log::info!(code = refusal.close.code(), reason = refusal.reason.as_str(); "ws refused");
+            return handshake::close_blocking(ws, refusal.close, &refusal.reason);
         }
     };
-    let opened = connection::open(&ctx, admitted);
-    let live = (slot, ws, opened);
-    if let Err((err, (_slot, ws, opened))) =
+    let live = (slot, session::open(&ctx, ws, admitted));
+    if let Err((err, (_slot, session))) =
         lean_thread::spawn(CONNECTION_THREAD, CONNECTION_STACK, live, run_connection)
     {
         // The kernel refused a thread (EAGAIN, ENOMEM): refuse this one connection.
         log::warn!(error = err.to_string().as_str(); "cannot start a connection thread; refusing with 1013");
-        connection::refuse(opened, ws, CLOSE_AT_CAPACITY, "server at capacity");
+        session.refuse(Close::AtCapacity);
     }
 }
 
 /// Connection thread: the connection's whole life, then its slot is freed.
-fn run_connection((slot, ws, opened): (Counted, WebSocket<ClientStream>, connection::Opened)) {
-    connection::run(&slot.0, ws, opened);
+fn run_connection((_slot, session): (Counted, Session)) {
+    session.run();
 }

@@ -15,8 +15,9 @@ use std::time::Duration;
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
 
-use super::handshake::{self, CLOSE_AT_CAPACITY};
-use super::Counted;
+use super::close::Close;
+use super::handshake;
+use super::shared::Counted;
 
 /// Connections waiting for their 1013.
 const QUEUE: usize = 64;
@@ -65,7 +66,7 @@ fn run(waiting: &Receiver<(TcpStream, Counted)>, stopping: &AtomicBool) {
             Ok((stream, _slot)) => {
                 // No origin check: whoever it is, the answer is 1013.
                 if let Ok((ws, _)) = handshake::upgrade(stream, UPGRADE_LIMIT, &[]) {
-                    handshake::close_blocking(ws, CLOSE_AT_CAPACITY, "server at capacity");
+                    handshake::close_blocking(ws, Close::AtCapacity, Close::AtCapacity.reason());
                 }
             }
             Err(RecvTimeoutError::Timeout) => {}
