@@ -128,6 +128,42 @@ fn a_retry_storm_of_one_key_stores_and_publishes_one_and_answers_all_alike() {
 }
 
 #[test]
+fn racing_creates_of_one_key_with_two_bodies_store_one_and_refuse_the_other_body() {
+    let server = TestServer::start();
+    let (token, user) = (service_token(), new_user("race"));
+    let bodies = [
+        body_for(&user),
+        json!({"user_id": user, "kind": "OTHER", "payload": {}}),
+    ];
+    let answers: Vec<(usize, Response)> = std::thread::scope(|scope| {
+        let threads: Vec<_> = (0..20)
+            .map(|n| {
+                let body = &bodies[n % 2];
+                (
+                    n % 2,
+                    scope.spawn(|| post(&server, CREATE, &token, Some("race"), body)),
+                )
+            })
+            .collect();
+        threads
+            .into_iter()
+            .map(|(w, t)| (w, t.join().expect("thread")))
+            .collect()
+    });
+    let stored = rows_of(&user);
+    assert_eq!(stored, 1);
+    let winner = answers
+        .iter()
+        .find(|(_, a)| a.status == 201)
+        .map(|(w, _)| *w)
+        .expect("a winner");
+    for (which, answer) in &answers {
+        let expected = if *which == winner { 201 } else { 409 };
+        assert_eq!(answer.status, expected, "{}", answer.text());
+    }
+}
+
+#[test]
 fn the_key_in_the_body_works_as_the_header_does_and_another_body_is_a_conflict() {
     let server = TestServer::start();
     let token = service_token();

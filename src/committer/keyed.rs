@@ -29,6 +29,11 @@ pub(super) fn store(
         .flat_map(|j| std::iter::repeat_n(j, jobs[j].items.len()))
         .collect();
     let mut refused: BTreeMap<usize, Error> = BTreeMap::new();
+    // Without a batch that has keys, a conflict concerns one create's one row, which
+    // was not stored: nothing to roll back, so the group commits as one statement.
+    let atomic = jobs
+        .iter()
+        .any(|job| job.items.len() > 1 && job.items.iter().any(|item| item.key.is_some()));
     loop {
         let kept: Vec<usize> = (0..rows.len())
             .filter(|i| !refused.contains_key(&owner[*i]))
@@ -38,7 +43,7 @@ pub(super) fn store(
         }
         let kept_rows: Vec<&Notification> = kept.iter().map(|&i| rows[i]).collect();
         let kept_keys: Vec<Option<&IdempotencyKey>> = kept.iter().map(|&i| keys[i]).collect();
-        match store.insert_keyed(&kept_rows, &kept_keys, window)? {
+        match store.insert_keyed(&kept_rows, &kept_keys, window, atomic)? {
             Created::Conflicts(at) => {
                 for i in at.into_iter().map(|k| kept[k]) {
                     refused
@@ -93,13 +98,22 @@ fn outcomes(
         })
         .collect();
     for (k, claim) in claims.into_iter().enumerate() {
+        let i = kept[k];
         let outcome = match claim {
             Claim::Stored => Outcome::Stored,
             Claim::SameAs(first) => Outcome::Replayed(items[kept[first]].json.clone()),
             Claim::Replayed(original) => Outcome::Replayed(Arc::new(original.to_json())),
-            Claim::Conflict => Outcome::Stored, // never in a committed group
+            // Only of a one-row create (see `store`): nothing of it was stored.
+            Claim::Conflict => {
+                results[owner[i]] = Err(conflict(jobs, owner, i, items));
+                continue;
+            }
+            Claim::Failed(err) => {
+                results[owner[i]] = Err(err);
+                continue;
+            }
         };
-        if let Ok(list) = &mut results[owner[kept[k]]] {
+        if let Ok(list) = &mut results[owner[i]] {
             list.push(outcome);
         }
     }

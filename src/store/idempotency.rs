@@ -12,6 +12,7 @@ use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use postgres::types::ToSql;
+use postgres::GenericClient;
 use uuid::Uuid;
 
 use super::statements::{Statements, COLUMNS, INSERTED, INSERTED_FROM, NEW_ROWS};
@@ -39,6 +40,9 @@ pub enum Claim {
     Replayed(Box<Notification>),
     /// Its key was used, within the window, for a different request.
     Conflict,
+    /// Its key was taken but the original cannot be answered (deleted between the
+    /// claim and the read, or unreadable): this create fails with this error.
+    Failed(Error),
 }
 
 /// The result of `Store::insert_keyed`.
@@ -86,65 +90,129 @@ pub(super) fn claimed_before_sql() -> String {
     )
 }
 
+/// A group being stored: its rows, their keys, the first row of each key, and the
+/// statement parameters (`claim_sql`).
+struct Group<'a> {
+    rows: &'a [&'a Notification],
+    keys: &'a [Option<&'a IdempotencyKey>],
+    first: Vec<Option<usize>>,
+    /// The first row of each key, in key order.
+    candidates: Vec<usize>,
+}
+
 impl Store {
-    /// Stores `rows` (`keys[i]` is row i's key, if any) in one transaction: a keyed
-    /// row only if its key is new or older than `window`. A repeat of a key answers
-    /// its first row (`SameAs`, `Replayed`); any reuse for a different request rolls
-    /// everything back (`Conflicts`), so the caller can refuse those creates and
-    /// store the rest again.
+    /// Stores `rows` (`keys[i]` is row i's key, if any): a keyed row only if its key
+    /// is new or older than `window`. A repeat of a key answers its first row
+    /// (`SameAs`, `Replayed`). `atomic` (a batch with keys is in the group): one
+    /// transaction, and any reuse of a key for another request rolls everything back
+    /// (`Conflicts`), so the caller can refuse those creates and store the rest
+    /// again. Otherwise one statement commits at once, as a keyless group does, and
+    /// a reuse is that row's `Claim::Conflict` (its row was not stored).
     pub fn insert_keyed(
         &self,
         rows: &[&Notification],
         keys: &[Option<&IdempotencyKey>],
         window: Duration,
+        atomic: bool,
     ) -> Result<Created, Error> {
         let first = first_uses(keys);
         let mut candidates: Vec<usize> = (0..rows.len()).filter(|&i| first[i] == Some(i)).collect();
         candidates.sort_by(|&a, &b| keyed(keys, a).cmp(&keyed(keys, b)));
-        let new_rows = NewRows::of(rows);
-        let services: Vec<&str> = candidates.iter().map(|&i| keyed(keys, i).0).collect();
-        let names: Vec<&str> = candidates.iter().map(|&i| keyed(keys, i).1).collect();
-        let hashes: Vec<&[u8]> = candidates.iter().map(|&i| &key(keys, i).hash[..]).collect();
-        let ids: Vec<Uuid> = candidates.iter().map(|&i| rows[i].id).collect();
-        let keyed_ids: Vec<Uuid> = (0..rows.len())
-            .filter(|&i| keys[i].is_some())
-            .map(|i| rows[i].id)
-            .collect();
-        let seconds = window.as_secs_f64();
-        let mut params = new_rows.params();
-        params.extend([
-            &services as &(dyn ToSql + Sync),
-            &names,
-            &hashes,
-            &ids,
-            &keyed_ids,
-            &seconds,
-        ]);
-        self.transaction_if(
-            |tx, statements| {
-                let claimed: HashSet<Uuid> = tx
-                    .query(&statements.claim, &params)?
+        let group = Group {
+            rows,
+            keys,
+            first,
+            candidates,
+        };
+        if !atomic {
+            let mut conn = self.conn()?;
+            let conn = &mut *conn;
+            let claims = claim(&mut conn.client, &conn.statements, &group, window)?;
+            return Ok(Created::Committed(claims));
+        }
+        let mut claims = self.transaction_if(
+            |tx, statements| claim(tx, statements, &group, window),
+            |claims| {
+                !claims
                     .iter()
-                    .map(|row| row.get(0))
-                    .collect();
-                let lost: Vec<usize> = candidates
-                    .iter()
-                    .copied()
-                    .filter(|&i| !claimed.contains(&rows[i].id))
-                    .collect();
-                let before = claimed_before(tx, statements, keys, &lost)?;
-                Ok(resolve(keys, &first, &lost.into_iter().collect(), &before))
+                    .any(|c| matches!(c, Claim::Conflict | Claim::Failed(_)))
             },
-            |created| matches!(created, Ok(Created::Committed(_))),
-        )?
+        )?;
+        if let Some(at) = claims.iter().position(|c| matches!(c, Claim::Failed(_))) {
+            if let Claim::Failed(err) = claims.swap_remove(at) {
+                return Err(err);
+            }
+        }
+        let conflicts: Vec<usize> = (0..claims.len())
+            .filter(|&i| matches!(claims[i], Claim::Conflict))
+            .collect();
+        Ok(if conflicts.is_empty() {
+            Created::Committed(claims)
+        } else {
+            Created::Conflicts(conflicts)
+        })
     }
+}
+
+/// Runs the claim statement on `client`, then reads the originals of the keys it
+/// did not claim: what became of each row.
+fn claim(
+    client: &mut impl GenericClient,
+    statements: &Statements,
+    group: &Group<'_>,
+    window: Duration,
+) -> Result<Vec<Claim>, postgres::Error> {
+    let (rows, keys) = (group.rows, group.keys);
+    let new_rows = NewRows::of(rows);
+    let pick = |f: fn(&IdempotencyKey) -> &str| -> Vec<&str> {
+        group.candidates.iter().map(|&i| f(key(keys, i))).collect()
+    };
+    let (services, names) = (pick(|k| &k.service), pick(|k| &k.key));
+    let hashes: Vec<&[u8]> = group
+        .candidates
+        .iter()
+        .map(|&i| &key(keys, i).hash[..])
+        .collect();
+    let ids: Vec<Uuid> = group.candidates.iter().map(|&i| rows[i].id).collect();
+    let keyed_ids: Vec<Uuid> = (0..rows.len())
+        .filter(|&i| keys[i].is_some())
+        .map(|i| rows[i].id)
+        .collect();
+    let seconds = window.as_secs_f64();
+    let mut params = new_rows.params();
+    params.extend([
+        &services as &(dyn ToSql + Sync),
+        &names,
+        &hashes,
+        &ids,
+        &keyed_ids,
+        &seconds,
+    ]);
+    let claimed: HashSet<Uuid> = client
+        .query(&statements.claim, &params)?
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    let lost: Vec<usize> = group
+        .candidates
+        .iter()
+        .copied()
+        .filter(|&i| !claimed.contains(&rows[i].id))
+        .collect();
+    let before = claimed_before(client, statements, keys, &lost)?;
+    Ok(resolve(
+        keys,
+        &group.first,
+        &lost.into_iter().collect(),
+        &before,
+    ))
 }
 
 /// The originals of the keys of rows `lost` (first uses this group did not claim),
 /// read in the group's transaction after its claim: a new statement, so it sees a
 /// winner that committed while the claim waited on it.
 fn claimed_before(
-    tx: &mut postgres::Transaction<'_>,
+    client: &mut impl GenericClient,
     statements: &Statements,
     keys: &[Option<&IdempotencyKey>],
     lost: &[usize],
@@ -154,7 +222,7 @@ fn claimed_before(
     }
     let services: Vec<&str> = lost.iter().map(|&i| keyed(keys, i).0).collect();
     let names: Vec<&str> = lost.iter().map(|&i| keyed(keys, i).1).collect();
-    let found = tx.query(&statements.claimed_before, &[&services, &names])?;
+    let found = client.query(&statements.claimed_before, &[&services, &names])?;
     Ok(originals(&found))
 }
 
@@ -197,9 +265,8 @@ fn resolve(
     first: &[Option<usize>],
     lost: &HashSet<usize>,
     before: &Originals,
-) -> Result<Created, Error> {
+) -> Vec<Claim> {
     let mut claims = Vec::with_capacity(keys.len());
-    let mut conflicts = Vec::new();
     for (i, key) in keys.iter().enumerate() {
         let Some(key) = key else {
             claims.push(Claim::Stored);
@@ -210,12 +277,10 @@ fn resolve(
             // Lost, yet its winner's row is gone: it was deleted between the two
             // statements (the key row is locked by the first; only a race with a
             // delete of its notification gets here). Trying again stores it anew.
-            None if first[i] == Some(i) => {
-                return Err(Error::Unavailable {
-                    dependency: "postgresql",
-                    detail: format!("idempotency key {:?} went away during a create", key.key),
-                })
-            }
+            None if first[i] == Some(i) => Claim::Failed(Error::Unavailable {
+                dependency: "postgresql",
+                detail: format!("idempotency key {:?} went away during a create", key.key),
+            }),
             None => match (first[i], claims.get(first[i].unwrap_or(i))) {
                 (Some(at), Some(Claim::Stored)) if keys[at].map(|k| k.hash) == Some(key.hash) => {
                     Claim::SameAs(at)
@@ -224,18 +289,11 @@ fn resolve(
             },
             Some((hash, _)) if hash[..] != key.hash[..] => Claim::Conflict,
             Some((_, Ok(original))) => Claim::Replayed(Box::new(original.clone())),
-            Some((_, Err(problem))) => return Err(Error::Internal(problem.clone())),
+            Some((_, Err(problem))) => Claim::Failed(Error::Internal(problem.clone())),
         };
-        if matches!(claim, Claim::Conflict) {
-            conflicts.push(i);
-        }
         claims.push(claim);
     }
-    Ok(if conflicts.is_empty() {
-        Created::Committed(claims)
-    } else {
-        Created::Conflicts(conflicts)
-    })
+    claims
 }
 
 fn key<'a>(keys: &[Option<&'a IdempotencyKey>], i: usize) -> &'a IdempotencyKey {
