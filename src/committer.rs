@@ -299,12 +299,17 @@ fn counter_pairs(rows: &[&Notification]) -> Vec<(String, Option<String>)> {
         .collect()
 }
 
-/// Tells the instances the counters a group of creates moved (`counts` events), after
+/// Tells the instances the counters a group of creates (or the expiry thread,
+/// `retention`) moved (`counts` events), after
 /// its notifications were published and its callers answered: neither the create nor
 /// the delivery waits for it. The rows are read just after the commit, each with its
 /// version, so a consumer orders them against every other state message. A failure
 /// costs only these events: the counters themselves were committed with the rows.
-fn publish_counts(store: &Store, publisher: &Publisher, pairs: &[(String, Option<String>)]) {
+pub(crate) fn publish_counts(
+    store: &Store,
+    publisher: &Publisher,
+    pairs: &[(String, Option<String>)],
+) {
     if pairs.is_empty() {
         return;
     }

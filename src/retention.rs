@@ -4,14 +4,16 @@
 //!   notifications whose `expires_at` has come, as soon as it comes (it sleeps until
 //!   the next one is due, at most a second). The DELETE moves the unread/unseen
 //!   counters in its own transaction (the triggers of `sql/0002_states.sql`), so
-//!   counts follow at expiry; the read paths also hide expired rows themselves
-//!   (`store::statements`), so nothing shows in between.
+//!   counts follow at expiry, and it publishes the counter rows it moved (the
+//!   `counts` events of connected clients); the read paths also hide expired rows
+//!   themselves (`store::statements`), so nothing shows in between.
 //! - the hourly pass, on one instance at a time (a PostgreSQL advisory lock), in
 //!   small batches so no delete holds locks for long: notifications older than
 //!   `NOTIFD_RETENTION_DAYS` (when set), expired ones the expiry thread missed (all
 //!   instances down at the time), and idempotency keys older than
 //!   `NOTIFD_IDEMPOTENCY_WINDOW`. It runs even without a retention period, for those.
 
+use std::collections::BTreeSet;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -20,7 +22,9 @@ use postgres::{Client, NoTls};
 use crate::config::Config;
 use crate::error::Error;
 use crate::metrics::METRICS;
+use crate::publisher::Publisher;
 use crate::shutdown::Shutdown;
+use crate::store::Store;
 
 /// Rows per DELETE: each batch is one short transaction.
 const BATCH: i64 = 1000;
@@ -89,8 +93,10 @@ fn sweep_with(client: &mut Client, sweep: &Sweep) -> Result<Swept, Error> {
                 client,
                 "DELETE FROM notifications WHERE id IN ( \
                      SELECT id FROM notifications \
-                     WHERE created_at < now() - make_interval(days => $1) LIMIT $2)",
+                     WHERE created_at < now() - make_interval(days => $1) LIMIT $2) \
+                 RETURNING 1",
                 &[&days],
+                |_| (),
             )?
         }
         None => 0,
@@ -98,49 +104,62 @@ fn sweep_with(client: &mut Client, sweep: &Sweep) -> Result<Swept, Error> {
     METRICS
         .retention_deleted
         .fetch_add(old, std::sync::atomic::Ordering::Relaxed);
-    let expired = expire_due(client)?;
+    let (expired, _) = expire_due(client)?;
     let seconds = sweep.idempotency_window.as_secs_f64();
     let keys = in_batches(
         client,
         "DELETE FROM idempotency_keys WHERE ctid = ANY(ARRAY( \
              SELECT ctid FROM idempotency_keys \
-             WHERE created_at < now() - make_interval(secs => $1) LIMIT $2))",
+             WHERE created_at < now() - make_interval(secs => $1) LIMIT $2)) \
+         RETURNING 1",
         &[&seconds],
+        |_| (),
     )?;
     Ok(Swept { old, expired, keys })
 }
 
-/// Runs a DELETE taking `params` then the batch size until a batch deletes less than
-/// a batch (or `MAX_BATCHES` ran).
+/// Runs a DELETE … RETURNING taking `params` then the batch size until a batch
+/// deletes less than a batch (or `MAX_BATCHES` ran), handing each batch's rows to
+/// `each`; returns how many rows it deleted.
 fn in_batches(
     client: &mut Client,
     sql: &str,
     params: &[&(dyn postgres::types::ToSql + Sync)],
+    mut each: impl FnMut(&[postgres::Row]),
 ) -> Result<u64, Error> {
     let statement = client.prepare(sql)?;
     let mut params = params.to_vec();
     params.push(&BATCH);
     let mut total = 0;
     for _ in 0..MAX_BATCHES {
-        let deleted = client.execute(&statement, &params)?;
-        total += deleted;
-        if deleted < BATCH as u64 {
+        let rows = client.query(&statement, &params)?;
+        each(&rows);
+        total += rows.len() as u64;
+        if rows.len() < BATCH as usize {
             break;
         }
     }
     Ok(total)
 }
 
+/// The (user, workspace or user-level) counter rows a delete moved.
+pub type Moved = BTreeSet<(String, Option<String>)>;
+
 /// Deletes every notification whose `expires_at` has come, in batches; rows another
-/// instance is deleting at the same moment are skipped, not waited for.
-pub fn expire_due(client: &mut Client) -> Result<u64, Error> {
-    in_batches(
+/// instance is deleting at the same moment are skipped, not waited for. Returns how
+/// many, and the counter rows the deletes moved.
+pub fn expire_due(client: &mut Client) -> Result<(u64, Moved), Error> {
+    let mut moved = Moved::new();
+    let deleted = in_batches(
         client,
         "DELETE FROM notifications WHERE id IN ( \
              SELECT id FROM notifications WHERE expires_at <= now() \
-             ORDER BY expires_at LIMIT $1 FOR UPDATE SKIP LOCKED)",
+             ORDER BY expires_at LIMIT $1 FOR UPDATE SKIP LOCKED) \
+         RETURNING user_id, workspace",
         &[],
-    )
+        |rows| moved.extend(rows.iter().map(|row| (row.get(0), row.get(1)))),
+    )?;
+    Ok((deleted, moved))
 }
 
 /// How long until the next notification expires, at most `EXPIRY_TICK`.
@@ -158,7 +177,12 @@ fn until_next_expiry(client: &mut Client) -> Result<Duration, Error> {
 }
 
 /// Starts the sweeps: the hourly pass (`spawn`) and the expiry thread (essential: expiry is part of what every read relies on).
-pub fn start(config: &Config, shutdown: &Shutdown) -> Result<Vec<JoinHandle<()>>, Error> {
+pub fn start(
+    config: &Config,
+    shutdown: &Shutdown,
+    store: &Store,
+    publisher: &Publisher,
+) -> Result<Vec<JoinHandle<()>>, Error> {
     let sweep = Sweep {
         retention_days: config.retention_days,
         idempotency_window: config.idempotency_window,
@@ -166,18 +190,25 @@ pub fn start(config: &Config, shutdown: &Shutdown) -> Result<Vec<JoinHandle<()>>
     let hourly = spawn(config.database_url.clone(), sweep, shutdown.clone())
         .map_err(|e| Error::Startup(format!("cannot start retention: {e}")))?;
     let (url, stop) = (config.database_url.clone(), shutdown.clone());
+    let (store, publisher) = (store.clone(), publisher.clone());
     let expiry =
         crate::supervise::spawn_essential("notifd-expiry", 512 * 1024, move || stop.is_fired(), {
             let shutdown = shutdown.clone();
-            move || expire_until_shutdown(&url, &shutdown)
+            move || expire_until_shutdown(&url, &shutdown, &store, &publisher)
         })
         .map_err(|e| Error::Startup(format!("cannot start the expiry thread: {e}")))?;
     Ok(vec![hourly, expiry])
 }
 
-/// The expiry thread's loop: delete what is due, sleep until the next is (or a
+/// The expiry thread's loop: delete what is due, tell the instances the counters it
+/// moved (`counts` events, as after creates), sleep until the next is due (or a
 /// tick), on a connection of its own, reconnecting after a failure.
-fn expire_until_shutdown(database_url: &str, shutdown: &Shutdown) {
+fn expire_until_shutdown(
+    database_url: &str,
+    shutdown: &Shutdown,
+    store: &Store,
+    publisher: &Publisher,
+) {
     let mut client: Option<Client> = None;
     let mut failing = false;
     loop {
@@ -192,7 +223,11 @@ fn expire_until_shutdown(database_url: &str, shutdown: &Shutdown) {
                         .connect(NoTls)?,
                 ),
             };
-            expire_due(conn)?;
+            let (_, moved) = expire_due(conn)?;
+            if !moved.is_empty() {
+                let pairs: Vec<(String, Option<String>)> = moved.into_iter().collect();
+                crate::committer::publish_counts(store, publisher, &pairs);
+            }
             until_next_expiry(conn)
         })();
         let pause = match turn {

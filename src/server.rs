@@ -131,7 +131,9 @@ fn start_storage(
             .map_err(|e| Error::Startup(format!("cannot start committers: {e}")))?;
     background.extend(committers);
     let verifier = Verifier::new(&config.jwt).map_err(Error::Internal)?;
-    background.extend(crate::retention::start(config, shutdown)?);
+    background.extend(crate::retention::start(
+        config, shutdown, &store, &publisher,
+    )?);
     Ok(Ctx {
         store,
         publisher,

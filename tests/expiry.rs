@@ -199,6 +199,49 @@ fn an_expiring_notification_leaves_the_list_and_the_counts_at_its_instant() {
     assert_eq!(rows, 1, "the expired row is deleted, not just hidden");
 }
 
+/// The next event of a `notifd.v1` connection.
+fn next_event(ws: &mut common::Ws) -> Value {
+    let text = common::next_text(ws).expect("an event before the deadline");
+    serde_json::from_str(&text).expect("event JSON")
+}
+
+#[test]
+fn connected_clients_get_the_counts_at_expiry() {
+    let server = TestServer::start();
+    let user = new_user("exp_live");
+    let query = format!("token={}&workspaceSlug=acme", user_token(&user, &["acme"]));
+    let mut ws = common::ws_connect(
+        server.ws_addr(),
+        &query,
+        &[("Sec-WebSocket-Protocol", "notifd.v1")],
+    );
+    assert_eq!(next_event(&mut ws)["event"], "synced");
+    assert_eq!(next_event(&mut ws)["unread"], 0);
+    let expires = in_ms(700);
+    create_expiring(&server, &user, "LIVE", Some(expires));
+    let counts_of = |event: &Value| (event["unread"].as_i64(), event["unseen"].as_i64());
+    let mut seen = Vec::new();
+    loop {
+        let event = next_event(&mut ws);
+        if event["event"] == "counts" {
+            seen.push(counts_of(&event));
+            if counts_of(&event) == (Some(0), Some(0)) {
+                break;
+            }
+        }
+    }
+    let late = OffsetDateTime::now_utc() - expires;
+    assert_eq!(seen.first(), Some(&(Some(1), Some(1))), "{seen:?}");
+    assert!(
+        late < time::Duration::milliseconds(1500),
+        "counts came {late} after the expiry"
+    );
+    assert!(
+        late > time::Duration::milliseconds(-50),
+        "counts moved before the expiry: {late}"
+    );
+}
+
 #[test]
 fn since_replay_skips_expired_ones() {
     let server = TestServer::start();

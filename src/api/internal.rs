@@ -81,6 +81,17 @@ pub fn create_batch(ctx: &Ctx, service: &Identity, request: &Request) -> Result<
             Outcome::Replayed(original) => original,
         })
         .collect();
+    let body = batch_body(&answers);
+    let response = Response::json_text(201, body);
+    // Only when nothing at all was stored: the whole batch was a retry.
+    if outcomes.iter().all(|o| matches!(o, Outcome::Replayed(_))) {
+        return Ok(response.with_header(key::REPLAYED, "true"));
+    }
+    Ok(response)
+}
+
+/// `{"notifications":[…]}` from the items' JSON, copied once.
+fn batch_body(answers: &[&Arc<String>]) -> String {
     let mut body = String::with_capacity(answers.iter().map(|j| j.len() + 1).sum::<usize>() + 20);
     body.push_str("{\"notifications\":[");
     for (i, one) in answers.iter().enumerate() {
@@ -90,12 +101,7 @@ pub fn create_batch(ctx: &Ctx, service: &Identity, request: &Request) -> Result<
         body.push_str(one);
     }
     body.push_str("]}");
-    let response = Response::json_text(201, body);
-    // Only when nothing at all was stored: the whole batch was a retry.
-    if outcomes.iter().all(|o| matches!(o, Outcome::Replayed(_))) {
-        return Ok(response.with_header(key::REPLAYED, "true"));
-    }
-    Ok(response)
+    body
 }
 
 fn prepare(
