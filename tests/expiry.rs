@@ -199,6 +199,13 @@ fn an_expiring_notification_leaves_the_list_and_the_counts_at_its_instant() {
     assert_eq!(rows, 1, "the expired row is deleted, not just hidden");
 }
 
+/// A database for one test, named after this binary's (so `scripts/test` drops it).
+fn own_database(suffix: &str) -> String {
+    let url = format!("{}_{suffix}", common::database_url());
+    notifd::store::connect_creating(&url).expect("create database");
+    url
+}
+
 /// The next event of a `notifd.v1` connection.
 fn next_event(ws: &mut common::Ws) -> Value {
     let text = common::next_text(ws).expect("an event before the deadline");
@@ -207,7 +214,12 @@ fn next_event(ws: &mut common::Ws) -> Value {
 
 #[test]
 fn connected_clients_get_the_counts_at_expiry() {
-    let server = TestServer::start();
+    // A database of its own: the other tests' servers (each with its own Redis
+    // prefix) run expiry threads too, and one of them could delete this row and
+    // publish its counts where this server does not listen.
+    let mut settings = common::settings();
+    settings.database_url = Some(own_database("live"));
+    let server = TestServer::with(settings);
     let user = new_user("exp_live");
     let query = format!("token={}&workspaceSlug=acme", user_token(&user, &["acme"]));
     let mut ws = common::ws_connect(
@@ -272,9 +284,8 @@ fn since_replay_skips_expired_ones() {
 #[test]
 fn the_sweep_deletes_expired_rows_and_the_counters_follow() {
     // A database of its own, with no notifd running on it: only the sweep deletes.
-    let mut url = common::database_url();
-    url.push_str("_sweep");
-    let mut client = notifd::store::connect_creating(&url).expect("create database");
+    let url = own_database("sweep");
+    let mut client = notifd::store::connect_creating(&url).expect("connect");
     notifd::store::migrate(&mut client).expect("migrate");
     let user = new_user("exp_sweep");
     let insert = "INSERT INTO notifications (id, user_id, workspace, kind, type, title, message, payload, created_at, updated_at, expires_at) \
