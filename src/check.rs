@@ -68,6 +68,10 @@ pub fn settings(config: &Config, s: &Settings) -> Vec<(&'static str, String)> {
             config.connections_per_user.to_string(),
         ),
         ("NOTIFD_DB_POOL_SIZE", config.db_pool_size.to_string()),
+        (
+            "NOTIFD_IDEMPOTENCY_WINDOW",
+            duration(config.idempotency_window),
+        ),
     ]
 }
 

@@ -163,6 +163,10 @@ pub struct Settings {
     /// beyond it closes the oldest (4005), 1 to 1000 [default: 5]
     #[arg(long, env = "NOTIFD_CONNECTIONS_PER_USER", global = true)]
     pub connections_per_user: Option<String>,
+    /// How long a create's Idempotency-Key is honoured (a repeat answers the original)
+    /// [default: 24h]
+    #[arg(long, env = "NOTIFD_IDEMPOTENCY_WINDOW", global = true)]
+    pub idempotency_window: Option<String>,
     /// PostgreSQL connections in the pool [default: 8]
     #[arg(long, env = "NOTIFD_DB_POOL_SIZE", global = true)]
     pub db_pool_size: Option<String>,

@@ -23,6 +23,7 @@ pub const DEFAULT_HTTP_TIMEOUT: Duration = Duration::from_secs(15);
 pub const DEFAULT_DB_POOL_SIZE: u32 = 8;
 pub const DEFAULT_WS_QUEUE: usize = 256;
 pub const DEFAULT_CONNECTIONS_PER_USER: usize = 5;
+pub const DEFAULT_IDEMPOTENCY_WINDOW: Duration = Duration::from_secs(24 * 3600);
 /// Most connections per (user, workspace) a setting may ask for: past this the
 /// limit protects nothing, and each admit moves more of the roster.
 pub const MAX_CONNECTIONS_PER_USER: usize = 1000;
@@ -155,6 +156,10 @@ pub struct Config {
     /// WebSocket connections per (user, workspace) across all instances (`roster`);
     /// a newer one beyond it closes the oldest with 4005, 1 to 1,000. Defaults to 5.
     pub connections_per_user: usize,
+    /// How long a create's idempotency key is honoured: a repeat within it answers
+    /// the original; after it, the key is forgotten (and purged by the sweep).
+    /// Defaults to 24 h.
+    pub idempotency_window: Duration,
 }
 
 impl Config {
@@ -233,6 +238,11 @@ impl Config {
                 None => DEFAULT_WS_QUEUE,
             },
             connections_per_user: connections_per_user(s)?,
+            idempotency_window: duration_or(
+                "NOTIFD_IDEMPOTENCY_WINDOW",
+                &s.idempotency_window,
+                DEFAULT_IDEMPOTENCY_WINDOW,
+            )?,
         })
     }
 }
@@ -555,6 +565,7 @@ mod tests {
         assert_eq!(config.ws_addr.port(), 8081);
         assert_eq!(config.ping_interval, DEFAULT_PING_INTERVAL);
         assert_eq!(config.retention_days, None);
+        assert_eq!(config.idempotency_window, Duration::from_secs(86_400));
     }
 
     #[test]
@@ -590,6 +601,13 @@ mod tests {
         let err = Config::from_settings(&s).unwrap_err();
         assert_eq!(err.variable, "NOTIFD_RETENTION_DAYS");
         assert!(err.to_string().contains("at most 36500"), "{err}");
+
+        let mut s = settings();
+        s.idempotency_window = Some("0".into());
+        assert_eq!(
+            Config::from_settings(&s).unwrap_err().variable,
+            "NOTIFD_IDEMPOTENCY_WINDOW"
+        );
 
         let mut s = settings();
         s.metrics_addr = Some("private:metrics".into());

@@ -22,6 +22,12 @@ pub enum Error {
         message: String,
         items: Vec<(usize, &'static str, String)>,
     },
+    /// An `Idempotency-Key` (header or `idempotency_key`) that is empty, too long or
+    /// not printable ASCII, or a header and a body key that differ (400).
+    InvalidIdempotencyKey(String),
+    /// An idempotency key this service already used, within the window, for a
+    /// different request (409).
+    IdempotencyConflict(String),
     /// A pagination cursor that this server did not issue, or that was altered (400).
     InvalidCursor,
     /// No token, or a token that fails verification (401). The message never holds
@@ -64,7 +70,11 @@ impl Error {
     /// The HTTP status this error answers with.
     pub fn status(&self) -> u16 {
         match self {
-            Error::Invalid { .. } | Error::BadJson(_) | Error::InvalidCursor => 400,
+            Error::Invalid { .. }
+            | Error::BadJson(_)
+            | Error::InvalidCursor
+            | Error::InvalidIdempotencyKey(_) => 400,
+            Error::IdempotencyConflict(_) => 409,
             Error::Batch { status, .. } => *status,
             Error::Unauthorized(_) | Error::TokenExpired => 401,
             Error::Forbidden { .. } => 403,
@@ -84,6 +94,8 @@ impl Error {
             Error::Batch { .. } => "invalid_batch",
             Error::BadJson(_) => "invalid_json",
             Error::InvalidCursor => "invalid_cursor",
+            Error::InvalidIdempotencyKey(_) => "invalid_idempotency_key",
+            Error::IdempotencyConflict(_) => "idempotency_conflict",
             Error::Unauthorized(_) => "unauthorized",
             Error::TokenExpired => "token_expired",
             Error::Forbidden { code, .. } => code,
@@ -113,6 +125,8 @@ impl fmt::Display for Error {
             Error::Batch { message, .. } => f.write_str(message),
             Error::BadJson(message) => write!(f, "body is not valid JSON: {message}"),
             Error::InvalidCursor => f.write_str("cursor: malformed or altered cursor"),
+            Error::InvalidIdempotencyKey(message) => write!(f, "Idempotency-Key: {message}"),
+            Error::IdempotencyConflict(message) => f.write_str(message),
             Error::Unauthorized(message) => f.write_str(message),
             Error::TokenExpired => f.write_str("token expired"),
             Error::Forbidden { message, .. } => f.write_str(message),

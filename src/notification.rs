@@ -67,6 +67,8 @@ pub struct Notification {
     pub seen_at: Option<OffsetDateTime>,
     /// Archived: out of the default list and the counts.
     pub archived_at: Option<OffsetDateTime>,
+    /// From this instant the notification is gone from every read path.
+    pub expires_at: Option<OffsetDateTime>,
     pub created_at: OffsetDateTime,
     pub updated_at: OffsetDateTime,
 }
@@ -92,6 +94,7 @@ struct Wire<'a> {
     seen: bool,
     seen_at: Option<String>,
     archived_at: Option<String>,
+    expires_at: Option<String>,
 }
 
 impl Serialize for Notification {
@@ -115,12 +118,20 @@ impl Serialize for Notification {
             seen: self.seen_at.is_some(),
             seen_at: self.seen_at.map(format_timestamp),
             archived_at: self.archived_at.map(format_timestamp),
+            expires_at: self.expires_at.map(format_timestamp),
         }
         .serialize(serializer)
     }
 }
 
 impl Notification {
+    /// True once `expires_at` has passed: what a delivery path asks before it sends
+    /// a notification it queued earlier (one comparison, no clock read without expiry).
+    pub fn is_expired(&self) -> bool {
+        self.expires_at
+            .is_some_and(|at| at <= OffsetDateTime::now_utc())
+    }
+
     /// The JSON text of §1.
     pub fn to_json(&self) -> String {
         // Serializing plain strings, maps and numbers cannot fail.
@@ -135,6 +146,21 @@ pub struct Envelope {
     pub id: Uuid,
     pub user_id: String,
     pub workspace: Option<String>,
+    /// When it expires (RFC 3339), if it does: a frame queued for delivery is dropped
+    /// from this instant (`Envelope::is_expired`).
+    #[serde(default)]
+    pub expires_at: Option<String>,
+}
+
+impl Envelope {
+    /// True once `expires_at` has passed. A wire timestamp that does not parse (not
+    /// notifd's) counts as not expired: delivery errs on the side of delivering.
+    pub fn is_expired(&self) -> bool {
+        self.expires_at
+            .as_deref()
+            .and_then(parse_timestamp)
+            .is_some_and(|at| at <= OffsetDateTime::now_utc())
+    }
 }
 
 /// Milliseconds since the epoch encoded in a UUIDv7 (its first 48 bits).
@@ -175,6 +201,12 @@ pub fn format_timestamp(at: OffsetDateTime) -> String {
         .unwrap_or_default()
 }
 
+/// An RFC 3339 timestamp with its offset (`2026-03-03T10:30:45Z`,
+/// `2026-03-03T12:30:45.5+02:00`).
+pub fn parse_timestamp(text: &str) -> Option<OffsetDateTime> {
+    OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -196,6 +228,7 @@ mod tests {
             read_at: None,
             seen_at: None,
             archived_at: Some(at),
+            expires_at: None,
             created_at: at,
             updated_at: at,
         }
@@ -214,6 +247,20 @@ mod tests {
         assert_eq!(value["seen"], false);
         assert_eq!(value["seen_at"], Value::Null);
         assert_eq!(value["archived_at"], "2026-03-03T10:30:45.123Z");
+        assert_eq!(value["expires_at"], Value::Null);
+    }
+
+    #[test]
+    fn expiry_is_on_the_wire_and_checked_cheaply() {
+        let mut n = sample();
+        n.expires_at = Some(OffsetDateTime::now_utc() - time::Duration::seconds(1));
+        assert!(n.is_expired());
+        let envelope: Envelope = serde_json::from_str(&n.to_json()).expect("parses");
+        assert!(envelope.is_expired());
+        n.expires_at = Some(OffsetDateTime::now_utc() + time::Duration::hours(1));
+        assert!(!n.is_expired());
+        let envelope: Envelope = serde_json::from_str(&n.to_json()).expect("parses");
+        assert!(!envelope.is_expired());
     }
 
     #[test]

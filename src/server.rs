@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use crate::api::{self, Ctx};
 use crate::auth::Verifier;
-use crate::committer::Committer;
+use crate::committer::{Committer, Policy};
 use crate::config::Config;
 use crate::error::Error;
 use crate::http::Front;
@@ -126,16 +126,14 @@ fn start_storage(
     }
     let store = Store::new(&config.database_url, config.db_pool_size)?;
     let publisher = Publisher::new(&config.redis_url, &config.redis_prefix, config.db_pool_size)?;
-    let (committer, committers) = Committer::start(store.clone(), publisher.clone())
-        .map_err(|e| Error::Startup(format!("cannot start committers: {e}")))?;
+    let (committer, committers) =
+        Committer::start(store.clone(), publisher.clone(), Policy::of(config))
+            .map_err(|e| Error::Startup(format!("cannot start committers: {e}")))?;
     background.extend(committers);
     let verifier = Verifier::new(&config.jwt).map_err(Error::Internal)?;
-    if let Some(days) = config.retention_days {
-        let retention =
-            crate::retention::spawn(config.database_url.clone(), days, shutdown.clone())
-                .map_err(|e| Error::Startup(format!("cannot start retention: {e}")))?;
-        background.push(retention);
-    }
+    background.extend(crate::retention::start(
+        config, shutdown, &store, &publisher,
+    )?);
     Ok(Ctx {
         store,
         publisher,

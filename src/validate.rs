@@ -7,7 +7,10 @@
 //! included: PostgreSQL's `text` and `jsonb` cannot hold it, and storing it escaped
 //! would hand clients a different string than they sent.
 
+use std::time::Duration;
+
 use serde_json::{Map, Value};
+use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::error::Error;
@@ -22,6 +25,10 @@ const FIELDS: &[&str] = &[
     "message",
     "payload",
     "metadata",
+    "expires_at",
+    // Taken out by `api` before validation (it is not a field of the notification);
+    // listed so the unknown-field message names it.
+    "idempotency_key",
 ];
 const MAX_USER_ID: usize = 255;
 const MAX_KIND: usize = 64;
@@ -54,8 +61,12 @@ pub fn is_workspace(text: &str) -> bool {
 }
 
 /// Builds a new notification from a create body; returns it with its JSON (serialized
-/// once here, for the size check, and reused for Redis and the reply).
-pub fn new_notification(body: Value) -> Result<(Notification, String), Error> {
+/// once here, for the size check, and reused for Redis and the reply). `longest_expiry`
+/// (the retention period, when one is set) bounds how far ahead `expires_at` may be.
+pub fn new_notification(
+    body: Value,
+    longest_expiry: Option<Duration>,
+) -> Result<(Notification, String), Error> {
     let Value::Object(mut fields) = body else {
         return Err(Error::BadJson("the body must be a JSON object".into()));
     };
@@ -101,6 +112,7 @@ pub fn new_notification(body: Value) -> Result<(Notification, String), Error> {
     let payload = payload(&mut fields)?;
     let id = Uuid::now_v7();
     let created_at = notification::created_at_of(&id);
+    let expires_at = expires_at(&mut fields, created_at, longest_expiry)?;
     let notification = Notification {
         id,
         user_id,
@@ -113,6 +125,7 @@ pub fn new_notification(body: Value) -> Result<(Notification, String), Error> {
         read_at: None,
         seen_at: None,
         archived_at: None,
+        expires_at,
         created_at,
         updated_at: created_at,
     };
@@ -125,6 +138,40 @@ pub fn new_notification(body: Value) -> Result<(Notification, String), Error> {
         )));
     }
     Ok((notification, json))
+}
+
+/// `expires_at`: RFC 3339 with an offset, after `now` and, with a retention period,
+/// no later than `now` plus that period (the sweep would delete it before then).
+/// Kept to the microsecond PostgreSQL stores, so the reply and a list agree.
+fn expires_at(
+    fields: &mut Map<String, Value>,
+    now: OffsetDateTime,
+    longest: Option<Duration>,
+) -> Result<Option<OffsetDateTime>, Error> {
+    const RULE: &str = "must be an RFC 3339 timestamp with an offset, e.g. 2026-03-03T10:30:00Z";
+    let Some(text) = optional_string(fields, "expires_at")? else {
+        return Ok(None);
+    };
+    let at =
+        notification::parse_timestamp(&text).ok_or_else(|| Error::invalid("expires_at", RULE))?;
+    let at = at
+        .replace_nanosecond(at.nanosecond() / 1_000 * 1_000)
+        .unwrap_or(at);
+    if at <= now {
+        return Err(Error::invalid("expires_at", "must be in the future"));
+    }
+    if let Some(longest) = longest {
+        if at - now > longest {
+            return Err(Error::invalid(
+                "expires_at",
+                format!(
+                    "must be at most the retention period ({} days) ahead",
+                    longest.as_secs() / 86_400
+                ),
+            ));
+        }
+    }
+    Ok(Some(at))
 }
 
 fn required_string(fields: &mut Map<String, Value>, name: &str) -> Result<String, Error> {
@@ -249,9 +296,12 @@ mod tests {
 
     #[test]
     fn defaults_fill_title_message_and_type() {
-        let n = new_notification(json!({"user_id": "u", "kind": "JOB_FAILED", "payload": {}}))
-            .expect("valid")
-            .0;
+        let n = new_notification(
+            json!({"user_id": "u", "kind": "JOB_FAILED", "payload": {}}),
+            None,
+        )
+        .expect("valid")
+        .0;
         assert_eq!(n.title, "JOB_FAILED");
         assert_eq!(n.message, "");
         assert_eq!(n.level, Level::Info);
@@ -261,13 +311,19 @@ mod tests {
 
     #[test]
     fn payload_string_holding_an_object_is_accepted() {
-        let n = new_notification(json!({"user_id": "u", "kind": "k", "payload": "{\"a\":1}"}))
-            .expect("valid")
-            .0;
+        let n = new_notification(
+            json!({"user_id": "u", "kind": "k", "payload": "{\"a\":1}"}),
+            None,
+        )
+        .expect("valid")
+        .0;
         assert_eq!(n.payload["a"], 1);
-        let n = new_notification(json!({"user_id": "u", "kind": "k", "metadata": {"b": 2}}))
-            .expect("valid")
-            .0;
+        let n = new_notification(
+            json!({"user_id": "u", "kind": "k", "metadata": {"b": 2}}),
+            None,
+        )
+        .expect("valid")
+        .0;
         assert_eq!(n.payload["b"], 2);
     }
 
@@ -278,7 +334,7 @@ mod tests {
             for (k, v) in extra.as_object().into_iter().flatten() {
                 body[k] = v.clone();
             }
-            new_notification(body)
+            new_notification(body, None)
         };
         assert_eq!(field_of(base(json!({"user_id": ""}))), "user_id");
         assert_eq!(
@@ -306,7 +362,7 @@ mod tests {
         let with = |name: &str, value: Value| {
             let mut body = base.clone();
             body[name] = value;
-            field_of(new_notification(body))
+            field_of(new_notification(body, None))
         };
         for name in ["user_id", "kind", "workspace", "type", "title", "message"] {
             assert_eq!(with(name, json!("a\u{0}b")), name);
@@ -320,20 +376,23 @@ mod tests {
         assert_eq!(payload(json!({"ok": 1, "k\u{0}ey": 1})), "payload.k\\0ey");
         assert_eq!(payload(json!("{\"s\":\"\\u0000\"}")), "payload.s");
         let metadata = json!({"user_id": "u", "kind": "k", "metadata": {"m": "\u{0}"}});
-        assert_eq!(field_of(new_notification(metadata)), "metadata.m");
+        assert_eq!(field_of(new_notification(metadata, None)), "metadata.m");
         // Other control characters are ordinary text.
-        assert!(
-            new_notification(json!({"user_id": "u", "kind": "k", "title": "a\u{1}b",
-            "payload": {"t": "tab\there"}}))
-            .is_ok()
-        );
+        assert!(new_notification(
+            json!({"user_id": "u", "kind": "k", "title": "a\u{1}b",
+            "payload": {"t": "tab\there"}}),
+            None
+        )
+        .is_ok());
     }
 
     #[test]
     fn oversized_notification_is_refused() {
         let big = "x".repeat(40 * 1024);
-        let result =
-            new_notification(json!({"user_id": "u", "kind": "k", "payload": {"big": big}}));
+        let result = new_notification(
+            json!({"user_id": "u", "kind": "k", "payload": {"big": big}}),
+            None,
+        );
         assert!(matches!(result, Err(Error::TooLarge(_))), "{result:?}");
     }
 }

@@ -14,6 +14,11 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         include_str!("../../sql/0001_notifications.sql"),
     ),
     (2, "states", include_str!("../../sql/0002_states.sql")),
+    (
+        3,
+        "idempotency_expiry",
+        include_str!("../../sql/0003_idempotency_expiry.sql"),
+    ),
 ];
 
 /// Key of the advisory lock that serializes migrations across instances.

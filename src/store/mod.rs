@@ -6,6 +6,7 @@
 //! create commits is `publisher`'s job, not this module's.
 
 mod cursor;
+mod idempotency;
 mod migrate;
 mod pool;
 mod state;
@@ -20,6 +21,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 pub use cursor::Cursor;
+pub use idempotency::{Claim, Created, IdempotencyKey};
 pub use migrate::{check, connect_creating, migrate};
 pub use state::{Mark, StateResult};
 
@@ -93,27 +95,9 @@ impl Store {
     pub fn insert(&self, batch: &[&Notification]) -> Result<(), Error> {
         let mut conn = self.conn()?;
         let conn = &mut *conn;
-        let column =
-            |f: fn(&Notification) -> &str| batch.iter().map(|n| f(n)).collect::<Vec<&str>>();
-        let ids: Vec<Uuid> = batch.iter().map(|n| n.id).collect();
-        let workspaces: Vec<Option<&str>> = batch.iter().map(|n| n.workspace.as_deref()).collect();
-        let payloads: Vec<Json<&serde_json::Map<String, Value>>> =
-            batch.iter().map(|n| Json(&n.payload)).collect();
-        let created: Vec<OffsetDateTime> = batch.iter().map(|n| n.created_at).collect();
-        conn.client.execute(
-            &conn.statements.insert,
-            &[
-                &ids,
-                &column(|n| &n.user_id),
-                &workspaces,
-                &column(|n| &n.kind),
-                &column(|n| n.level.as_str()),
-                &column(|n| &n.title),
-                &column(|n| &n.message),
-                &payloads,
-                &created,
-            ],
-        )?;
+        let rows = NewRows::of(batch);
+        conn.client
+            .execute(&conn.statements.insert, &rows.params())?;
         Ok(())
     }
 
@@ -183,6 +167,53 @@ impl Store {
     }
 }
 
+/// New rows as the column arrays `statements::NEW_ROWS` binds ($1..$10).
+struct NewRows<'a> {
+    ids: Vec<Uuid>,
+    users: Vec<&'a str>,
+    workspaces: Vec<Option<&'a str>>,
+    kinds: Vec<&'a str>,
+    levels: Vec<&'a str>,
+    titles: Vec<&'a str>,
+    messages: Vec<&'a str>,
+    payloads: Vec<Json<&'a serde_json::Map<String, Value>>>,
+    created: Vec<OffsetDateTime>,
+    expires: Vec<Option<OffsetDateTime>>,
+}
+
+impl<'a> NewRows<'a> {
+    fn of(batch: &[&'a Notification]) -> NewRows<'a> {
+        let column = |f: fn(&'a Notification) -> &'a str| batch.iter().map(|n| f(n)).collect();
+        NewRows {
+            ids: batch.iter().map(|n| n.id).collect(),
+            users: column(|n| &n.user_id),
+            workspaces: batch.iter().map(|n| n.workspace.as_deref()).collect(),
+            kinds: column(|n| &n.kind),
+            levels: column(|n| n.level.as_str()),
+            titles: column(|n| &n.title),
+            messages: column(|n| &n.message),
+            payloads: batch.iter().map(|n| Json(&n.payload)).collect(),
+            created: batch.iter().map(|n| n.created_at).collect(),
+            expires: batch.iter().map(|n| n.expires_at).collect(),
+        }
+    }
+
+    fn params(&self) -> Vec<&(dyn ToSql + Sync)> {
+        vec![
+            &self.ids,
+            &self.users,
+            &self.workspaces,
+            &self.kinds,
+            &self.levels,
+            &self.titles,
+            &self.messages,
+            &self.payloads,
+            &self.created,
+            &self.expires,
+        ]
+    }
+}
+
 /// The grant parameters of the visibility rule: (all workspaces, granted slugs).
 fn grants(who: &Identity) -> (bool, &[String]) {
     match &who.grants {
@@ -212,5 +243,6 @@ fn row_to_notification(row: &Row) -> Result<Notification, Error> {
         updated_at: row.get(10),
         seen_at: row.get::<_, Option<OffsetDateTime>>(11),
         archived_at: row.get::<_, Option<OffsetDateTime>>(12),
+        expires_at: row.get::<_, Option<OffsetDateTime>>(13),
     })
 }

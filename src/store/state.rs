@@ -193,6 +193,16 @@ impl Store {
         &self,
         work: impl Fn(&mut Transaction<'_>, &Statements) -> Result<T, postgres::Error>,
     ) -> Result<T, Error> {
+        self.transaction_if(work, |_| true)
+    }
+
+    /// `transaction`, committing only when `keep` approves what `work` returned
+    /// (else rolling back, and returning it all the same).
+    pub(super) fn transaction_if<T>(
+        &self,
+        work: impl Fn(&mut Transaction<'_>, &Statements) -> Result<T, postgres::Error>,
+        keep: impl Fn(&T) -> bool,
+    ) -> Result<T, Error> {
         let mut conn = self.conn()?;
         let conn = &mut *conn;
         let mut tries = 0;
@@ -200,7 +210,11 @@ impl Store {
             tries += 1;
             let outcome = conn.client.transaction().and_then(|mut tx| {
                 let value = work(&mut tx, &conn.statements)?;
-                tx.commit().map(|()| value)
+                if keep(&value) {
+                    tx.commit().map(|()| value)
+                } else {
+                    tx.rollback().map(|()| value)
+                }
             });
             match outcome {
                 Err(err) if tries < TRIES && conflict(&err) => {

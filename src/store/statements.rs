@@ -11,7 +11,11 @@ use crate::events::Field;
 
 /// The columns of a notification row, in the order `store::row_to_notification` reads.
 pub const COLUMNS: &str = "id, user_id, workspace, kind, type, title, message, payload, \
-     read_at, created_at, updated_at, seen_at, archived_at";
+     read_at, created_at, updated_at, seen_at, archived_at, expires_at";
+
+/// Not expired: every read path says it, so an expired row is gone from the instant
+/// it expires, not from when the expiry thread deletes it (`retention::expire`).
+const LIVE: &str = "(expires_at IS NULL OR expires_at > now())";
 
 /// The visibility rule (contract §2): $1 user id, $2 grants all workspaces,
 /// $3 granted workspace slugs.
@@ -66,6 +70,10 @@ pub struct Statements {
     pub counts: Statement,
     /// Replay for `since=`: newer than a position, oldest first.
     pub newer_than: Statement,
+    /// A keyed group of creates (`idempotency::claim_sql`).
+    pub claim: Statement,
+    /// The originals of keys a keyed group did not claim.
+    pub claimed_before: Statement,
 }
 
 impl Statements {
@@ -89,12 +97,7 @@ impl Statements {
             // Any number of rows in one statement (one implicit transaction): a group
             // of creates commits once.
             insert: client.prepare(
-                "INSERT INTO notifications \
-                 (id, user_id, workspace, kind, type, title, message, payload, created_at, updated_at) \
-                 SELECT id, user_id, workspace, kind, type, title, message, payload, created_at, created_at \
-                 FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], \
-                             $7::text[], $8::jsonb[], $9::timestamptz[]) \
-                 AS new(id, user_id, workspace, kind, type, title, message, payload, created_at)",
+                &format!("INSERT INTO notifications ({INSERTED}) SELECT {INSERTED_FROM} FROM {NEW_ROWS}"),
             )?,
             list: [
                 page(client, ARCHIVED[0])?,
@@ -127,16 +130,29 @@ impl Statements {
             newer_than: client.prepare(&format!(
                 "SELECT {COLUMNS} FROM notifications \
                  WHERE user_id = $1 AND (workspace IS NULL OR workspace = $2) AND (created_at, id) > ($3, $4) \
+                 AND {LIVE} \
                  ORDER BY created_at, id LIMIT $5"
             ))?,
+            claim: client.prepare(&super::idempotency::claim_sql())?,
+            claimed_before: client.prepare(&super::idempotency::claimed_before_sql())?,
         })
     }
 }
 
+/// The columns a create writes, and where `NEW_ROWS` has them.
+pub const INSERTED: &str =
+    "id, user_id, workspace, kind, type, title, message, payload, created_at, updated_at, expires_at";
+pub const INSERTED_FROM: &str =
+    "new.id, user_id, workspace, kind, type, title, message, payload, created_at, created_at, expires_at";
+/// New rows as `$1..$10` arrays (`Store::insert` binds them), one element per row.
+pub const NEW_ROWS: &str = "UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], \
+     $6::text[], $7::text[], $8::jsonb[], $9::timestamptz[], $10::timestamptz[]) \
+     AS new(id, user_id, workspace, kind, type, title, message, payload, created_at, expires_at)";
+
 /// A list page: the `archived` condition, unread only or not, after a cursor or not.
 fn list_sql(archived: &str, unread: bool, after: bool) -> String {
     format!(
-        "SELECT {COLUMNS} FROM notifications WHERE {VISIBLE} AND {FILTERS}{archived}{}{} \
+        "SELECT {COLUMNS} FROM notifications WHERE {VISIBLE} AND {LIVE} AND {FILTERS}{archived}{}{} \
          ORDER BY created_at DESC, id DESC LIMIT $6",
         if unread { " AND read_at IS NULL" } else { "" },
         if after {
@@ -163,7 +179,7 @@ fn mark_sql(field: Field, set: bool) -> String {
     let target = format!(
         "SELECT notifications.id FROM notifications \
          JOIN unnest($4::uuid[]) AS wanted(id) ON notifications.id = wanted.id \
-         WHERE {VISIBLE} AND {column} {unchanged}"
+         WHERE {VISIBLE} AND {LIVE} AND {column} {unchanged}"
     );
     format!(
         "{} UPDATE notifications SET {column} = {value}, updated_at = $5 FROM locked \
@@ -179,7 +195,7 @@ fn mark_sql(field: Field, set: bool) -> String {
 fn bulk_sql(field: Field) -> String {
     let column = field.column();
     let target =
-        format!("SELECT id FROM notifications WHERE {VISIBLE} AND {FILTERS} AND {column} IS NULL");
+        format!("SELECT id FROM notifications WHERE {VISIBLE} AND {LIVE} AND {FILTERS} AND {column} IS NULL");
     format!(
         "{}, changed AS ( \
              UPDATE notifications SET {column} = $6, updated_at = $6 FROM locked \

@@ -93,6 +93,10 @@ pub struct RunArgs {
     /// time through `POST /v1/internal/notifications/batch` (at most 1,000).
     #[arg(long, env = "BENCH_BATCH", default_value_t = 1)]
     pub batch: usize,
+    /// 1: every created notification carries an idempotency key of its own
+    /// (`idempotency_key`, unique per run), to measure what keyed creates cost.
+    #[arg(long, env = "BENCH_IDEMPOTENCY", default_value_t = 0)]
+    pub idempotency: u8,
     /// Rows seeded for the history scenario's 10,000 users.
     #[arg(long, env = "BENCH_HISTORY_ROWS", default_value_t = 1_000_000)]
     pub history_rows: u64,

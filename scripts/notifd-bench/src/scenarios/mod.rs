@@ -35,6 +35,10 @@ pub struct Ctx {
     pub service_token: String,
     pub tracker: Arc<Tracker>,
     next_seq: AtomicU64,
+    /// With BENCH_IDEMPOTENCY=1, what every create's idempotency key starts with
+    /// (then its sequence number): unique to this run, so a kept database never
+    /// replays an earlier run's key.
+    key_prefix: Option<String>,
 }
 
 impl Ctx {
@@ -60,6 +64,7 @@ pub async fn run(args: RunArgs) -> Result<Value, String> {
         minter,
         tracker: Tracker::new(args.events.protocol),
         next_seq: AtomicU64::new(0),
+        key_prefix: (args.idempotency == 1).then(|| format!("bench-{}-", stats::now_ns())),
         args,
     });
     wait_ready(ctx.args.http, ctx.pid()).await?;
@@ -131,7 +136,7 @@ pub async fn wait_ready(http: SocketAddr, pid: u32) -> Result<(), String> {
 pub async fn create(ctx: &Ctx, conn: &mut HttpConn, user: &str, seq: u64) -> Result<u64, String> {
     ready(conn).await?;
     let mut body = String::new();
-    write_item(&mut body, user, stats::now_ns(), seq);
+    write_item(&mut body, user, stats::now_ns(), seq, ctx.key_prefix.as_deref());
     post(ctx, conn, "/v1/internal/notifications", &body, &[seq]).await
 }
 
@@ -153,7 +158,7 @@ pub async fn create_batch(
         if i > 0 {
             body.push(',');
         }
-        write_item(body, user, sent, *seq);
+        write_item(body, user, sent, *seq, ctx.key_prefix.as_deref());
     }
     body.push_str("]}");
     let seqs: Vec<u64> = items.iter().map(|&(_, seq)| seq).collect();
@@ -167,12 +172,16 @@ async fn ready(conn: &mut HttpConn) -> Result<(), String> {
 }
 
 /// One notification's create JSON, its payload stamped with the send time.
-fn write_item(body: &mut String, user: &str, sent: u64, seq: u64) {
+fn write_item(body: &mut String, user: &str, sent: u64, seq: u64, key_prefix: Option<&str>) {
     use std::fmt::Write;
     let _ = write!(
         body,
-        r#"{{"user_id":"{user}","workspace":"{WORKSPACE}","kind":"bench","payload":{{"sent_ns":{sent},"seq":{seq}}}}}"#
+        r#"{{"user_id":"{user}","workspace":"{WORKSPACE}","kind":"bench","payload":{{"sent_ns":{sent},"seq":{seq}}}"#
     );
+    if let Some(prefix) = key_prefix {
+        let _ = write!(body, r#","idempotency_key":"{prefix}{seq}""#);
+    }
+    body.push('}');
 }
 
 /// Posts a create body; on 201 marks every `seqs` as created. Returns the round trip in ns.

@@ -3,6 +3,7 @@
 //! the WebSockets. One step per client count; the best step is the result.
 //! BENCH_BATCH=N (N > 1) makes each request a batch of N notifications (to random
 //! connected users) through the batch endpoint; creates still count notifications.
+//! BENCH_IDEMPOTENCY=1 gives every notification an idempotency key of its own.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -83,18 +84,20 @@ pub async fn run(ctx: &Arc<Ctx>) -> Result<Value, String> {
     }))
 }
 
-/// "16 clients", or "16 clients x batch 100" in batch mode.
-fn label(clients: usize, batch: usize) -> String {
+/// "16 clients", or "16 clients x batch 100" in batch mode; ", keyed" with
+/// BENCH_IDEMPOTENCY=1.
+fn label(clients: usize, batch: usize, keyed: bool) -> String {
+    let keyed = if keyed { ", keyed" } else { "" };
     if batch > 1 {
-        format!("{clients} clients x batch {batch}")
+        format!("{clients} clients x batch {batch}{keyed}")
     } else {
-        format!("{clients} clients")
+        format!("{clients} clients{keyed}")
     }
 }
 
 async fn step(ctx: &Arc<Ctx>, users: usize, n: usize, perf: bool) -> Result<Value, String> {
     let batch = ctx.args.batch;
-    let label = label(n, batch);
+    let label = label(n, batch, ctx.args.idempotency == 1);
     eprintln!(
         "notifd-bench: throughput: {label}, {}s warm-up + {}s measured",
         WARM_UP.as_secs(),
@@ -197,6 +200,7 @@ async fn step(ctx: &Arc<Ctx>, users: usize, n: usize, perf: bool) -> Result<Valu
     Ok(json!({
         "clients": n,
         "batch": batch,
+        "idempotency": ctx.args.idempotency == 1,
         "label": label,
         "rest_connection_first_answer_max_ms": slowest_open_ms,
         "window_s": round(secs, 2),
