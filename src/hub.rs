@@ -11,17 +11,27 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use time::OffsetDateTime;
 use tungstenite::Utf8Bytes;
 use uuid::Uuid;
 
 use crate::events::StateMessage;
 
-/// One notification on its way to sockets: its id (for de-duplication and position)
-/// and its JSON, serialized once and shared by every connection that gets it.
+/// One notification on its way to sockets: its id (for de-duplication and position),
+/// its JSON, serialized once and shared by every connection that gets it, and when
+/// it expires (a frame still queued then is dropped, never sent).
 #[derive(Debug, Clone)]
 pub struct Frame {
     pub id: Uuid,
     pub json: Utf8Bytes,
+    pub expires: Option<OffsetDateTime>,
+}
+
+impl Frame {
+    pub fn is_expired(&self) -> bool {
+        self.expires
+            .is_some_and(|at| at <= OffsetDateTime::now_utc())
+    }
 }
 
 /// What the hub asks of a registered connection. Called on the subscriber thread
@@ -264,6 +274,7 @@ mod tests {
         Frame {
             id: Uuid::now_v7(),
             json: "{}".into(),
+            expires: None,
         }
     }
 

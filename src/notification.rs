@@ -147,19 +147,16 @@ pub struct Envelope {
     pub user_id: String,
     pub workspace: Option<String>,
     /// When it expires (RFC 3339), if it does: a frame queued for delivery is dropped
-    /// from this instant (`Envelope::is_expired`).
+    /// from this instant (`Envelope::expires`).
     #[serde(default)]
     pub expires_at: Option<String>,
 }
 
 impl Envelope {
-    /// True once `expires_at` has passed. A wire timestamp that does not parse (not
-    /// notifd's) counts as not expired: delivery errs on the side of delivering.
-    pub fn is_expired(&self) -> bool {
-        self.expires_at
-            .as_deref()
-            .and_then(parse_timestamp)
-            .is_some_and(|at| at <= OffsetDateTime::now_utc())
+    /// When it expires, if it does. A wire timestamp that does not parse (not
+    /// notifd's) counts as none: delivery errs on the side of delivering.
+    pub fn expires(&self) -> Option<OffsetDateTime> {
+        self.expires_at.as_deref().and_then(parse_timestamp)
     }
 }
 
@@ -256,11 +253,15 @@ mod tests {
         n.expires_at = Some(OffsetDateTime::now_utc() - time::Duration::seconds(1));
         assert!(n.is_expired());
         let envelope: Envelope = serde_json::from_str(&n.to_json()).expect("parses");
-        assert!(envelope.is_expired());
+        assert!(envelope
+            .expires()
+            .is_some_and(|at| at <= OffsetDateTime::now_utc()));
         n.expires_at = Some(OffsetDateTime::now_utc() + time::Duration::hours(1));
         assert!(!n.is_expired());
         let envelope: Envelope = serde_json::from_str(&n.to_json()).expect("parses");
-        assert!(!envelope.is_expired());
+        assert!(envelope
+            .expires()
+            .is_none_or(|at| at > OffsetDateTime::now_utc()));
     }
 
     #[test]

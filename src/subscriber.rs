@@ -175,7 +175,11 @@ fn on_notification(hub: &Hub, payload: String) {
     let frame = Frame {
         id: envelope.id,
         json: payload.into(),
+        expires: envelope.expires(),
     };
+    if frame.is_expired() {
+        return;
+    }
     hub.deliver(&envelope.user_id, envelope.workspace.as_deref(), &frame);
 }
 

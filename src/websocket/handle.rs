@@ -176,8 +176,9 @@ impl Handle {
             return false;
         }
         let mut seen = self.seen();
-        if seen.contains(&frame.id) {
-            // Already sent by a replay or catch-up: nothing to do, as in the queue's path.
+        // Expired (contract §1: gone from every read path) or already sent by a
+        // replay or catch-up: nothing to write, as in the queue's path.
+        if frame.is_expired() || seen.contains(&frame.id) {
             return true;
         }
         let text = self.protocol.notification(&frame.json);
@@ -277,6 +278,7 @@ mod tests {
         Frame {
             id: uuid::Uuid::now_v7(),
             json: "{}".into(),
+            expires: None,
         }
     }
 
@@ -308,5 +310,25 @@ mod tests {
         handle.close(Close::Replaced);
         assert!(handle.deliver(&frame()));
         assert_eq!(frames.len(), 1, "queued for the thread, which closes first");
+    }
+
+    #[test]
+    fn an_expired_notification_is_taken_but_never_written() {
+        let (handle, frames) = handle(4);
+        handle.lending.offer(true);
+        let mut expired = frame();
+        expired.expires = Some(time::OffsetDateTime::now_utc() - time::Duration::seconds(1));
+        assert!(
+            handle.deliver(&expired),
+            "taken (dropped), not a reason for 4006"
+        );
+        assert_eq!(frames.len(), 0, "not queued");
+        assert!(!handle.seen().contains(&expired.id), "not written");
+        let live = frame();
+        assert!(handle.deliver(&live));
+        assert!(
+            handle.seen().contains(&live.id),
+            "a live one is written to the lent socket"
+        );
     }
 }

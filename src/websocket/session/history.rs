@@ -108,6 +108,7 @@ impl History {
         self.backlog.extend(rows.into_iter().map(|n| Frame {
             id: n.id,
             json: n.to_json().into(),
+            expires: n.expires_at,
         }));
         Ok(())
     }

@@ -338,8 +338,12 @@ impl Session {
     /// Sends one notification unless this connection already sent it. Live frames
     /// (not replayed history) feed the delivery-latency histogram.
     fn send(&mut self, frame: Frame, live: bool) -> Step {
-        // After a close frame nothing more may be sent.
-        if self.wire.closing().is_some() || !self.handle.seen().insert(frame.id) {
+        // After a close frame nothing more may be sent; an expired notification is
+        // gone from every read path, a queued frame of it included.
+        if self.wire.closing().is_some()
+            || frame.is_expired()
+            || !self.handle.seen().insert(frame.id)
+        {
             return Ok(());
         }
         let protocol = if self.view.is_some() {
