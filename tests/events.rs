@@ -182,12 +182,7 @@ fn patch(server: &TestServer, user: &str, grants: &[&str], action: &str, ids: &[
 }
 
 fn two_instances() -> (TestServer, TestServer) {
-    let settings = common::settings();
-    let prefix = settings.redis_prefix.clone().expect("prefix");
-    let a = TestServer::with(settings.clone());
-    let b = TestServer::with(settings);
-    common::wait_for_subscribers(&common::redis_url(), &prefix, 2, Duration::from_secs(10));
-    (a, b)
+    common::two_instances(common::settings())
 }
 
 // ---------------------------------------------------------------------------

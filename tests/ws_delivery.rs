@@ -268,11 +268,7 @@ fn two_instances_on_one_redis_deliver_across_and_replace_across() {
     let mut settings = common::settings();
     // The strict rule: one connection per user and workspace, across instances.
     settings.connections_per_user = Some("1".into());
-    let prefix = settings.redis_prefix.clone().expect("prefix");
-    let a = TestServer::with(settings.clone());
-    let b = TestServer::with(settings);
-    // Both subscriber threads listen (else a message published now reaches nobody).
-    common::wait_for_subscribers(&common::redis_url(), &prefix, 2, Duration::from_secs(10));
+    let (a, b) = common::two_instances(settings);
 
     // A create through A reaches a client connected to B.
     let reader = new_user("two_reader");
@@ -303,10 +299,7 @@ fn two_instances_on_one_redis_deliver_across_and_replace_across() {
 fn the_per_user_limit_counts_connections_on_every_instance() {
     let mut settings = common::settings();
     settings.connections_per_user = Some("2".into());
-    let prefix = settings.redis_prefix.clone().expect("prefix");
-    let a = TestServer::with(settings.clone());
-    let b = TestServer::with(settings);
-    common::wait_for_subscribers(&common::redis_url(), &prefix, 2, Duration::from_secs(10));
+    let (a, b) = common::two_instances(settings);
     let user = new_user("limit_across");
     let mut first = connect(&a, &user, &["acme"], "acme");
     common::assert_only_pong_pending(&mut first, "first, on A");

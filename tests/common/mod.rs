@@ -733,6 +733,16 @@ pub fn wait_for_subscribers(url: &str, prefix: &str, count: i64, within: Duratio
     }
 }
 
+/// Two instances on one database and one Redis prefix, once both subscriber threads
+/// listen (else a message published at once would reach nobody).
+pub fn two_instances(settings: Settings) -> (TestServer, TestServer) {
+    let prefix = settings.redis_prefix.clone().expect("prefix");
+    let a = TestServer::with(settings.clone());
+    let b = TestServer::with(settings);
+    wait_for_subscribers(&redis_url(), &prefix, 2, Duration::from_secs(10));
+    (a, b)
+}
+
 /// A notifd on a redis-server of the test's own, once its subscriber listens.
 pub fn server_on_own_redis() -> (RedisProcess, String, TestServer) {
     let redis = RedisProcess::start(free_low_port());
