@@ -262,8 +262,6 @@ fn finish(store: &Store, publisher: &Publisher, jobs: &[Job], results: Vec<Outco
     publish(publisher, &published);
     let rows: Vec<&Notification> = published.iter().map(|item| &item.notification).collect();
     let pairs = counter_pairs(&rows);
-    drop(rows);
-    drop(published);
     for (job, result) in jobs.iter().zip(results) {
         job.answer(result);
     }

@@ -175,11 +175,10 @@ fn on_notification(hub: &Hub, payload: String) {
     let frame = Frame {
         id: envelope.id,
         json: payload.into(),
+        // Checked where a frame is written (queued or straight to the socket), the one
+        // place that also sees frames that expire while they wait.
         expires: envelope.expires(),
     };
-    if frame.is_expired() {
-        return;
-    }
     hub.deliver(&envelope.user_id, envelope.workspace.as_deref(), &frame);
 }
 

@@ -364,6 +364,10 @@ fn each_change_publishes_what_it_changed_and_the_counters_it_left() {
     for workspace in [json!("acme"), Value::Null] {
         let created = next_message(&mut pubsub);
         assert_eq!(created["change"], Value::Null, "{created}");
+        assert!(
+            created["counters"][0]["version"].as_i64() > Some(0),
+            "the row carries its version: {created}"
+        );
         assert_eq!(
             created["counters"],
             json!([{"workspace": workspace, "unread": 1, "unseen": 1,

@@ -88,6 +88,11 @@ impl Handle {
         }
     }
 
+    /// What the connection speaks (how its notifications are framed).
+    pub fn protocol(&self) -> Protocol {
+        self.protocol
+    }
+
     /// Makes the calling thread the one woken (the connection thread, once at start).
     /// Requests made before stay in the word and the queue.
     pub fn attach(&self) {

@@ -346,13 +346,8 @@ impl Session {
         {
             return Ok(());
         }
-        let protocol = if self.view.is_some() {
-            Protocol::V1
-        } else {
-            Protocol::Plain
-        };
-        self.wire
-            .write(Message::Text(protocol.notification(&frame.json)))?;
+        let text = self.handle.protocol().notification(&frame.json);
+        self.wire.write(Message::Text(text))?;
         metrics::delivered(&frame.id, live);
         Ok(())
     }
