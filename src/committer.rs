@@ -277,7 +277,7 @@ fn publish(publisher: &Publisher, items: &[&Ready]) {
     }
     let messages: Vec<Message<'_>> = items
         .iter()
-        .map(|item| (item.notification.user_id.as_str(), &item.json))
+        .map(|item| (&item.notification, &item.json))
         .collect();
     METRICS
         .notifications_created
@@ -289,7 +289,8 @@ fn publish(publisher: &Publisher, items: &[&Ready]) {
 fn counter_pairs(rows: &[&Notification]) -> Vec<(String, Option<String>)> {
     let pairs: BTreeSet<(&str, Option<&str>)> = rows
         .iter()
-        .map(|n| (n.user_id.as_str(), n.workspace.as_deref()))
+        // A workspace audience moves its workspace's broadcasts row ('', slug).
+        .map(|n| (n.user_id.as_deref().unwrap_or(""), n.workspace.as_deref()))
         .collect();
     pairs
         .into_iter()
@@ -323,9 +324,14 @@ pub(crate) fn publish_counts(
         }
     };
     let mut by_user: BTreeMap<String, Vec<CounterRow>> = BTreeMap::new();
+    let mut broadcasts = Vec::new();
     for (user, row) in rows {
-        by_user.entry(user).or_default().push(row);
+        match row.broadcasts {
+            true => broadcasts.push(row),
+            false => by_user.entry(user).or_default().push(row),
+        }
     }
+    publisher.publish_workspace_counts(broadcasts);
     let messages: Vec<StateMessage> = by_user
         .into_iter()
         .map(|(user_id, counters)| StateMessage {

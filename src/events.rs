@@ -125,6 +125,12 @@ pub enum Event {
 pub struct CounterRow {
     /// `None`: the user-level notifications.
     pub workspace: Option<String>,
+    /// True: the row of `workspace`'s workspace-audience notifications, shared by
+    /// every user granted it; a user's counts add it to their own row of that
+    /// workspace (which the broadcasts they read or archived take away from,
+    /// `sql/0004_workspace_audience.sql`). False: the user's own row.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub broadcasts: bool,
     pub unread: i64,
     pub unseen: i64,
     pub version: i64,
@@ -211,9 +217,13 @@ impl StateChange {
 
 /// What a mark or bulk publishes for the other instances on
 /// `{prefix}notifd:state:{user_id}`: the change (none when only counts moved) and the
-/// counter rows it left, each with its version.
+/// counter rows it left, each with its version. Creates to a workspace audience send
+/// one on `{prefix}notifd:state:workspace:{slug}`, with that workspace's row only.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StateMessage {
+    /// Empty on a workspace's channel, whose messages carry its broadcasts' counter
+    /// row for all its users (`channels::workspace_state`).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub user_id: String,
     pub change: Option<StateChange>,
     pub counters: Vec<CounterRow>,
@@ -326,18 +336,21 @@ mod tests {
         let rows = [
             CounterRow {
                 workspace: None,
+                broadcasts: false,
                 unread: 1,
                 unseen: 2,
                 version: 4,
             },
             CounterRow {
                 workspace: Some("acme".into()),
+                broadcasts: false,
                 unread: 10,
                 unseen: 20,
                 version: 1,
             },
             CounterRow {
                 workspace: Some("beta".into()),
+                broadcasts: false,
                 unread: 100,
                 unseen: 200,
                 version: 9,

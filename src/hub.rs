@@ -1,5 +1,6 @@
 //! The hub: who is connected to this instance. A registry of each user's live
-//! connections, each reached through a `Member` handle the connection gives it.
+//! connections, each reached through a `Member` handle the connection gives it, and
+//! of each workspace's (workspace-audience notifications go to all of them).
 //!
 //! The subscriber thread (before) calls `deliver`, which picks the user's members
 //! under the lock and, after it, hands each the frame; the member (the WebSocket side,
@@ -7,9 +8,10 @@
 //! the connection as too slow. The hub knows nothing of sockets and never blocks on a
 //! client.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use time::OffsetDateTime;
 use tungstenite::Utf8Bytes;
@@ -64,12 +66,37 @@ struct Entry {
     member: Arc<dyn Member>,
 }
 
+/// A connection as a workspace's list holds it.
+type OnWorkspace = (ConnKey, Arc<dyn Member>);
+
+/// The connections, by user and by workspace (each connection is in both).
+#[derive(Default)]
+struct Registry {
+    users: HashMap<String, Vec<Entry>>,
+    workspaces: HashMap<String, Vec<OnWorkspace>>,
+}
+
 struct Inner {
     // A std Mutex held only to look members up: never across a delivery, never
     // blocking on a client.
-    users: Mutex<HashMap<String, Vec<Entry>>>,
+    registry: Mutex<Registry>,
     instance: String,
     next_id: AtomicU64,
+    /// Bumped whenever a user or a workspace gains a first or loses a last
+    /// connection here: the subscriber compares it to decide whether its
+    /// subscriptions need a look.
+    audience_changed: AtomicU64,
+    /// The users and workspaces whose channels the subscriber has confirmed, and a
+    /// wake-up for connections waiting on theirs (`wait_subscribed`).
+    subscribed: Mutex<Subscribed>,
+    subscribed_moved: Condvar,
+}
+
+/// What the subscriber's Redis connection is subscribed to now.
+#[derive(Default)]
+struct Subscribed {
+    users: HashSet<String>,
+    workspaces: HashSet<String>,
 }
 
 /// The connection registry of this instance; cheap to clone.
@@ -82,17 +109,27 @@ impl Hub {
     pub fn new(instance: String) -> Hub {
         Hub {
             inner: Arc::new(Inner {
-                users: Mutex::new(HashMap::new()),
+                registry: Mutex::new(Registry::default()),
                 instance,
                 next_id: AtomicU64::new(1),
+                audience_changed: AtomicU64::new(0),
+                subscribed: Mutex::new(Subscribed::default()),
+                subscribed_moved: Condvar::new(),
             }),
         }
     }
 
-    fn users(&self) -> MutexGuard<'_, HashMap<String, Vec<Entry>>> {
-        // A panic while holding the lock cannot leave the map half-updated (every
-        // change is one push or retain), so a poisoned lock is still usable.
-        self.inner.users.lock().unwrap_or_else(|e| e.into_inner())
+    fn registry(&self) -> MutexGuard<'_, Registry> {
+        // A panic while holding the lock cannot leave the maps half-updated (every
+        // change is a push or retain on each), so a poisoned lock is still usable.
+        self.inner
+            .registry
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn changed(&self) {
+        self.inner.audience_changed.fetch_add(1, Ordering::Release);
     }
 
     /// Adds a connection; it is removed when the returned guard drops.
@@ -110,15 +147,26 @@ impl Hub {
         let entry = Entry {
             key: key.clone(),
             workspace: workspace.to_string(),
-            member,
+            member: member.clone(),
         };
-        self.users()
-            .entry(user_id.to_string())
-            .or_default()
-            .push(entry);
+        let mut registry = self.registry();
+        let entries = registry.users.entry(user_id.to_string()).or_default();
+        let first_of_user = entries.is_empty();
+        entries.push(entry);
+        let on_workspace = registry
+            .workspaces
+            .entry(workspace.to_string())
+            .or_default();
+        let first_on_workspace = on_workspace.is_empty();
+        on_workspace.push((key.clone(), member));
+        drop(registry);
+        if first_of_user || first_on_workspace {
+            self.changed();
+        }
         Registration {
             hub: self.clone(),
             user_id: user_id.to_string(),
+            workspace: workspace.to_string(),
             key,
         }
     }
@@ -128,6 +176,30 @@ impl Hub {
     pub fn deliver(&self, user_id: &str, workspace: Option<&str>, frame: &Frame) -> usize {
         let members = self.members(user_id, |e| workspace.is_none_or(|w| w == e.workspace));
         members.iter().filter(|m| m.deliver(frame)).count()
+    }
+
+    /// Hands a workspace-audience frame to every connection on `workspace`. Returns
+    /// how many took it.
+    pub fn deliver_to_workspace(&self, workspace: &str, frame: &Frame) -> usize {
+        let members = self.on_workspace(workspace);
+        members.iter().filter(|m| m.deliver(frame)).count()
+    }
+
+    /// Hands a workspace's state message (its broadcasts row) to every connection on it.
+    pub fn deliver_workspace_state(&self, workspace: &str, message: &Arc<StateMessage>) {
+        for member in self.on_workspace(workspace) {
+            member.state(message);
+        }
+    }
+
+    fn on_workspace(&self, workspace: &str) -> Vec<Arc<dyn Member>> {
+        let registry = self.registry();
+        registry
+            .workspaces
+            .get(workspace)
+            .map_or_else(Vec::new, |entries| {
+                entries.iter().map(|(_, member)| member.clone()).collect()
+            })
     }
 
     /// Hands a user's state message to each of their connections (every workspace:
@@ -140,7 +212,12 @@ impl Hub {
 
     /// Whether `user_id` has a connection here (a message for nobody is not parsed).
     pub fn holds(&self, user_id: &str) -> bool {
-        self.users().contains_key(user_id)
+        self.registry().users.contains_key(user_id)
+    }
+
+    /// Whether `workspace` has a connection here.
+    pub fn holds_workspace(&self, workspace: &str) -> bool {
+        self.registry().workspaces.contains_key(workspace)
     }
 
     /// This instance's id, as connection keys carry it.
@@ -163,8 +240,8 @@ impl Hub {
     /// cluster-wide roster cannot be asked.
     pub fn keep_newest(&self, user_id: &str, workspace: &str, keep: usize) {
         let older: Vec<Arc<dyn Member>> = {
-            let users = self.users();
-            let Some(entries) = users.get(user_id) else {
+            let registry = self.registry();
+            let Some(entries) = registry.users.get(user_id) else {
                 return;
             };
             let mut same: Vec<&Entry> = entries
@@ -182,8 +259,8 @@ impl Hub {
     /// The members of `user_id` that `pick` accepts, cloned under the lock so they are
     /// called after it (a member may write to a socket).
     fn members(&self, user_id: &str, pick: impl Fn(&Entry) -> bool) -> Vec<Arc<dyn Member>> {
-        let users = self.users();
-        let Some(entries) = users.get(user_id) else {
+        let registry = self.registry();
+        let Some(entries) = registry.users.get(user_id) else {
             return Vec::new();
         };
         entries
@@ -193,16 +270,90 @@ impl Hub {
             .collect()
     }
 
+    /// A number that changes whenever the set of users or of workspaces with a
+    /// connection here does.
+    pub fn audience_changed(&self) -> u64 {
+        self.inner.audience_changed.load(Ordering::Acquire)
+    }
+
+    /// The users and the workspaces with a connection here now (what the subscriber
+    /// subscribes to).
+    pub fn audience(&self) -> (HashSet<String>, HashSet<String>) {
+        let registry = self.registry();
+        (
+            registry.users.keys().cloned().collect(),
+            registry.workspaces.keys().cloned().collect(),
+        )
+    }
+
+    /// The subscriber's confirmed subscriptions, after each change (empty sets when
+    /// its Redis connection is lost).
+    pub fn set_subscribed(&self, users: &HashSet<String>, workspaces: &HashSet<String>) {
+        let mut subscribed = self.subscribed();
+        subscribed.users.clone_from(users);
+        subscribed.workspaces.clone_from(workspaces);
+        drop(subscribed);
+        self.inner.subscribed_moved.notify_all();
+    }
+
+    /// Waits (at most `within`) until the channels of `user_id` and `workspace` are
+    /// subscribed; true when they are. A connection waits for this before it takes
+    /// its seat in the roster and reads its history: an eviction (4005) or a
+    /// notification published before then would not reach this instance.
+    pub fn wait_subscribed(&self, user_id: &str, workspace: &str, within: Duration) -> bool {
+        let deadline = Instant::now() + within;
+        let mut subscribed = self.subscribed();
+        loop {
+            if subscribed.users.contains(user_id) && subscribed.workspaces.contains(workspace) {
+                return true;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            subscribed = self
+                .inner
+                .subscribed_moved
+                .wait_timeout(subscribed, left)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+    }
+
+    fn subscribed(&self) -> MutexGuard<'_, Subscribed> {
+        // Each change replaces both sets whole: a poisoned lock is still consistent.
+        self.inner
+            .subscribed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Asks every connection on `workspace` to catch up from PostgreSQL (its channel
+    /// was just subscribed).
+    pub fn catch_up_workspace(&self, workspace: &str) {
+        for member in self.on_workspace(workspace) {
+            member.catch_up();
+        }
+    }
+
+    /// Asks every connection of `user_id` to catch up from PostgreSQL (its channel was
+    /// just subscribed: what was published before that reached no one here).
+    pub fn catch_up_user(&self, user_id: &str) {
+        for member in self.members(user_id, |_| true) {
+            member.catch_up();
+        }
+    }
+
     /// Asks every connection to catch up from PostgreSQL.
     pub fn catch_up_all(&self) {
-        for entry in self.users().values().flatten() {
+        for entry in self.registry().users.values().flatten() {
             entry.member.catch_up();
         }
     }
 
     /// Connections registered now.
     pub fn len(&self) -> usize {
-        self.users().values().map(Vec::len).sum()
+        self.registry().users.values().map(Vec::len).sum()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -214,6 +365,7 @@ impl Hub {
 pub struct Registration {
     hub: Hub,
     user_id: String,
+    workspace: String,
     key: ConnKey,
 }
 
@@ -225,12 +377,25 @@ impl Registration {
 
 impl Drop for Registration {
     fn drop(&mut self) {
-        let mut users = self.hub.users();
-        if let Some(entries) = users.get_mut(&self.user_id) {
+        let mut registry = self.hub.registry();
+        let mut last = false;
+        if let Some(entries) = registry.users.get_mut(&self.user_id) {
             entries.retain(|e| e.key != self.key);
             if entries.is_empty() {
-                users.remove(&self.user_id);
+                registry.users.remove(&self.user_id);
+                last = true;
             }
+        }
+        if let Some(entries) = registry.workspaces.get_mut(&self.workspace) {
+            entries.retain(|(key, _)| *key != self.key);
+            if entries.is_empty() {
+                registry.workspaces.remove(&self.workspace);
+                last = true;
+            }
+        }
+        drop(registry);
+        if last {
+            self.hub.changed();
         }
     }
 }
@@ -325,5 +490,33 @@ mod tests {
         assert!(hub.holds("alice"));
         drop(_other);
         assert!(hub.is_empty() && !hub.holds("alice"));
+    }
+
+    #[test]
+    fn a_workspace_frame_reaches_every_connection_on_it_and_the_set_follows() {
+        let hub = Hub::new("i".into());
+        let before = hub.audience_changed();
+        let (a, alice) = member(&hub, "alice", "acme");
+        let (b, bob) = member(&hub, "bob", "acme");
+        let (_c, carol) = member(&hub, "carol", "beta");
+        assert!(hub.audience_changed() > before);
+        assert_eq!(hub.deliver_to_workspace("acme", &frame()), 2);
+        assert_eq!(
+            (
+                count(&alice.frames),
+                count(&bob.frames),
+                count(&carol.frames)
+            ),
+            (1, 1, 0)
+        );
+        let (users, workspaces) = hub.audience();
+        assert_eq!(users.len(), 3);
+        assert!(workspaces.contains("acme") && workspaces.contains("beta"));
+        drop(a);
+        assert!(hub.holds_workspace("acme"), "bob is still on it");
+        let settled = hub.audience_changed();
+        drop(b);
+        assert!(!hub.holds_workspace("acme"));
+        assert!(hub.audience_changed() > settled, "acme lost its last");
     }
 }

@@ -87,6 +87,7 @@ pub struct Metrics {
     http_requests: Mutex<BTreeMap<(&'static str, u16), u64>>,
     http_seconds: Mutex<BTreeMap<&'static str, Histogram>>,
     pub redis_reconnects: AtomicU64,
+    pub redis_messages_received: AtomicU64,
     pub redis_publish_failures: AtomicU64,
     pub db_pool_wait: Histogram,
     pub retention_deleted: AtomicU64,
@@ -105,6 +106,7 @@ pub static METRICS: Metrics = Metrics {
     http_requests: Mutex::new(BTreeMap::new()),
     http_seconds: Mutex::new(BTreeMap::new()),
     redis_reconnects: AtomicU64::new(0),
+    redis_messages_received: AtomicU64::new(0),
     redis_publish_failures: AtomicU64::new(0),
     db_pool_wait: Histogram::new(),
     retention_deleted: AtomicU64::new(0),
@@ -267,6 +269,12 @@ impl Metrics {
             "notifd_redis_reconnects_total",
             "Redis subscriber reconnects.",
             load(&self.redis_reconnects),
+        );
+        counter(
+            &mut out,
+            "notifd_redis_messages_received_total",
+            "Pub/Sub messages the subscriber received (only its connected users' channels).",
+            load(&self.redis_messages_received),
         );
         counter(
             &mut out,

@@ -53,7 +53,9 @@ impl Level {
 pub struct Notification {
     /// UUIDv7: unique and time-ordered.
     pub id: Uuid,
-    pub user_id: String,
+    /// The recipient; `None`: the workspace audience (every user granted `workspace`,
+    /// which is then set; contract §1 `audience`).
+    pub user_id: Option<String>,
     /// `None`: user-level, delivered to every connection of the user.
     pub workspace: Option<String>,
     pub kind: String,
@@ -77,8 +79,9 @@ pub struct Notification {
 #[derive(Serialize)]
 struct Wire<'a> {
     id: &'a Uuid,
-    user_id: &'a str,
+    user_id: Option<&'a str>,
     workspace: &'a Option<String>,
+    audience: &'static str,
     kind: &'a str,
     #[serde(rename = "type")]
     level: Level,
@@ -102,8 +105,12 @@ impl Serialize for Notification {
         let created_at = format_timestamp(self.created_at);
         Wire {
             id: &self.id,
-            user_id: &self.user_id,
+            user_id: self.user_id.as_deref(),
             workspace: &self.workspace,
+            audience: match self.user_id {
+                Some(_) => "user",
+                None => "workspace",
+            },
             kind: &self.kind,
             level: self.level,
             title: &self.title,
@@ -144,7 +151,8 @@ impl Notification {
 #[derive(Debug, Clone, Deserialize)]
 pub struct Envelope {
     pub id: Uuid,
-    pub user_id: String,
+    /// `None`: the workspace audience.
+    pub user_id: Option<String>,
     pub workspace: Option<String>,
     /// When it expires (RFC 3339), if it does: a frame queued for delivery is dropped
     /// from this instant (`Envelope::expires`).
@@ -212,7 +220,7 @@ mod tests {
         let at = time::macros::datetime!(2026-03-03 10:30:45.123456 UTC);
         Notification {
             id: Uuid::now_v7(),
-            user_id: "alice".into(),
+            user_id: Some("alice".into()),
             workspace: Some("acme".into()),
             kind: "JOB_FAILED".into(),
             level: Level::Error,
@@ -245,6 +253,18 @@ mod tests {
         assert_eq!(value["seen_at"], Value::Null);
         assert_eq!(value["archived_at"], "2026-03-03T10:30:45.123Z");
         assert_eq!(value["expires_at"], Value::Null);
+        assert_eq!(value["audience"], "user");
+    }
+
+    #[test]
+    fn a_workspace_audience_has_no_user() {
+        let mut n = sample();
+        n.user_id = None;
+        let value: Value = serde_json::from_str(&n.to_json()).expect("valid JSON");
+        assert_eq!(value["audience"], "workspace");
+        assert_eq!(value["user_id"], Value::Null);
+        let envelope: Envelope = serde_json::from_str(&n.to_json()).expect("parses");
+        assert_eq!(envelope.user_id, None);
     }
 
     #[test]
@@ -269,7 +289,7 @@ mod tests {
         let n = sample();
         let envelope: Envelope = serde_json::from_str(&n.to_json()).expect("parses");
         assert_eq!(envelope.id, n.id);
-        assert_eq!(envelope.user_id, "alice");
+        assert_eq!(envelope.user_id.as_deref(), Some("alice"));
         assert_eq!(envelope.workspace.as_deref(), Some("acme"));
     }
 }

@@ -147,17 +147,34 @@ pub type Moved = BTreeSet<(String, Option<String>)>;
 
 /// Deletes every notification whose `expires_at` has come, in batches; rows another
 /// instance is deleting at the same moment are skipped, not waited for. Returns how
-/// many, and the counter rows the deletes moved.
+/// many, and the counter rows the deletes moved: the owner's, or for a
+/// workspace-audience row its workspace's broadcasts row ('' user) and the row of
+/// every user who had marked it (their state rows go in the same statement, which
+/// returns them, rather than by the cascade, which would not).
 pub fn expire_due(client: &mut Client) -> Result<(u64, Moved), Error> {
     let mut moved = Moved::new();
-    let deleted = in_batches(
+    let mut deleted = 0;
+    in_batches(
         client,
-        "DELETE FROM notifications WHERE id IN ( \
+        "WITH due AS ( \
              SELECT id FROM notifications WHERE expires_at <= now() \
-             ORDER BY expires_at LIMIT $1 FOR UPDATE SKIP LOCKED) \
-         RETURNING user_id, workspace",
+             ORDER BY expires_at LIMIT $1 FOR UPDATE SKIP LOCKED), \
+         states AS ( \
+             DELETE FROM notification_states WHERE notification_id IN (SELECT id FROM due) \
+             RETURNING user_id, workspace), \
+         gone AS ( \
+             DELETE FROM notifications WHERE id IN (SELECT id FROM due) \
+             RETURNING coalesce(user_id, '') AS user_id, workspace) \
+         SELECT user_id, workspace, true FROM gone \
+         UNION ALL SELECT user_id, workspace, false FROM states",
         &[],
-        |rows| moved.extend(rows.iter().map(|row| (row.get(0), row.get(1)))),
+        |rows| {
+            for row in rows {
+                let notification: bool = row.get(2);
+                deleted += u64::from(notification);
+                moved.insert((row.get(0), row.get(1)));
+            }
+        },
     )?;
     Ok((deleted, moved))
 }

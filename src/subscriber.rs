@@ -1,31 +1,48 @@
 //! The subscriber: one thread per instance holding a Redis Pub/Sub connection,
 //! turning published notifications into hub deliveries (contract §5).
 //!
-//! Comes after `publisher` (on any instance) and before `hub`. One pattern
-//! subscription, `{prefix}notifications:*`, receives every user's channel and is
-//! filtered locally by the hub: fine for one Redis; past that, sharded Pub/Sub is the
-//! way. A second pattern, `{prefix}notifd:state:*`, carries each user's state changes
-//! and counters (the event protocol), parsed only for users connected here; and the
-//! channel `{prefix}notifd:control` carries the roster's evictions (4005) between
-//! instances. One connection carries all three, so a state change arrives after
-//! the notifications published before it. The thread survives Redis restarts: it reconnects with
-//! doubling backoff, subscribes again and asks every connection to catch up from
-//! PostgreSQL, since whatever was published meanwhile never reached this instance.
+//! Comes after `publisher` (on any instance) and before `hub`. Targeted: it
+//! subscribes to the channels of the users connected here, and only those, so an
+//! instance receives the traffic of its own users, not the deployment's. Each such
+//! user has two channels: `{prefix}notifications:{user}` (the JSON of §1) and
+//! `{prefix}notifd:state:{user}` (state changes and counters for the event protocol,
+//! and the roster's evictions, 4005). One connection carries both, so a state change
+//! arrives after the notifications published before it. Each workspace with a
+//! connection here has two as well: `{prefix}notifications:workspace:{slug}` (its
+//! workspace-audience notifications) and `{prefix}notifd:state:workspace:{slug}` (their
+//! counter row).
+//!
+//! The set follows the hub: whenever a user or a workspace gains a first or loses a
+//! last connection here, the thread subscribes or unsubscribes at its next look up
+//! from the socket (at most `READ_TIMEOUT` later), many at a time under churn. A
+//! notification published after a connection registered but before its channel was
+//! subscribed reached no one here, so the connections of each newly subscribed user
+//! or workspace catch up from PostgreSQL once the subscription is confirmed.
+//!
+//! The thread survives Redis restarts: it reconnects with doubling backoff,
+//! subscribes again and asks every connection to catch up from PostgreSQL, since
+//! whatever was published meanwhile never reached this instance.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 
+use crate::channels::Channel;
 use crate::events::StateMessage;
 use crate::hub::{Frame, Hub};
 use crate::notification::Envelope;
 use crate::roster::Evict;
 use crate::shutdown::Shutdown;
 
-/// How often the thread looks up from a blocking read to check for shutdown.
-const READ_TIMEOUT: Duration = Duration::from_millis(500);
+/// How often the thread looks up from a blocking read to check for shutdown and for
+/// users to (un)subscribe: the longest a new user's channel waits to be subscribed.
+/// Short, so a first connection is live soon; each look costs a few microseconds.
+const READ_TIMEOUT: Duration = Duration::from_millis(10);
+/// How long a command (SUBSCRIBE, PING) may wait for its answer.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
 /// Silence after which a PING checks that the connection is still alive.
 const PING_AFTER: Duration = Duration::from_secs(10);
 const MIN_BACKOFF: Duration = Duration::from_millis(100);
@@ -71,6 +88,9 @@ fn run(client: &redis::Client, prefix: &str, hub: &Hub, shutdown: &Shutdown, rea
         ) {
             Ok(()) => return,
             Err(err) => {
+                // Nothing is subscribed any more: new connections wait (bounded) for
+                // the next session rather than count on a dead one.
+                hub.set_subscribed(&HashSet::new(), &HashSet::new());
                 log::warn!(
                     server = crate::publisher::redis_server(client).as_str(),
                     error = err.to_string().as_str(),
@@ -105,56 +125,155 @@ fn session(
     let mut conn = client.get_connection_with_timeout(Duration::from_secs(2))?;
     conn.set_write_timeout(Some(Duration::from_secs(2)))?;
     let mut pubsub = conn.as_pubsub();
-    pubsub.set_read_timeout(Some(Duration::from_secs(2)))?;
-    // Every user's channel: the channel name with `*` for the user.
-    let pattern = crate::channels::all_user_notifications(prefix);
-    let control = crate::channels::control(prefix);
-    pubsub.psubscribe(&pattern)?;
-    pubsub.psubscribe(crate::channels::all_user_states(prefix))?;
-    pubsub.subscribe(&control)?;
-    pubsub.set_read_timeout(Some(READ_TIMEOUT))?;
+    let mut subscriptions = Subscriptions::default();
+    subscriptions.follow(&mut pubsub, prefix, hub)?;
     *subscribed = true;
     let _ = ready.try_send(());
     if sessions == 0 {
-        log::info!(pattern = pattern.as_str(); "redis subscriber ready");
+        log::info!(users = subscriptions.users.len(), workspaces = subscriptions.workspaces.len(); "redis subscriber ready");
     } else {
         crate::metrics::inc(&crate::metrics::METRICS.redis_reconnects);
         log::info!(connections = hub.len(); "redis subscriber reconnected; catching clients up");
     }
     // Anything published while we were not subscribed is in PostgreSQL only.
     hub.catch_up_all();
-    dispatch(&mut pubsub, prefix, hub, shutdown)
+    dispatch(&mut pubsub, prefix, hub, shutdown, &mut subscriptions)
+}
+
+/// The users and workspaces whose channels this connection is subscribed to.
+#[derive(Default)]
+struct Subscriptions {
+    users: HashSet<String>,
+    workspaces: HashSet<String>,
+    /// The hub's `audience_changed` when the sets were last brought in line with it.
+    seen: Option<u64>,
+}
+
+impl Subscriptions {
+    /// Subscribes to the channels of users and workspaces newly connected here and
+    /// unsubscribes from those gone, if the hub's sets changed since the last look;
+    /// then asks the new ones' connections to catch up (their subscription is active
+    /// now).
+    fn follow(
+        &mut self,
+        pubsub: &mut redis::PubSub<'_>,
+        prefix: &str,
+        hub: &Hub,
+    ) -> redis::RedisResult<()> {
+        let changed = hub.audience_changed();
+        if self.seen == Some(changed) {
+            return Ok(());
+        }
+        // Confirmations are waited for with the connection's longer timeout: a
+        // timeout inside a command would leave the crate skipping the next reply.
+        pubsub.set_read_timeout(Some(COMMAND_TIMEOUT))?;
+        let (users, workspaces) = hub.audience();
+        let new_users = sync(pubsub, &mut self.users, users, |user| {
+            user_channels(prefix, user)
+        })?;
+        let new_workspaces = sync(pubsub, &mut self.workspaces, workspaces, |slug| {
+            workspace_channels(prefix, slug)
+        })?;
+        self.seen = Some(changed);
+        hub.set_subscribed(&self.users, &self.workspaces);
+        pubsub.set_read_timeout(Some(READ_TIMEOUT))?;
+        for user_id in &new_users {
+            hub.catch_up_user(user_id);
+        }
+        for slug in &new_workspaces {
+            hub.catch_up_workspace(slug);
+        }
+        Ok(())
+    }
+}
+
+/// Brings the subscribed set `have` in line with `wanted`: unsubscribes the channels
+/// of the ones gone and subscribes those of the new ones, which it returns.
+fn sync(
+    pubsub: &mut redis::PubSub<'_>,
+    have: &mut HashSet<String>,
+    wanted: HashSet<String>,
+    channels: impl Fn(&str) -> [String; 2],
+) -> redis::RedisResult<Vec<String>> {
+    let gone: Vec<String> = have.difference(&wanted).cloned().collect();
+    for name in &gone {
+        for channel in channels(name) {
+            unsubscribe(pubsub, &channel)?;
+        }
+        have.remove(name);
+    }
+    let new: Vec<String> = wanted.difference(have).cloned().collect();
+    for name in &new {
+        for channel in channels(name) {
+            subscribe(pubsub, &channel)?;
+        }
+        have.insert(name.clone());
+    }
+    Ok(new)
+}
+
+/// A user's two channels.
+fn user_channels(prefix: &str, user_id: &str) -> [String; 2] {
+    [
+        crate::channels::user_notifications(prefix, user_id),
+        crate::channels::user_state(prefix, user_id),
+    ]
+}
+
+/// A workspace's two channels.
+fn workspace_channels(prefix: &str, slug: &str) -> [String; 2] {
+    [
+        crate::channels::workspace_notifications(prefix, slug),
+        crate::channels::workspace_state(prefix, slug),
+    ]
+}
+
+// One channel per command, on purpose: Redis answers a SUBSCRIBE of N channels with N
+// confirmations and the crate waits for the first only, so the next command would take
+// a leftover confirmation for its own and a user could be caught up before its channel
+// is live. Messages that arrive meanwhile are kept by the crate for `get_message`.
+fn subscribe(pubsub: &mut redis::PubSub<'_>, channel: &str) -> redis::RedisResult<()> {
+    pubsub.subscribe(channel)
+}
+
+fn unsubscribe(pubsub: &mut redis::PubSub<'_>, channel: &str) -> redis::RedisResult<()> {
+    pubsub.unsubscribe(channel)
 }
 
 /// Hands every message to the hub until an error (returned, to reconnect) or
-/// shutdown (`Ok`); pings Redis after a silence, to notice a dead connection.
+/// shutdown (`Ok`); follows the hub's users between reads; pings Redis after a
+/// silence, to notice a dead connection.
 fn dispatch(
     pubsub: &mut redis::PubSub<'_>,
     prefix: &str,
     hub: &Hub,
     shutdown: &Shutdown,
+    subscriptions: &mut Subscriptions,
 ) -> redis::RedisResult<()> {
-    let control = crate::channels::control(prefix);
     let mut last_heard = Instant::now();
     while !shutdown.is_fired() {
         crate::supervise::fault_point(THREAD_NAME);
         match pubsub.get_message() {
             Ok(message) => {
                 last_heard = Instant::now();
+                crate::metrics::inc(&crate::metrics::METRICS.redis_messages_received);
                 let payload: String = message.get_payload()?;
-                let channel = message.get_channel_name();
-                if channel == control {
-                    on_control(hub, &payload);
-                } else if let Some(user_id) = crate::channels::state_user(prefix, channel) {
-                    on_state(hub, user_id, &payload);
-                } else {
-                    on_notification(hub, payload);
+                match crate::channels::parse(prefix, message.get_channel_name()) {
+                    Some(Channel::UserState(user_id)) => on_user_message(hub, user_id, &payload),
+                    Some(Channel::WorkspaceState(slug)) => on_workspace_state(hub, slug, &payload),
+                    Some(Channel::UserNotifications | Channel::WorkspaceNotifications(_)) => {
+                        on_notification(hub, payload)
+                    }
+                    None => {}
                 }
             }
             Err(err) if err.is_timeout() => {
+                subscriptions.follow(pubsub, prefix, hub)?;
                 if last_heard.elapsed() >= PING_AFTER {
                     // In subscribed mode Redis answers PING with ["pong", ""], not "PONG".
+                    pubsub.set_read_timeout(Some(COMMAND_TIMEOUT))?;
                     pubsub.ping::<redis::Value>()?;
+                    pubsub.set_read_timeout(Some(READ_TIMEOUT))?;
                     last_heard = Instant::now();
                 }
             }
@@ -179,34 +298,60 @@ fn on_notification(hub: &Hub, payload: String) {
         // place that also sees frames that expire while they wait.
         expires: envelope.expires(),
     };
-    hub.deliver(&envelope.user_id, envelope.workspace.as_deref(), &frame);
-}
-
-/// A user's state message: parsed only when that user has a connection here.
-fn on_state(hub: &Hub, user_id: &str, payload: &str) {
-    if !hub.holds(user_id) {
-        return;
-    }
-    match serde_json::from_str::<StateMessage>(payload) {
-        Ok(message) => hub.deliver_state(user_id, &Arc::new(message)),
-        Err(err) => {
-            log::warn!(error = err.to_string().as_str(); "ignoring a state message that does not parse")
+    match (&envelope.user_id, &envelope.workspace) {
+        (Some(user_id), workspace) => {
+            hub.deliver(user_id, workspace.as_deref(), &frame);
+        }
+        (None, Some(slug)) => {
+            hub.deliver_to_workspace(slug, &frame);
+        }
+        (None, None) => {
+            log::warn!(id = envelope.id.to_string().as_str(); "ignoring a notification with neither user nor workspace")
         }
     }
 }
 
-/// Connections a newer one replaced (the roster's evictions): this instance closes
-/// its own with 4005.
-fn on_control(hub: &Hub, payload: &str) {
-    match serde_json::from_str::<Evict>(payload) {
-        Ok(evict) => {
+/// A workspace's broadcasts counter row: for every connection on it, when it has any
+/// here.
+fn on_workspace_state(hub: &Hub, slug: &str, payload: &str) {
+    if !hub.holds_workspace(slug) {
+        return;
+    }
+    match serde_json::from_str::<StateMessage>(payload) {
+        Ok(message) => hub.deliver_workspace_state(slug, &Arc::new(message)),
+        Err(err) => {
+            log::warn!(error = err.to_string().as_str(); "ignoring a workspace state message that does not parse")
+        }
+    }
+}
+
+/// What a user's state channel carries.
+#[derive(serde::Deserialize)]
+#[serde(untagged)]
+enum UserMessage {
+    /// A state change and the counters it left (the event protocol).
+    State(StateMessage),
+    /// Connections a newer one replaced (the roster's evictions).
+    Evict(Evict),
+}
+
+/// A message on a user's state channel: parsed only when that user has a connection
+/// here (an unsubscribe may still be on its way).
+fn on_user_message(hub: &Hub, user_id: &str, payload: &str) {
+    if !hub.holds(user_id) {
+        return;
+    }
+    match serde_json::from_str::<UserMessage>(payload) {
+        Ok(UserMessage::State(message)) => hub.deliver_state(user_id, &Arc::new(message)),
+        Ok(UserMessage::Evict(evict)) => {
+            // This instance closes its own with 4005.
             let ids: Vec<u64> = evict.ids_on(hub.instance()).collect();
             if !ids.is_empty() {
                 hub.replace(&evict.user_id, &evict.workspace, &ids);
             }
         }
         Err(err) => {
-            log::warn!(error = err.to_string().as_str(); "ignoring an unknown control message")
+            log::warn!(error = err.to_string().as_str(); "ignoring a state message that does not parse")
         }
     }
 }

@@ -17,6 +17,7 @@ use crate::error::Error;
 use crate::notification::{self, Level, Notification, MAX_SERIALIZED_BYTES};
 
 const FIELDS: &[&str] = &[
+    "audience",
     "user_id",
     "workspace",
     "kind",
@@ -76,25 +77,42 @@ pub fn new_notification(
             format!("unknown field; allowed: {}", FIELDS.join(", ")),
         ));
     }
-    let user_id = required_string(&mut fields, "user_id")?;
-    if user_id.is_empty() || user_id.chars().count() > MAX_USER_ID {
-        return Err(Error::invalid(
-            "user_id",
-            format!("must be 1 to {MAX_USER_ID} characters"),
-        ));
-    }
+    let audience = optional_string(&mut fields, "audience")?;
+    let to_workspace = match audience.as_deref() {
+        None | Some("user") => false,
+        Some("workspace") => true,
+        Some(_) => return Err(Error::invalid("audience", "must be user or workspace")),
+    };
+    let user_id = if to_workspace {
+        if optional_string(&mut fields, "user_id")?.is_some() {
+            return Err(Error::invalid(
+                "user_id",
+                "must be absent with audience workspace (every user granted the workspace sees it)",
+            ));
+        }
+        None
+    } else {
+        Some(user_id(&mut fields)?)
+    };
     let kind = required_string(&mut fields, "kind")?;
     if !is_kind(&kind) {
         return Err(Error::invalid("kind", KIND_RULE));
     }
     let workspace = optional_string(&mut fields, "workspace")?;
-    if let Some(slug) = &workspace {
-        if !is_workspace(slug) {
+    match &workspace {
+        Some(slug) if !is_workspace(slug) => {
             return Err(Error::invalid(
                 "workspace",
                 format!("{WORKSPACE_RULE} (or null for user-level)"),
             ));
         }
+        None if to_workspace => {
+            return Err(Error::invalid(
+                "workspace",
+                "is required with audience workspace",
+            ));
+        }
+        _ => {}
     }
     let level = match optional_string(&mut fields, "type")? {
         None => Level::Info,
@@ -138,6 +156,29 @@ pub fn new_notification(
         )));
     }
     Ok((notification, json))
+}
+
+/// `user_id` of a user-audience create: 1..255 characters, not starting with
+/// `workspace:` (`{prefix}notifications:workspace:{slug}` is a workspace's channel,
+/// contract §5, so such a user's channel would be a workspace's).
+fn user_id(fields: &mut Map<String, Value>) -> Result<String, Error> {
+    let user_id = required_string(fields, "user_id")?;
+    if user_id.is_empty() || user_id.chars().count() > MAX_USER_ID {
+        return Err(Error::invalid(
+            "user_id",
+            format!("must be 1 to {MAX_USER_ID} characters"),
+        ));
+    }
+    if user_id.starts_with(crate::channels::WORKSPACE_MARK) {
+        return Err(Error::invalid(
+            "user_id",
+            format!(
+                "must not start with {:?}: that names a workspace's channel",
+                crate::channels::WORKSPACE_MARK
+            ),
+        ));
+    }
+    Ok(user_id)
 }
 
 /// `expires_at`: RFC 3339 with an offset, after `now` and, with a retention period,
@@ -337,6 +378,21 @@ mod tests {
             new_notification(body, None)
         };
         assert_eq!(field_of(base(json!({"user_id": ""}))), "user_id");
+        assert_eq!(
+            field_of(base(json!({"user_id": "workspace:acme"}))),
+            "user_id"
+        );
+        assert_eq!(field_of(base(json!({"audience": "team"}))), "audience");
+        assert_eq!(
+            field_of(base(json!({"audience": "workspace", "workspace": "acme"}))),
+            "user_id",
+            "a user with audience workspace"
+        );
+        assert_eq!(
+            field_of(base(json!({"audience": "workspace", "user_id": null}))),
+            "workspace",
+            "audience workspace without a workspace"
+        );
         assert_eq!(
             field_of(base(json!({"user_id": "x".repeat(256)}))),
             "user_id"

@@ -73,6 +73,14 @@ fn metrics_parse_and_move_with_traffic() {
     let user = new_user("metrics");
     let token = user_token(&user, &["acme"]);
     let mut ws = server.ws(&format!("token={token}&workspaceSlug=acme"));
+    // Live, not caught up: the delivery histogram times the live path.
+    let channel = common::user_channel(&server.config.redis_prefix, &user);
+    common::wait_for_subscribers(
+        &common::redis_url(),
+        &channel,
+        1,
+        std::time::Duration::from_secs(5),
+    );
     let created =
         server.create(&json!({"user_id": user, "workspace": "acme", "kind": "k", "payload": {}}));
     assert_eq!(next_notification(&mut ws)["id"], created["id"]);

@@ -81,7 +81,12 @@ fn creates_do_not_wait_on_a_down_redis_and_clients_get_everything_once_it_is_bac
     outage.extend(ids);
 
     let redis = RedisProcess::start(redis.port);
-    common::wait_for_subscribers(&redis.url(), &prefix, 1, Duration::from_secs(25));
+    common::wait_for_subscribers(
+        &redis.url(),
+        &common::user_channel(&prefix, &user),
+        1,
+        Duration::from_secs(25),
+    );
     // Right after the subscriber is back (it has caught its clients up), possibly
     // before the publisher has noticed Redis answers again.
     let just_back: Vec<String> = (0..3)

@@ -355,7 +355,12 @@ fn a_redis_restart_loses_nothing_for_a_connected_client() {
         created.push(id_of(&create(&server, &user, Some("acme"), "restarted", n)));
     }
     // Once the subscriber has subscribed again, delivery must be live again.
-    common::wait_for_subscribers(&redis.url(), &prefix, 1, Duration::from_secs(25));
+    common::wait_for_subscribers(
+        &redis.url(),
+        &common::user_channel(&prefix, &user),
+        1,
+        Duration::from_secs(25),
+    );
     for n in 0..3 {
         created.push(id_of(&create(&server, &user, Some("acme"), "after", n)));
     }
@@ -405,7 +410,12 @@ fn after_a_quiet_redis_restart_new_notifications_are_live_again() {
     // Redis restarts while nothing is created; the subscriber comes back.
     redis.kill();
     let mut redis = RedisProcess::start(port);
-    common::wait_for_subscribers(&redis.url(), &prefix, 1, Duration::from_secs(25));
+    common::wait_for_subscribers(
+        &redis.url(),
+        &common::user_channel(&prefix, &user),
+        1,
+        Duration::from_secs(25),
+    );
     let created: Vec<String> = (0..6)
         .map(|n| id_of(&create(&server, &user, Some("acme"), "after", n)))
         .collect();

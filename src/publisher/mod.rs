@@ -16,6 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::error::{with_causes, Error};
+use crate::notification::Notification;
 use outage::Outage;
 
 /// How long a create waits for a Redis connection before giving up on publishing.
@@ -24,9 +25,9 @@ const CONNECTION_TIMEOUT: Duration = Duration::from_millis(500);
 /// How long an announcement between instances waits for a pooled connection.
 const CONTROL_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// One message for Redis: a user's channel and the notification's JSON (shared with
-/// the reply, not copied).
-pub type Message<'a> = (&'a str, &'a Arc<String>);
+/// One message for Redis: a notification (its audience picks the channel) and its
+/// JSON (shared with the reply, not copied).
+pub type Message<'a> = (&'a Notification, &'a Arc<String>);
 
 /// A handle on the Redis publishing side; cheap to clone.
 #[derive(Clone)]
@@ -62,18 +63,24 @@ impl Publisher {
         })
     }
 
-    /// The channel of one user's notifications.
-    pub fn channel(&self, user_id: &str) -> String {
-        crate::channels::user_notifications(&self.prefix, user_id)
+    /// The channel of a notification: its user's, or its workspace's for the
+    /// workspace audience.
+    pub fn channel(&self, notification: &Notification) -> String {
+        match (&notification.user_id, &notification.workspace) {
+            (Some(user_id), _) => crate::channels::user_notifications(&self.prefix, user_id),
+            (None, Some(slug)) => crate::channels::workspace_notifications(&self.prefix, slug),
+            // `validate` never lets a notification have neither (nor the table).
+            (None, None) => crate::channels::user_notifications(&self.prefix, ""),
+        }
     }
 
-    /// Publishes many notifications in one round trip: `(user_id, json)` pairs. Never
+    /// Publishes many notifications in one round trip: `(notification, json)` pairs. Never
     /// fails a create: while Redis is down the messages are set aside without waiting
     /// (and counted in `notifd_redis_publish_failures_total`).
     pub fn publish_many(&self, messages: &[Message<'_>]) {
         let channels: Vec<(String, &Arc<String>)> = messages
             .iter()
-            .map(|(user_id, json)| (self.channel(user_id), *json))
+            .map(|(notification, json)| (self.channel(notification), *json))
             .collect();
         self.send(&channels);
     }
@@ -89,18 +96,19 @@ impl Publisher {
         }
     }
 
-    /// Publishes a message between instances (see `hub::Replace`). Waits
+    /// Publishes a roster eviction (`roster::Evict`) on the user's state channel, so
+    /// it reaches the instances holding that user's connections. Waits
     /// longer for a connection than a create does: a burst of thousands of new
     /// WebSockets announces itself at once, and an announcement lost means two
     /// connections of one user and workspace on two instances. While Redis is known
     /// to be down it fails at once: no instance could hear it.
-    pub fn publish_control(&self, json: &str) -> Result<(), Error> {
+    pub fn publish_control(&self, user_id: &str, json: &str) -> Result<(), Error> {
         if self.outage.is_down() {
             return Err(self.outage.error("down; announcement not sent"));
         }
         let mut pipe = redis::pipe();
         pipe.cmd("PUBLISH")
-            .arg(crate::channels::control(&self.prefix))
+            .arg(crate::channels::user_state(&self.prefix, user_id))
             .arg(json)
             .ignore();
         self.run(&pipe, CONTROL_TIMEOUT)

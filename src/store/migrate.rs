@@ -19,6 +19,11 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         "idempotency_expiry",
         include_str!("../../sql/0003_idempotency_expiry.sql"),
     ),
+    (
+        4,
+        "workspace_audience",
+        include_str!("../../sql/0004_workspace_audience.sql"),
+    ),
 ];
 
 /// Key of the advisory lock that serializes migrations across instances.

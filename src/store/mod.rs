@@ -170,7 +170,7 @@ impl Store {
 /// New rows as the column arrays `statements::NEW_ROWS` binds ($1..$10).
 struct NewRows<'a> {
     ids: Vec<Uuid>,
-    users: Vec<&'a str>,
+    users: Vec<Option<&'a str>>,
     workspaces: Vec<Option<&'a str>>,
     kinds: Vec<&'a str>,
     levels: Vec<&'a str>,
@@ -186,7 +186,7 @@ impl<'a> NewRows<'a> {
         let column = |f: fn(&'a Notification) -> &'a str| batch.iter().map(|n| f(n)).collect();
         NewRows {
             ids: batch.iter().map(|n| n.id).collect(),
-            users: column(|n| &n.user_id),
+            users: batch.iter().map(|n| n.user_id.as_deref()).collect(),
             workspaces: batch.iter().map(|n| n.workspace.as_deref()).collect(),
             kinds: column(|n| &n.kind),
             levels: column(|n| n.level.as_str()),

@@ -270,11 +270,12 @@ fn counter_rows(
 }
 
 /// A counter row read from `row`, its workspace in column `at` ('' = user-level) and
-/// the counts and version after it.
+/// the counts, version and whether it is a workspace's broadcasts row after it.
 fn counter_row(row: &postgres::Row, at: usize) -> CounterRow {
     let workspace: String = row.get(at);
     CounterRow {
         workspace: (!workspace.is_empty()).then_some(workspace),
+        broadcasts: row.get(at + 4),
         unread: row.get(at + 1),
         unseen: row.get(at + 2),
         version: row.get(at + 3),

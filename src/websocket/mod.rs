@@ -36,6 +36,7 @@ use std::time::{Duration, Instant};
 use crate::auth::Verifier;
 use crate::config::Config;
 use crate::hub::Hub;
+use crate::notification::{floor_id, id_millis};
 use crate::publisher::Publisher;
 use crate::shutdown::Shutdown;
 use crate::store::Store;
@@ -196,6 +197,9 @@ fn open((stream, slot): (TcpStream, Counted)) {
     // A client that takes no data for this long while data waits (it stopped reading,
     // or vanished) is cut off by the kernel; its thread then sees the error and ends.
     let _ = socket2::SockRef::from(&stream).set_tcp_user_timeout(Some(SEND_STALL_LIMIT));
+    // Before the client can know it is connected: what it creates once the upgrade
+    // is answered is owed to it, however long registering takes.
+    let floor = floor_id(id_millis(&uuid::Uuid::now_v7()));
     let Ok((ws, asked)) = handshake::upgrade(stream, HANDSHAKE_LIMIT, &ctx.cors_origins) else {
         return;
     };
@@ -209,7 +213,7 @@ fn open((stream, slot): (TcpStream, Counted)) {
             return handshake::close_blocking(ws, refusal.close, &refusal.reason);
         }
     };
-    let live = (slot, session::open(&ctx, ws, admitted));
+    let live = (slot, session::open(&ctx, ws, admitted, floor));
     if let Err((err, (_slot, session))) =
         lean_thread::spawn(CONNECTION_THREAD, CONNECTION_STACK, live, run_connection)
     {

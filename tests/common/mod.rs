@@ -704,25 +704,34 @@ pub fn free_low_port() -> u16 {
         .expect("a free port below the ephemeral range")
 }
 
-/// Waits (bounded) until `count` notifd subscribers listen on the control channel of
-/// `prefix` at the Redis of `url`: the instances' subscriber threads are up. Polls
-/// Redis for a state change; nothing waits on a guess.
-pub fn wait_for_subscribers(url: &str, prefix: &str, count: i64, within: Duration) {
-    let channel = format!("{prefix}notifd:control");
+/// The Redis channel of `user`'s notifications under `prefix`.
+pub fn user_channel(prefix: &str, user: &str) -> String {
+    format!("{prefix}notifications:{user}")
+}
+
+/// How many clients of the Redis at `url` are subscribed to `channel` now (`None`
+/// when Redis does not answer).
+pub fn channel_subscribers(url: &str, channel: &str) -> Option<i64> {
+    let client = redis::Client::open(url).ok()?;
+    let mut conn = client
+        .get_connection_with_timeout(Duration::from_secs(1))
+        .ok()?;
+    let (_, n): (String, i64) = redis::cmd("PUBSUB")
+        .arg("NUMSUB")
+        .arg(channel)
+        .query(&mut conn)
+        .ok()?;
+    Some(n)
+}
+
+/// Waits (bounded) until exactly `count` clients of the Redis at `url` listen on
+/// `channel` (an instance subscribes to the channels of the users connected to it).
+/// Polls Redis for a state change; nothing waits on a guess.
+pub fn wait_for_subscribers(url: &str, channel: &str, count: i64, within: Duration) {
     let deadline = std::time::Instant::now() + within;
     loop {
-        let now = redis::Client::open(url).ok().and_then(|client| {
-            let mut conn = client
-                .get_connection_with_timeout(Duration::from_secs(1))
-                .ok()?;
-            let (_, n): (String, i64) = redis::cmd("PUBSUB")
-                .arg("NUMSUB")
-                .arg(&channel)
-                .query(&mut conn)
-                .ok()?;
-            Some(n)
-        });
-        if now.is_some_and(|n| n >= count) {
+        let now = channel_subscribers(url, channel);
+        if now == Some(count) {
             return;
         }
         assert!(
@@ -733,24 +742,22 @@ pub fn wait_for_subscribers(url: &str, prefix: &str, count: i64, within: Duratio
     }
 }
 
-/// Two instances on one database and one Redis prefix, once both subscriber threads
-/// listen (else a message published at once would reach nobody).
+/// Two instances on one database and one Redis prefix (each starts once its
+/// subscriber is connected).
 pub fn two_instances(settings: Settings) -> (TestServer, TestServer) {
-    let prefix = settings.redis_prefix.clone().expect("prefix");
     let a = TestServer::with(settings.clone());
     let b = TestServer::with(settings);
-    wait_for_subscribers(&redis_url(), &prefix, 2, Duration::from_secs(10));
     (a, b)
 }
 
-/// A notifd on a redis-server of the test's own, once its subscriber listens.
+/// A notifd on a redis-server of the test's own (it starts once its subscriber is
+/// connected).
 pub fn server_on_own_redis() -> (RedisProcess, String, TestServer) {
     let redis = RedisProcess::start(free_low_port());
     let mut settings = settings();
     settings.redis_url = Some(redis.url());
     let prefix = settings.redis_prefix.clone().expect("prefix");
     let server = TestServer::with(settings);
-    wait_for_subscribers(&redis.url(), &prefix, 1, Duration::from_secs(10));
     (redis, prefix, server)
 }
 

@@ -52,10 +52,18 @@ impl History {
     }
 
     /// Starts sending what PostgreSQL holds after `after` (unless a replay runs).
+    /// A replay that has read its last page but not sent it all reads once more
+    /// after that page: its last read may predate what the caller is owed.
     pub fn replay_from(&mut self, after: Uuid) {
-        if !self.replaying() {
-            self.next = Some(after);
-            self.pages = 0;
+        if self.next.is_some() {
+            return;
+        }
+        match self.backlog.back() {
+            Some(last) => self.next = Some(last.id),
+            None => {
+                self.next = Some(after);
+                self.pages = 0;
+            }
         }
     }
 

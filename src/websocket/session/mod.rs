@@ -33,7 +33,6 @@ use super::stream::ClientStream;
 use crate::events::StateMessage;
 use crate::hub::{Frame, Registration};
 use crate::metrics::{self, METRICS};
-use crate::notification::{floor_id, id_millis};
 use history::History;
 use seat::{take_seat, Seat};
 use view::View;
@@ -60,19 +59,29 @@ pub struct Session {
     expires: Instant,
 }
 
+/// Longest a new connection waits for its channels to be subscribed.
+const SUBSCRIBE_WAIT: Duration = Duration::from_secs(1);
+
 /// Registers an admitted connection with the hub and takes its seat in the roster,
 /// replacing (4005) the oldest beyond the limit on any instance.
 ///
 /// Runs on the handshake thread: the Redis client and the log formatting need deep
 /// stacks, and pages a thread touches stay resident for its life. Keeping them off
 /// the long-lived connection thread keeps each connection's memory small.
-pub fn open(ctx: &Arc<Ctx>, ws: WebSocket<ClientStream>, admitted: Admitted) -> Session {
+///
+/// `floor`: the position taken before the upgrade was answered. Everything created
+/// after it is owed to this client, and a notification created before the
+/// registration below reached only the connections registered then, so the
+/// connection first reads what PostgreSQL holds after it (often nothing: one indexed
+/// read); live frames wait behind that, and `seen` drops the ones read twice.
+pub fn open(
+    ctx: &Arc<Ctx>,
+    ws: WebSocket<ClientStream>,
+    admitted: Admitted,
+    floor: Uuid,
+) -> Session {
     let started = Instant::now();
-    // Taken before registering: anything created from here on is owed to this client,
-    // even if Redis is down and the announcement below waits.
-    let floor = admitted
-        .since
-        .unwrap_or_else(|| floor_id(id_millis(&Uuid::now_v7())));
+    let floor = admitted.since.unwrap_or(floor);
     let (queue_in, queue) = crossbeam_channel::unbounded();
     let socket = ws.get_ref().socket().clone();
     let queue_in = (queue_in, ctx.queue_capacity);
@@ -82,14 +91,22 @@ pub fn open(ctx: &Arc<Ctx>, ws: WebSocket<ClientStream>, admitted: Admitted) -> 
     // Registered before the roster hears of it: a newer connection's admission may
     // evict this one at once, and must find it.
     let registration = ctx.hub.register(&user_id, &workspace, handle.clone());
+    // The first connection of a user (or on a workspace) here waits for its channels
+    // (the subscriber's next look, within milliseconds): an eviction published for it
+    // before then would be lost. Bounded: with Redis away it goes on (and the
+    // subscriber's catch-up after reconnecting covers its notifications).
+    if !ctx
+        .hub
+        .wait_subscribed(&user_id, &workspace, SUBSCRIBE_WAIT)
+    {
+        log::debug!(user = user_id.as_str(); "ws opening before its channels are subscribed");
+    }
     let seat = take_seat(ctx, &registration, &user_id, &workspace);
     METRICS.ws_opened();
     log::info!(user = user_id.as_str(), workspace = workspace.as_str(), conn = registration.key().id; "ws opened");
     let view = (admitted.protocol == Protocol::V1).then(|| View::new(&workspace, admitted.since));
     let mut history = History::new(user_id, workspace, floor);
-    if let Some(since) = admitted.since {
-        history.replay_from(since);
-    }
+    history.replay_from(floor);
     Session {
         registration,
         expires: expiry(ctx, admitted.identity.expires_at),

@@ -42,7 +42,7 @@ pub fn take_seat(ctx: &Ctx, registration: &Registration, user_id: &str, workspac
             ctx.hub.replace(user_id, workspace, &here);
             if here.len() < evict.close.len() {
                 let json = serde_json::to_string(&evict).unwrap_or_default();
-                if let Err(err) = ctx.publisher.publish_control(&json) {
+                if let Err(err) = ctx.publisher.publish_control(user_id, &json) {
                     log::warn!(error = err.to_string().as_str(); "cannot tell other instances of replaced connections");
                 }
             }

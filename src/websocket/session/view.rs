@@ -1,6 +1,7 @@
 //! What an event-protocol connection's client knows beyond its notifications: whether
 //! it was told `synced`, and the counter rows its `counts` are the sum of (the
-//! user-level row and its workspace's), each at the newest version seen.
+//! user-level row, its own row of the workspace and the workspace's broadcasts row),
+//! each at the newest version seen.
 //!
 //! The session (before) hands it the rows read at connect and every state message
 //! from the queue; it answers which frames to send. Versions make the order of
@@ -32,6 +33,8 @@ pub struct View {
     stale: bool,
     user_level: Known,
     in_workspace: Known,
+    /// The workspace's workspace-audience notifications (shared by its users).
+    broadcasts: Known,
 }
 
 impl View {
@@ -43,6 +46,7 @@ impl View {
             stale: false,
             user_level: Known::default(),
             in_workspace: Known::default(),
+            broadcasts: Known::default(),
         }
     }
 
@@ -99,10 +103,11 @@ impl View {
     pub fn absorb(&mut self, rows: &[CounterRow]) -> bool {
         let before = self.counts();
         for row in rows {
-            let known = match row.workspace.as_deref() {
-                None => &mut self.user_level,
-                Some(w) if w == self.workspace => &mut self.in_workspace,
-                Some(_) => continue,
+            let known = match (row.workspace.as_deref(), row.broadcasts) {
+                (None, false) => &mut self.user_level,
+                (Some(w), false) if w == self.workspace => &mut self.in_workspace,
+                (Some(w), true) if w == self.workspace => &mut self.broadcasts,
+                _ => continue,
             };
             if row.version > known.version {
                 *known = Known {
@@ -118,9 +123,10 @@ impl View {
     }
 
     fn counts(&self) -> Counts {
+        let rows = [self.user_level, self.in_workspace, self.broadcasts];
         Counts {
-            unread: self.user_level.counts.unread + self.in_workspace.counts.unread,
-            unseen: self.user_level.counts.unseen + self.in_workspace.counts.unseen,
+            unread: rows.iter().map(|row| row.counts.unread).sum(),
+            unseen: rows.iter().map(|row| row.counts.unseen).sum(),
         }
     }
 
@@ -141,6 +147,7 @@ mod tests {
     fn row(workspace: Option<&str>, unread: i64, version: i64) -> CounterRow {
         CounterRow {
             workspace: workspace.map(str::to_string),
+            broadcasts: false,
             unread,
             unseen: unread,
             version,
@@ -178,6 +185,30 @@ mod tests {
         assert!(unchanged.is_empty(), "nothing moved: nothing sent");
         let moved = view.rows_read(None, &[row(Some("acme"), 4, 7)]);
         assert_eq!(moved.len(), 1, "counts only, no second synced");
+    }
+
+    #[test]
+    fn a_workspaces_broadcasts_add_to_the_users_own_row() {
+        let mut view = View::new("acme", None);
+        view.rows_read(None, &[row(Some("acme"), -1, 2)]);
+        let broadcasts = |unread, version| CounterRow {
+            broadcasts: true,
+            ..row(Some("acme"), unread, version)
+        };
+        assert!(view.absorb(&[broadcasts(3, 1)]));
+        assert_eq!(
+            view.counts_frame().as_str(),
+            r#"{"event":"counts","unread":2,"unseen":2}"#,
+            "three broadcasts, one of them read"
+        );
+        assert!(!view.absorb(&[broadcasts(7, 1)]), "same version: dropped");
+        assert!(
+            !view.absorb(&[CounterRow {
+                broadcasts: true,
+                ..row(Some("beta"), 9, 9)
+            }]),
+            "another workspace's broadcasts"
+        );
     }
 
     #[test]
