@@ -118,12 +118,9 @@ pub fn mask_postgres_url(url: &str) -> String {
 
 /// A Redis URL without its password.
 pub fn mask_redis_url(url: &str) -> String {
-    let password = redis::Client::open(url).ok().and_then(|c| {
-        c.get_connection_info()
-            .redis_settings()
-            .password()
-            .map(String::from)
-    });
+    let password = crate::redis_link::Redis::open(url)
+        .ok()
+        .and_then(|redis| redis.password().map(String::from));
     scrub(mask_url(url), password.as_deref())
 }
 

@@ -83,7 +83,8 @@ pub struct Settings {
     /// (trailing newline ignored) [default: none]
     #[arg(long, env = "NOTIFD_DATABASE_URL_FILE", global = true)]
     pub database_url_file: Option<String>,
-    /// Redis URL [default: redis://127.0.0.1:6379]
+    /// Redis URL; redis+cluster://host:port,host:port for a Redis Cluster
+    /// [default: redis://127.0.0.1:6379]
     #[arg(long, env = "NOTIFD_REDIS_URL", global = true, hide_env_values = true)]
     pub redis_url: Option<String>,
     /// File holding the Redis URL (trailing newline ignored) [default: none]

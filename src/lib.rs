@@ -54,6 +54,7 @@ pub mod net;
 pub mod notification;
 pub mod process;
 pub mod publisher;
+pub mod redis_link;
 pub mod retention;
 pub mod roster;
 pub mod server;

@@ -26,7 +26,7 @@ pub(super) fn redis_url(s: &Settings) -> Result<String, ConfigError> {
         ("NOTIFD_REDIS_URL_FILE", &s.redis_url_file),
     )?
     .unwrap_or_else(|| (DEFAULT_REDIS_URL.into(), "NOTIFD_REDIS_URL"));
-    redis::Client::open(url.as_str())
+    crate::redis_link::Redis::open(url.as_str())
         .map_err(|e| bad(variable, format!("not a Redis URL: {e}")))?;
     Ok(url)
 }

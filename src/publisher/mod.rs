@@ -1,5 +1,6 @@
 //! The publisher: after a create commits, sends the notification's JSON to
-//! `{prefix}notifications:{user_id}` on Redis (contract §5).
+//! `{prefix}notifications:{user_id}` (or its workspace's channel) on Redis (contract
+//! §5): PUBLISH on one server, SPUBLISH on a Redis Cluster (`redis_link`).
 //!
 //! Comes after `store` (the committer calls it once a group is stored); the
 //! subscriber threads of every instance come after it. A Redis failure never fails a
@@ -17,6 +18,7 @@ use std::time::Duration;
 
 use crate::error::{with_causes, Error};
 use crate::notification::Notification;
+use crate::redis_link::{Link, Redis};
 use outage::Outage;
 
 /// How long a create waits for a Redis connection before giving up on publishing.
@@ -34,17 +36,16 @@ pub type Message<'a> = (&'a Notification, &'a Arc<String>);
 pub struct Publisher {
     pool: r2d2::Pool<Manager>,
     manager: Manager,
-    client: redis::Client,
+    redis: Redis,
     prefix: String,
     outage: Arc<Outage>,
 }
 
 impl Publisher {
     pub fn new(url: &str, prefix: &str, pool_size: u32) -> Result<Publisher, Error> {
-        let client =
-            redis::Client::open(url).map_err(|e| Error::Internal(format!("bad Redis URL: {e}")))?;
+        let redis = Redis::open(url).map_err(|e| Error::Internal(format!("bad Redis URL: {e}")))?;
         let manager = Manager {
-            client: client.clone(),
+            redis: redis.clone(),
         };
         let pool = r2d2::Pool::builder()
             .max_size(pool_size)
@@ -53,11 +54,11 @@ impl Publisher {
             .connection_timeout(CONNECTION_TIMEOUT)
             .error_handler(Box::new(r2d2::NopErrorHandler))
             .build_unchecked(manager.clone());
-        let outage = Arc::new(Outage::new(redis_server(&client)));
+        let outage = Arc::new(Outage::new(redis.describe()));
         Ok(Publisher {
             pool,
             manager,
-            client,
+            redis,
             prefix: prefix.to_string(),
             outage,
         })
@@ -91,8 +92,12 @@ impl Publisher {
         if self.outage.set_aside_if_down(channels) {
             return;
         }
-        if let Err(err) = self.run(&pipeline(channels), CONNECTION_TIMEOUT) {
-            self.outage.begin(channels, &err, &self.client);
+        let messages: Vec<(&str, &str)> = channels
+            .iter()
+            .map(|(channel, json)| (channel.as_str(), json.as_str()))
+            .collect();
+        if let Err(err) = self.run(&messages, CONNECTION_TIMEOUT) {
+            self.outage.begin(channels, &err, &self.redis);
         }
     }
 
@@ -106,19 +111,16 @@ impl Publisher {
         if self.outage.is_down() {
             return Err(self.outage.error("down; announcement not sent"));
         }
-        let mut pipe = redis::pipe();
-        pipe.cmd("PUBLISH")
-            .arg(crate::channels::user_state(&self.prefix, user_id))
-            .arg(json)
-            .ignore();
-        self.run(&pipe, CONTROL_TIMEOUT)
+        let channel = crate::channels::user_state(&self.prefix, user_id);
+        self.run(&[(channel.as_str(), json)], CONTROL_TIMEOUT)
     }
 
-    /// Runs a pipeline on a pooled connection (waiting at most `wait` for one).
-    fn run(&self, pipe: &redis::Pipeline, wait: Duration) -> Result<(), Error> {
+    /// Publishes `(channel, message)` pairs on a pooled connection (waiting at most
+    /// `wait` for one).
+    fn run(&self, messages: &[(&str, &str)], wait: Duration) -> Result<(), Error> {
         let failed = |err: &dyn std::error::Error| self.outage.error(&with_causes(err));
         let mut conn = self.pool.get_timeout(wait).map_err(|e| failed(&e))?;
-        if conn.run(pipe).is_ok() {
+        if conn.publish(messages).is_ok() {
             return Ok(());
         }
         // A pooled connection goes stale when Redis restarts, and only a command finds
@@ -126,61 +128,44 @@ impl Publisher {
         // one more try on a fresh connection rather than being lost.
         drop(conn);
         let mut fresh = r2d2::ManageConnection::connect(&self.manager).map_err(|e| failed(&e))?;
-        fresh.run(pipe).map_err(|e| failed(&e))
+        fresh.publish(messages).map_err(|e| failed(&e))
     }
 
     /// True when Redis answers a PING within `timeout` (on a fresh connection, so a
     /// pooled one cannot hide an outage).
     pub fn ping(&self, timeout: Duration) -> Result<(), Error> {
-        ping(&self.client, timeout)
+        ping(&self.redis, timeout)
             .map(drop)
             .map_err(|e| self.outage.error(&with_causes(&e)))
     }
 }
 
-/// One PUBLISH per message, replies ignored.
-fn pipeline(messages: &[(String, &Arc<String>)]) -> redis::Pipeline {
-    let mut pipe = redis::pipe();
-    for (channel, json) in messages {
-        pipe.cmd("PUBLISH").arg(channel).arg(json.as_str()).ignore();
-    }
-    pipe
-}
-
 /// PING on a fresh connection with `timeout` for connecting and for the answer.
-fn ping(client: &redis::Client, timeout: Duration) -> redis::RedisResult<redis::Connection> {
-    let mut conn = client.get_connection_with_timeout(timeout)?;
-    conn.set_read_timeout(Some(timeout))?;
-    conn.set_write_timeout(Some(timeout))?;
-    redis::cmd("PING").query::<String>(&mut conn)?;
+fn ping(redis: &Redis, timeout: Duration) -> redis::RedisResult<Link> {
+    let mut conn = redis.connect(timeout)?;
+    conn.ping()?;
     Ok(conn)
 }
 
 /// For `notifd check-config`: PING on a fresh connection within `timeout`. Ok and Err
-/// both name the server (`host:port`), never the URL.
+/// both name the server (`host:port`, or the cluster's seeds), never the URL.
 pub fn check(url: &str, timeout: Duration) -> Result<String, String> {
-    let client = redis::Client::open(url).map_err(|e| format!("not a Redis URL: {e}"))?;
-    let server = redis_server(&client);
-    ping(&client, timeout)
+    let redis = Redis::open(url).map_err(|e| format!("not a Redis URL: {e}"))?;
+    let server = redis.describe();
+    ping(&redis, timeout)
         .map(|_| format!("{server}: ok"))
         .map_err(|e| format!("{server}: {}", with_causes(&e)))
 }
 
-/// `host:port` of the Redis server, for messages (the subscriber's too): never the
-/// URL, which may hold a password.
-pub fn redis_server(client: &redis::Client) -> String {
-    client.get_connection_info().addr().to_string()
-}
-
 /// A pooled Redis connection that remembers a failed command.
 struct Connection {
-    conn: redis::Connection,
+    conn: Link,
     broken: bool,
 }
 
 impl Connection {
-    fn run(&mut self, pipe: &redis::Pipeline) -> redis::RedisResult<()> {
-        let result = pipe.query::<()>(&mut self.conn);
+    fn publish(&mut self, messages: &[(&str, &str)]) -> redis::RedisResult<()> {
+        let result = self.conn.publish_all(messages.iter().copied());
         self.broken |= result.is_err();
         result
     }
@@ -190,7 +175,7 @@ impl Connection {
 /// a Redis that hangs delays a create by at most `CONNECTION_TIMEOUT`.
 #[derive(Clone)]
 struct Manager {
-    client: redis::Client,
+    redis: Redis,
 }
 
 impl r2d2::ManageConnection for Manager {
@@ -198,21 +183,14 @@ impl r2d2::ManageConnection for Manager {
     type Error = redis::RedisError;
 
     fn connect(&self) -> Result<Connection, redis::RedisError> {
-        let conn = self
-            .client
-            .get_connection_with_timeout(CONNECTION_TIMEOUT)?;
-        conn.set_read_timeout(Some(CONNECTION_TIMEOUT))?;
-        conn.set_write_timeout(Some(CONNECTION_TIMEOUT))?;
         Ok(Connection {
-            conn,
+            conn: self.redis.connect(CONNECTION_TIMEOUT)?,
             broken: false,
         })
     }
 
     fn is_valid(&self, conn: &mut Connection) -> Result<(), redis::RedisError> {
-        redis::cmd("PING")
-            .query::<String>(&mut conn.conn)
-            .map(|_| ())
+        conn.conn.ping()
     }
 
     fn has_broken(&self, conn: &mut Connection) -> bool {

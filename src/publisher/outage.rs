@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use super::ping;
 use crate::error::{with_causes, Error};
 use crate::metrics::METRICS;
+use crate::redis_link::{Link, Redis};
 
 /// How far back (by when they were set aside) messages are re-sent on recovery.
 /// Well above the prober's longest pause plus its timeout, well inside the
@@ -112,7 +113,7 @@ impl Outage {
         self: &Arc<Self>,
         messages: &[(String, &Arc<String>)],
         err: &Error,
-        client: &redis::Client,
+        redis: &Redis,
     ) {
         let mut state = self.lock();
         state.keep(messages);
@@ -122,11 +123,13 @@ impl Outage {
         state.since = Some(Instant::now());
         drop(state);
         log::warn!(error = err.to_string().as_str(); "redis publish failed; until redis answers, creates are stored and answered without publishing");
-        let (outage, client) = (Arc::downgrade(self), client.clone());
+        let (outage, redis) = (Arc::downgrade(self), redis.clone());
+        // A cluster connection's set-up (topology, one socket per node) runs deeper
+        // than a plain one's.
         let spawned = std::thread::Builder::new()
             .name("notifd-redis-probe".into())
-            .stack_size(128 * 1024)
-            .spawn(move || probe(&outage, &client));
+            .stack_size(256 * 1024)
+            .spawn(move || probe(&outage, &redis));
         if let Err(err) = spawned {
             // Without a prober nothing would end the outage: wait on Redis per
             // publish again, as before it began.
@@ -136,9 +139,8 @@ impl Outage {
     }
 
     /// Redis answers on `conn`: re-sends what was set aside recently, then resumes.
-    fn resume(&self, conn: &mut redis::Connection) -> redis::RedisResult<()> {
-        conn.set_read_timeout(Some(RESEND_TIMEOUT))?;
-        conn.set_write_timeout(Some(RESEND_TIMEOUT))?;
+    fn resume(&self, conn: &mut Link) -> redis::RedisResult<()> {
+        conn.set_timeouts(RESEND_TIMEOUT)?;
         let mut resent = 0;
         for round in 1..=MAX_RESEND_ROUNDS {
             let mut state = self.lock();
@@ -171,18 +173,15 @@ impl Outage {
 }
 
 /// Publishes what was set aside, in order, in one round trip.
-fn publish(conn: &mut redis::Connection, batch: &[Aside]) -> redis::RedisResult<()> {
+fn publish(conn: &mut Link, batch: &[Aside]) -> redis::RedisResult<()> {
     if batch.is_empty() {
         return Ok(());
     }
-    let mut pipe = redis::pipe();
-    for aside in batch {
-        pipe.cmd("PUBLISH")
-            .arg(&aside.channel)
-            .arg(aside.json.as_str())
-            .ignore();
-    }
-    pipe.query::<()>(conn)
+    conn.publish_all(
+        batch
+            .iter()
+            .map(|aside| (aside.channel.as_str(), aside.json.as_str())),
+    )
 }
 
 impl State {
@@ -228,14 +227,14 @@ impl State {
 /// Tries Redis with doubling pauses until it answers (then resumes publishing) or
 /// every `Publisher` is gone (the server stopped). Each failure is logged at debug
 /// only: the subscriber logs the same outage at warn on each of its retries.
-fn probe(outage: &Weak<Outage>, client: &redis::Client) {
+fn probe(outage: &Weak<Outage>, redis: &Redis) {
     let mut pause = FIRST_PROBE_PAUSE;
     loop {
         std::thread::sleep(pause);
         let Some(outage) = outage.upgrade() else {
             return;
         };
-        let result = ping(client, PROBE_TIMEOUT).and_then(|mut conn| outage.resume(&mut conn));
+        let result = ping(redis, PROBE_TIMEOUT).and_then(|mut conn| outage.resume(&mut conn));
         match result {
             Ok(()) => return,
             Err(err) => {

@@ -105,13 +105,13 @@ impl Roster {
                 "a roster needs a limit of at least 1".into(),
             ));
         }
-        let client = redis::Client::open(redis_url)
+        let redis = crate::redis_link::Redis::open(redis_url)
             .map_err(|e| Error::Internal(format!("bad Redis URL: {e}")))?;
-        let server = crate::publisher::redis_server(&client);
+        let server = redis.describe();
         let (leaves, queued) = crossbeam_channel::bounded(LEAVES_QUEUED);
         let roster = Roster {
             inner: Arc::new(Inner {
-                pool: pool::Pool::new(client, POOL_SIZE, BUDGET),
+                pool: pool::Pool::new(redis, POOL_SIZE, BUDGET),
                 prefix: prefix.to_string(),
                 limit,
                 health: Health::new(server),

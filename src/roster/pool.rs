@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use redis::{ErrorKind, ServerErrorKind};
 
 use crate::error::with_causes;
+use crate::redis_link::{Link, Redis};
 
 /// The script `admit` runs (see the file for what it does and why).
 const ADMIT: &str = include_str!("admit.lua");
@@ -23,9 +24,9 @@ pub struct Pool {
 }
 
 impl Pool {
-    pub fn new(client: redis::Client, size: u32, connect_timeout: Duration) -> Pool {
+    pub fn new(redis: Redis, size: u32, connect_timeout: Duration) -> Pool {
         let manager = Manager {
-            client,
+            redis,
             connect_timeout,
         };
         let pool = r2d2::Pool::builder()
@@ -73,7 +74,7 @@ impl Pool {
 
 /// A roster connection: the script's digest, and whether a command failed on it.
 pub struct Conn {
-    conn: redis::Connection,
+    conn: Link,
     admit_sha: String,
     broken: bool,
 }
@@ -118,10 +119,8 @@ impl Conn {
 }
 
 /// Sets `conn`'s read and write timeouts to end at `deadline`.
-fn until(conn: &redis::Connection, deadline: Instant) -> redis::RedisResult<()> {
-    let left = left(deadline);
-    conn.set_read_timeout(Some(left))?;
-    conn.set_write_timeout(Some(left))
+fn until(conn: &Link, deadline: Instant) -> redis::RedisResult<()> {
+    conn.set_timeouts(left(deadline))
 }
 
 /// Time left until `deadline`, at least `MIN_TIMEOUT`.
@@ -133,14 +132,16 @@ fn left(deadline: Instant) -> Duration {
 
 #[derive(Clone)]
 struct Manager {
-    client: redis::Client,
+    redis: Redis,
     connect_timeout: Duration,
 }
 
 impl Manager {
     /// Connects and loads the script, all before `deadline`.
     fn open(&self, deadline: Instant) -> redis::RedisResult<Conn> {
-        let mut conn = self.client.get_connection_with_timeout(left(deadline))?;
+        // On a cluster, SCRIPT LOAD goes to every node: the script is there whichever
+        // primary owns a roster key, a promoted replica included.
+        let mut conn = self.redis.connect(left(deadline))?;
         until(&conn, deadline)?;
         let admit_sha = redis::cmd("SCRIPT")
             .arg("LOAD")
@@ -163,7 +164,7 @@ impl r2d2::ManageConnection for Manager {
     }
 
     fn is_valid(&self, conn: &mut Conn) -> Result<(), redis::RedisError> {
-        redis::cmd("PING").query::<String>(&mut conn.conn).map(drop)
+        conn.conn.ping()
     }
 
     fn has_broken(&self, conn: &mut Conn) -> bool {

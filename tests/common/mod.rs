@@ -678,7 +678,7 @@ impl Drop for RedisProcess {
     }
 }
 
-fn redis_answers(port: u16) -> bool {
+pub fn redis_answers(port: u16) -> bool {
     let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
         return false;
     };
@@ -761,4 +761,5 @@ pub fn server_on_own_redis() -> (RedisProcess, String, TestServer) {
     (redis, prefix, server)
 }
 
+pub mod cluster;
 pub mod raw_ws;

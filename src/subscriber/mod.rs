@@ -30,19 +30,22 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 
+mod feed;
+mod resp;
+mod shards;
+
+use feed::{Feed, Single};
+
 use crate::channels::Channel;
 use crate::events::StateMessage;
 use crate::hub::{Frame, Hub};
 use crate::notification::Envelope;
+use crate::redis_link::Redis;
 use crate::roster::Evict;
 use crate::shutdown::Shutdown;
 
-/// How often the thread looks up from a blocking read to check for shutdown and for
-/// users to (un)subscribe: the longest a new user's channel waits to be subscribed.
-/// Short, so a first connection is live soon; each look costs a few microseconds.
-const READ_TIMEOUT: Duration = Duration::from_millis(10);
-/// How long a command (SUBSCRIBE, PING) may wait for its answer.
-const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long connecting to Redis may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// Silence after which a PING checks that the connection is still alive.
 const PING_AFTER: Duration = Duration::from_secs(10);
 const MIN_BACKOFF: Duration = Duration::from_millis(100);
@@ -58,7 +61,7 @@ pub fn spawn(
     hub: Hub,
     shutdown: Shutdown,
 ) -> std::io::Result<(JoinHandle<()>, Receiver<()>)> {
-    let client = redis::Client::open(redis_url).map_err(std::io::Error::other)?;
+    let redis = Redis::open(redis_url).map_err(std::io::Error::other)?;
     let prefix = prefix.to_string();
     let (ready, subscribed) = crossbeam_channel::bounded(1);
     let stopping = shutdown.clone();
@@ -67,18 +70,18 @@ pub fn spawn(
         THREAD_NAME,
         256 * 1024,
         move || stopping.is_fired(),
-        move || run(&client, &prefix, &hub, &shutdown, &ready),
+        move || run(&redis, &prefix, &hub, &shutdown, &ready),
     )?;
     Ok((thread, subscribed))
 }
 
-fn run(client: &redis::Client, prefix: &str, hub: &Hub, shutdown: &Shutdown, ready: &Sender<()>) {
+fn run(redis: &Redis, prefix: &str, hub: &Hub, shutdown: &Shutdown, ready: &Sender<()>) {
     let mut backoff = MIN_BACKOFF;
     let mut sessions = 0u64;
     while !shutdown.is_fired() {
         let mut subscribed = false;
         match session(
-            client,
+            redis,
             prefix,
             hub,
             shutdown,
@@ -92,7 +95,7 @@ fn run(client: &redis::Client, prefix: &str, hub: &Hub, shutdown: &Shutdown, rea
                 // the next session rather than count on a dead one.
                 hub.set_subscribed(&HashSet::new(), &HashSet::new());
                 log::warn!(
-                    server = crate::publisher::redis_server(client).as_str(),
+                    server = redis.describe().as_str(),
                     error = err.to_string().as_str(),
                     retry_ms = backoff.as_millis() as u64;
                     "redis subscriber disconnected"
@@ -111,10 +114,11 @@ fn run(client: &redis::Client, prefix: &str, hub: &Hub, shutdown: &Shutdown, rea
     }
 }
 
-/// One connection's life: subscribe, catch clients up, then dispatch until an error
-/// (returned, to reconnect) or shutdown (`Ok`).
+/// One connection's life (one server's, or one per cluster primary): subscribe,
+/// catch clients up, then dispatch until an error (returned, to reconnect) or
+/// shutdown (`Ok`).
 fn session(
-    client: &redis::Client,
+    redis: &Redis,
     prefix: &str,
     hub: &Hub,
     shutdown: &Shutdown,
@@ -122,11 +126,47 @@ fn session(
     subscribed: &mut bool,
     ready: &Sender<()>,
 ) -> redis::RedisResult<()> {
-    let mut conn = client.get_connection_with_timeout(Duration::from_secs(2))?;
-    conn.set_write_timeout(Some(Duration::from_secs(2)))?;
-    let mut pubsub = conn.as_pubsub();
+    let start = Start {
+        prefix,
+        hub,
+        shutdown,
+        sessions,
+        ready,
+    };
+    match redis {
+        Redis::Single(client) => {
+            let mut conn = client.get_connection_with_timeout(CONNECT_TIMEOUT)?;
+            conn.set_write_timeout(Some(CONNECT_TIMEOUT))?;
+            let mut feed = Single::new(conn.as_pubsub())?;
+            serve(&mut feed, &start, subscribed)
+        }
+        Redis::Cluster(seeds) => {
+            let mut feed = shards::Shards::connect(seeds, CONNECT_TIMEOUT)?;
+            log::debug!(primaries = feed.len(); "redis cluster subscriber connected");
+            serve(&mut feed, &start, subscribed)
+        }
+    }
+}
+
+/// What a session starts from.
+struct Start<'a> {
+    prefix: &'a str,
+    hub: &'a Hub,
+    shutdown: &'a Shutdown,
+    sessions: u64,
+    ready: &'a Sender<()>,
+}
+
+fn serve(feed: &mut impl Feed, start: &Start<'_>, subscribed: &mut bool) -> redis::RedisResult<()> {
+    let Start {
+        prefix,
+        hub,
+        shutdown,
+        sessions,
+        ready,
+    } = *start;
     let mut subscriptions = Subscriptions::default();
-    subscriptions.follow(&mut pubsub, prefix, hub)?;
+    subscriptions.follow(feed, prefix, hub)?;
     *subscribed = true;
     let _ = ready.try_send(());
     if sessions == 0 {
@@ -137,7 +177,7 @@ fn session(
     }
     // Anything published while we were not subscribed is in PostgreSQL only.
     hub.catch_up_all();
-    dispatch(&mut pubsub, prefix, hub, shutdown, &mut subscriptions)
+    dispatch(feed, prefix, hub, shutdown, &mut subscriptions)
 }
 
 /// The users and workspaces whose channels this connection is subscribed to.
@@ -154,29 +194,20 @@ impl Subscriptions {
     /// unsubscribes from those gone, if the hub's sets changed since the last look;
     /// then asks the new ones' connections to catch up (their subscription is active
     /// now).
-    fn follow(
-        &mut self,
-        pubsub: &mut redis::PubSub<'_>,
-        prefix: &str,
-        hub: &Hub,
-    ) -> redis::RedisResult<()> {
+    fn follow(&mut self, feed: &mut impl Feed, prefix: &str, hub: &Hub) -> redis::RedisResult<()> {
         let changed = hub.audience_changed();
         if self.seen == Some(changed) {
             return Ok(());
         }
-        // Confirmations are waited for with the connection's longer timeout: a
-        // timeout inside a command would leave the crate skipping the next reply.
-        pubsub.set_read_timeout(Some(COMMAND_TIMEOUT))?;
         let (users, workspaces) = hub.audience();
-        let new_users = sync(pubsub, &mut self.users, users, |user| {
+        let new_users = sync(feed, &mut self.users, users, |user| {
             user_channels(prefix, user)
         })?;
-        let new_workspaces = sync(pubsub, &mut self.workspaces, workspaces, |slug| {
+        let new_workspaces = sync(feed, &mut self.workspaces, workspaces, |slug| {
             workspace_channels(prefix, slug)
         })?;
         self.seen = Some(changed);
         hub.set_subscribed(&self.users, &self.workspaces);
-        pubsub.set_read_timeout(Some(READ_TIMEOUT))?;
         for user_id in &new_users {
             hub.catch_up_user(user_id);
         }
@@ -190,7 +221,7 @@ impl Subscriptions {
 /// Brings the subscribed set `have` in line with `wanted`: unsubscribes the channels
 /// of the ones gone and subscribes those of the new ones, which it returns.
 fn sync(
-    pubsub: &mut redis::PubSub<'_>,
+    feed: &mut impl Feed,
     have: &mut HashSet<String>,
     wanted: HashSet<String>,
     channels: impl Fn(&str) -> [String; 2],
@@ -198,14 +229,14 @@ fn sync(
     let gone: Vec<String> = have.difference(&wanted).cloned().collect();
     for name in &gone {
         for channel in channels(name) {
-            unsubscribe(pubsub, &channel)?;
+            feed.unsubscribe(&channel)?;
         }
         have.remove(name);
     }
     let new: Vec<String> = wanted.difference(have).cloned().collect();
     for name in &new {
         for channel in channels(name) {
-            subscribe(pubsub, &channel)?;
+            feed.subscribe(&channel)?;
         }
         have.insert(name.clone());
     }
@@ -228,23 +259,11 @@ fn workspace_channels(prefix: &str, slug: &str) -> [String; 2] {
     ]
 }
 
-// One channel per command, on purpose: Redis answers a SUBSCRIBE of N channels with N
-// confirmations and the crate waits for the first only, so the next command would take
-// a leftover confirmation for its own and a user could be caught up before its channel
-// is live. Messages that arrive meanwhile are kept by the crate for `get_message`.
-fn subscribe(pubsub: &mut redis::PubSub<'_>, channel: &str) -> redis::RedisResult<()> {
-    pubsub.subscribe(channel)
-}
-
-fn unsubscribe(pubsub: &mut redis::PubSub<'_>, channel: &str) -> redis::RedisResult<()> {
-    pubsub.unsubscribe(channel)
-}
-
 /// Hands every message to the hub until an error (returned, to reconnect) or
 /// shutdown (`Ok`); follows the hub's users between reads; pings Redis after a
 /// silence, to notice a dead connection.
 fn dispatch(
-    pubsub: &mut redis::PubSub<'_>,
+    feed: &mut impl Feed,
     prefix: &str,
     hub: &Hub,
     shutdown: &Shutdown,
@@ -253,12 +272,12 @@ fn dispatch(
     let mut last_heard = Instant::now();
     while !shutdown.is_fired() {
         crate::supervise::fault_point(THREAD_NAME);
-        match pubsub.get_message() {
-            Ok(message) => {
+        match feed.next()? {
+            Some(message) => {
                 last_heard = Instant::now();
                 crate::metrics::inc(&crate::metrics::METRICS.redis_messages_received);
-                let payload: String = message.get_payload()?;
-                match crate::channels::parse(prefix, message.get_channel_name()) {
+                let payload = message.payload;
+                match crate::channels::parse(prefix, &message.channel) {
                     Some(Channel::UserState(user_id)) => on_user_message(hub, user_id, &payload),
                     Some(Channel::WorkspaceState(slug)) => on_workspace_state(hub, slug, &payload),
                     Some(Channel::UserNotifications | Channel::WorkspaceNotifications(_)) => {
@@ -267,17 +286,13 @@ fn dispatch(
                     None => {}
                 }
             }
-            Err(err) if err.is_timeout() => {
-                subscriptions.follow(pubsub, prefix, hub)?;
+            None => {
+                subscriptions.follow(feed, prefix, hub)?;
                 if last_heard.elapsed() >= PING_AFTER {
-                    // In subscribed mode Redis answers PING with ["pong", ""], not "PONG".
-                    pubsub.set_read_timeout(Some(COMMAND_TIMEOUT))?;
-                    pubsub.ping::<redis::Value>()?;
-                    pubsub.set_read_timeout(Some(READ_TIMEOUT))?;
+                    feed.ping()?;
                     last_heard = Instant::now();
                 }
             }
-            Err(err) => return Err(err),
         }
     }
     Ok(())
