@@ -63,8 +63,25 @@ pub struct ConnKey {
 struct Entry {
     key: ConnKey,
     workspace: String,
+    /// What the connection is owed from: notifications with a greater id.
+    floor: Uuid,
     member: Arc<dyn Member>,
 }
+
+/// A connection registered since the subscriber last looked: what was published for
+/// it between its floor and now (its registration, its channels' subscription) may
+/// have reached no one here, so the subscriber reads it from PostgreSQL, for all of
+/// them at once (`subscriber`'s catch-up of fresh connections).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fresh {
+    pub user_id: String,
+    pub workspace: String,
+    pub floor: Uuid,
+}
+
+/// Most fresh connections remembered between two looks of the subscriber; beyond,
+/// a connection is asked to catch up on its own (`Member::catch_up`).
+const MAX_FRESH: usize = 50_000;
 
 /// A connection as a workspace's list holds it.
 type OnWorkspace = (ConnKey, Arc<dyn Member>);
@@ -74,6 +91,7 @@ type OnWorkspace = (ConnKey, Arc<dyn Member>);
 struct Registry {
     users: HashMap<String, Vec<Entry>>,
     workspaces: HashMap<String, Vec<OnWorkspace>>,
+    fresh: Vec<Fresh>,
 }
 
 struct Inner {
@@ -97,6 +115,9 @@ struct Inner {
 struct Subscribed {
     users: HashSet<String>,
     workspaces: HashSet<String>,
+    /// The subscriber has no Redis connection: nothing will be subscribed soon, so
+    /// a new connection does not wait for it (its catch-up comes with the reconnect).
+    down: bool,
 }
 
 /// The connection registry of this instance; cheap to clone.
@@ -132,11 +153,13 @@ impl Hub {
         self.inner.audience_changed.fetch_add(1, Ordering::Release);
     }
 
-    /// Adds a connection; it is removed when the returned guard drops.
+    /// Adds a connection owed what is created after `floor`; it is removed when the
+    /// returned guard drops.
     pub fn register(
         &self,
         user_id: &str,
         workspace: &str,
+        floor: Uuid,
         member: Arc<dyn Member>,
     ) -> Registration {
         let key = ConnKey {
@@ -147,6 +170,7 @@ impl Hub {
         let entry = Entry {
             key: key.clone(),
             workspace: workspace.to_string(),
+            floor,
             member: member.clone(),
         };
         let mut registry = self.registry();
@@ -158,10 +182,23 @@ impl Hub {
             .entry(workspace.to_string())
             .or_default();
         let first_on_workspace = on_workspace.is_empty();
-        on_workspace.push((key.clone(), member));
-        drop(registry);
+        on_workspace.push((key.clone(), member.clone()));
+        // Bumped before the subscriber can take this connection as fresh: a look that
+        // takes it also sees that its channels are wanted.
         if first_of_user || first_on_workspace {
             self.changed();
+        }
+        let remembered = registry.fresh.len() < MAX_FRESH;
+        if remembered {
+            registry.fresh.push(Fresh {
+                user_id: user_id.to_string(),
+                workspace: workspace.to_string(),
+                floor,
+            });
+        }
+        drop(registry);
+        if !remembered {
+            member.catch_up();
         }
         Registration {
             hub: self.clone(),
@@ -176,6 +213,43 @@ impl Hub {
     pub fn deliver(&self, user_id: &str, workspace: Option<&str>, frame: &Frame) -> usize {
         let members = self.members(user_id, |e| workspace.is_none_or(|w| w == e.workspace));
         members.iter().filter(|m| m.deliver(frame)).count()
+    }
+
+    /// The connections registered since the last call (`Fresh`).
+    pub fn take_fresh(&self) -> Vec<Fresh> {
+        std::mem::take(&mut self.registry().fresh)
+    }
+
+    /// Hands a frame read by the catch-up of fresh connections to those owed it: the
+    /// user's connections (on `workspace`, or all for a user-level one; for a
+    /// workspace-audience one, every connection on `workspace`) whose floor is older.
+    /// The ones that already have it skip it (`seen`).
+    pub fn deliver_caught_up(&self, user_id: Option<&str>, workspace: Option<&str>, frame: &Frame) {
+        let members: Vec<Arc<dyn Member>> = {
+            let registry = self.registry();
+            let owed = |e: &Entry| e.floor < frame.id;
+            match (user_id, workspace) {
+                (Some(user), workspace) => registry
+                    .users
+                    .get(user)
+                    .into_iter()
+                    .flatten()
+                    .filter(|e| owed(e) && workspace.is_none_or(|w| w == e.workspace))
+                    .map(|e| e.member.clone())
+                    .collect(),
+                (None, Some(slug)) => registry
+                    .users
+                    .values()
+                    .flatten()
+                    .filter(|e| owed(e) && e.workspace == slug)
+                    .map(|e| e.member.clone())
+                    .collect(),
+                (None, None) => Vec::new(),
+            }
+        };
+        for member in members {
+            member.deliver(frame);
+        }
     }
 
     /// Hands a workspace-audience frame to every connection on `workspace`. Returns
@@ -286,13 +360,23 @@ impl Hub {
         )
     }
 
-    /// The subscriber's confirmed subscriptions, after each change (empty sets when
-    /// its Redis connection is lost).
+    /// The subscriber's confirmed subscriptions, after each change.
     pub fn set_subscribed(&self, users: &HashSet<String>, workspaces: &HashSet<String>) {
         let mut subscribed = self.subscribed();
         subscribed.users.clone_from(users);
         subscribed.workspaces.clone_from(workspaces);
+        subscribed.down = false;
         drop(subscribed);
+        self.inner.subscribed_moved.notify_all();
+    }
+
+    /// The subscriber lost its Redis connection: nothing is subscribed until it is
+    /// back (`set_subscribed`), and nobody should wait for it meanwhile.
+    pub fn set_subscriber_down(&self) {
+        *self.subscribed() = Subscribed {
+            down: true,
+            ..Subscribed::default()
+        };
         self.inner.subscribed_moved.notify_all();
     }
 
@@ -306,6 +390,9 @@ impl Hub {
         loop {
             if subscribed.users.contains(user_id) && subscribed.workspaces.contains(workspace) {
                 return true;
+            }
+            if subscribed.down {
+                return false;
             }
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
@@ -328,16 +415,8 @@ impl Hub {
             .unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Asks every connection on `workspace` to catch up from PostgreSQL (its channel
-    /// was just subscribed).
-    pub fn catch_up_workspace(&self, workspace: &str) {
-        for member in self.on_workspace(workspace) {
-            member.catch_up();
-        }
-    }
-
-    /// Asks every connection of `user_id` to catch up from PostgreSQL (its channel was
-    /// just subscribed: what was published before that reached no one here).
+    /// Asks every connection of `user_id` to catch up from PostgreSQL on its own (the
+    /// catch-up of fresh connections could not cover them).
     pub fn catch_up_user(&self, user_id: &str) {
         for member in self.members(user_id, |_| true) {
             member.catch_up();
@@ -432,7 +511,11 @@ mod tests {
             room: 2,
             ..Counter::default()
         });
-        (hub.register(user, workspace, counter.clone()), counter)
+        let floor = crate::notification::floor_id(0);
+        (
+            hub.register(user, workspace, floor, counter.clone()),
+            counter,
+        )
     }
 
     fn frame() -> Frame {
@@ -490,6 +573,67 @@ mod tests {
         assert!(hub.holds("alice"));
         drop(_other);
         assert!(hub.is_empty() && !hub.holds("alice"));
+    }
+
+    #[test]
+    fn fresh_connections_are_taken_once_and_get_only_what_is_after_their_floor() {
+        let hub = Hub::new("i".into());
+        let before = Uuid::now_v7();
+        std::thread::sleep(Duration::from_millis(2));
+        let floor = crate::notification::floor_id(crate::notification::id_millis(&Uuid::now_v7()));
+        let counter = Arc::new(Counter {
+            room: 10,
+            ..Counter::default()
+        });
+        let _r = hub.register("alice", "acme", floor, counter.clone());
+        let fresh = hub.take_fresh();
+        assert_eq!(fresh.len(), 1);
+        assert_eq!(
+            (fresh[0].user_id.as_str(), fresh[0].floor),
+            ("alice", floor)
+        );
+        assert!(hub.take_fresh().is_empty(), "taken once");
+        let at = |id| Frame {
+            id,
+            json: "{}".into(),
+            expires: None,
+        };
+        hub.deliver_caught_up(Some("alice"), None, &at(before));
+        assert_eq!(count(&counter.frames), 0, "older than the floor");
+        hub.deliver_caught_up(Some("alice"), Some("beta"), &at(Uuid::now_v7()));
+        assert_eq!(count(&counter.frames), 0, "another workspace");
+        hub.deliver_caught_up(None, Some("acme"), &at(Uuid::now_v7()));
+        hub.deliver_caught_up(Some("alice"), Some("acme"), &at(Uuid::now_v7()));
+        assert_eq!(count(&counter.frames), 2, "a broadcast and their own");
+    }
+
+    #[test]
+    fn a_connection_waits_for_its_channels_unless_the_subscriber_is_down() {
+        let hub = Hub::new("i".into());
+        let set = |users: &[&str], workspaces: &[&str]| {
+            let users: HashSet<String> = users.iter().map(|u| u.to_string()).collect();
+            let workspaces: HashSet<String> = workspaces.iter().map(|w| w.to_string()).collect();
+            (users, workspaces)
+        };
+        let later = hub.clone();
+        let subscriber = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(50));
+            let (users, workspaces) = set(&["alice"], &["acme"]);
+            later.set_subscribed(&users, &workspaces);
+        });
+        assert!(hub.wait_subscribed("alice", "acme", Duration::from_secs(5)));
+        subscriber.join().expect("subscriber");
+        assert!(
+            !hub.wait_subscribed("alice", "beta", Duration::from_millis(30)),
+            "beta is not subscribed: the wait ends at its bound"
+        );
+        hub.set_subscriber_down();
+        let started = Instant::now();
+        assert!(!hub.wait_subscribed("alice", "acme", Duration::from_secs(5)));
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "no wait while down"
+        );
     }
 
     #[test]

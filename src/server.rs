@@ -158,6 +158,7 @@ fn start_realtime(
         &config.redis_url,
         &config.redis_prefix,
         hub.clone(),
+        ctx.store.clone(),
         shutdown.clone(),
     )
     .map_err(|e| Error::Startup(format!("cannot start the Redis subscriber: {e}")))?;

@@ -167,6 +167,29 @@ impl Store {
     }
 }
 
+impl Store {
+    /// Up to `limit` notifications created after `after`, oldest first, of `users`
+    /// (every workspace and user-level) and of `workspaces`' audience: what the
+    /// connections registered since the subscriber's last look may have missed.
+    /// Workspace-audience rows come without any user's state (they are moments old).
+    pub fn created_after(
+        &self,
+        users: &[&str],
+        workspaces: &[&str],
+        after: Uuid,
+        limit: i64,
+    ) -> Result<Vec<Notification>, Error> {
+        let mut conn = self.conn()?;
+        let conn = &mut *conn;
+        let created_at = crate::notification::created_at_of(&after);
+        let rows = conn.client.query(
+            &conn.statements.created_after,
+            &[&users, &workspaces, &created_at, &after, &limit],
+        )?;
+        rows.iter().map(row_to_notification).collect()
+    }
+}
+
 /// New rows as the column arrays `statements::NEW_ROWS` binds ($1..$10).
 struct NewRows<'a> {
     ids: Vec<Uuid>,

@@ -88,6 +88,9 @@ pub struct Statements {
     pub counts: Statement,
     /// Replay for `since=`: newer than a position, oldest first.
     pub newer_than: Statement,
+    /// The catch-up of fresh connections: rows of users $1 and workspace-audience
+    /// rows of workspaces $2 after a position ($3, $4), oldest first, at most $5.
+    pub created_after: Statement,
     /// A keyed group of creates (`idempotency::claim_sql`).
     pub claim: Statement,
     /// The originals of keys a keyed group did not claim.
@@ -156,6 +159,18 @@ impl Statements {
                       WHERE n.user_id IS NULL AND n.workspace = $2 \
                       AND (n.created_at, n.id) > ($3, $4) AND {LIVE} \
                       ORDER BY n.created_at, n.id LIMIT $5)) AS newer \
+                 ORDER BY created_at, id LIMIT $5"
+            ))?,
+            created_after: client.prepare(&format!(
+                "SELECT * FROM ( \
+                     (SELECT {COLUMNS} FROM notifications \
+                      WHERE user_id = ANY($1) AND (created_at, id) > ($3, $4) AND {LIVE} \
+                      ORDER BY created_at, id LIMIT $5) \
+                     UNION ALL \
+                     (SELECT {COLUMNS} FROM notifications \
+                      WHERE user_id IS NULL AND workspace = ANY($2) \
+                      AND (created_at, id) > ($3, $4) AND {LIVE} \
+                      ORDER BY created_at, id LIMIT $5)) AS fresh \
                  ORDER BY created_at, id LIMIT $5"
             ))?,
             claim: client.prepare(&super::idempotency::claim_sql())?,

@@ -31,6 +31,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender};
 
 mod feed;
+mod fresh;
 mod resp;
 mod shards;
 
@@ -43,6 +44,7 @@ use crate::notification::Envelope;
 use crate::redis_link::Redis;
 use crate::roster::Evict;
 use crate::shutdown::Shutdown;
+use crate::store::Store;
 
 /// How long connecting to Redis may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -59,6 +61,7 @@ pub fn spawn(
     redis_url: &str,
     prefix: &str,
     hub: Hub,
+    store: Store,
     shutdown: Shutdown,
 ) -> std::io::Result<(JoinHandle<()>, Receiver<()>)> {
     let redis = Redis::open(redis_url).map_err(std::io::Error::other)?;
@@ -70,30 +73,37 @@ pub fn spawn(
         THREAD_NAME,
         256 * 1024,
         move || stopping.is_fired(),
-        move || run(&redis, &prefix, &hub, &shutdown, &ready),
+        move || run(&redis, &prefix, &hub, &store, &shutdown, &ready),
     )?;
     Ok((thread, subscribed))
 }
 
-fn run(redis: &Redis, prefix: &str, hub: &Hub, shutdown: &Shutdown, ready: &Sender<()>) {
+fn run(
+    redis: &Redis,
+    prefix: &str,
+    hub: &Hub,
+    store: &Store,
+    shutdown: &Shutdown,
+    ready: &Sender<()>,
+) {
     let mut backoff = MIN_BACKOFF;
     let mut sessions = 0u64;
     while !shutdown.is_fired() {
         let mut subscribed = false;
-        match session(
-            redis,
+        let start = Start {
             prefix,
             hub,
+            store,
             shutdown,
             sessions,
-            &mut subscribed,
             ready,
-        ) {
+        };
+        match session(redis, &start, &mut subscribed) {
             Ok(()) => return,
             Err(err) => {
-                // Nothing is subscribed any more: new connections wait (bounded) for
-                // the next session rather than count on a dead one.
-                hub.set_subscribed(&HashSet::new(), &HashSet::new());
+                // Nothing is subscribed any more: new connections go on without
+                // waiting, and are caught up when the next session starts.
+                hub.set_subscriber_down();
                 log::warn!(
                     server = redis.describe().as_str(),
                     error = err.to_string().as_str(),
@@ -117,33 +127,18 @@ fn run(redis: &Redis, prefix: &str, hub: &Hub, shutdown: &Shutdown, ready: &Send
 /// One connection's life (one server's, or one per cluster primary): subscribe,
 /// catch clients up, then dispatch until an error (returned, to reconnect) or
 /// shutdown (`Ok`).
-fn session(
-    redis: &Redis,
-    prefix: &str,
-    hub: &Hub,
-    shutdown: &Shutdown,
-    sessions: u64,
-    subscribed: &mut bool,
-    ready: &Sender<()>,
-) -> redis::RedisResult<()> {
-    let start = Start {
-        prefix,
-        hub,
-        shutdown,
-        sessions,
-        ready,
-    };
+fn session(redis: &Redis, start: &Start<'_>, subscribed: &mut bool) -> redis::RedisResult<()> {
     match redis {
         Redis::Single(client) => {
             let mut conn = client.get_connection_with_timeout(CONNECT_TIMEOUT)?;
             conn.set_write_timeout(Some(CONNECT_TIMEOUT))?;
             let mut feed = Single::new(conn.as_pubsub())?;
-            serve(&mut feed, &start, subscribed)
+            serve(&mut feed, start, subscribed)
         }
         Redis::Cluster(seeds) => {
             let mut feed = shards::Shards::connect(seeds, CONNECT_TIMEOUT)?;
             log::debug!(primaries = feed.len(); "redis cluster subscriber connected");
-            serve(&mut feed, &start, subscribed)
+            serve(&mut feed, start, subscribed)
         }
     }
 }
@@ -152,6 +147,7 @@ fn session(
 struct Start<'a> {
     prefix: &'a str,
     hub: &'a Hub,
+    store: &'a Store,
     shutdown: &'a Shutdown,
     sessions: u64,
     ready: &'a Sender<()>,
@@ -161,12 +157,13 @@ fn serve(feed: &mut impl Feed, start: &Start<'_>, subscribed: &mut bool) -> redi
     let Start {
         prefix,
         hub,
-        shutdown,
+        store,
         sessions,
         ready,
+        ..
     } = *start;
     let mut subscriptions = Subscriptions::default();
-    subscriptions.follow(feed, prefix, hub)?;
+    subscriptions.follow(feed, prefix, hub, store)?;
     *subscribed = true;
     let _ = ready.try_send(());
     if sessions == 0 {
@@ -177,7 +174,7 @@ fn serve(feed: &mut impl Feed, start: &Start<'_>, subscribed: &mut bool) -> redi
     }
     // Anything published while we were not subscribed is in PostgreSQL only.
     hub.catch_up_all();
-    dispatch(feed, prefix, hub, shutdown, &mut subscriptions)
+    dispatch(feed, start, &mut subscriptions)
 }
 
 /// The users and workspaces whose channels this connection is subscribed to.
@@ -192,40 +189,45 @@ struct Subscriptions {
 impl Subscriptions {
     /// Subscribes to the channels of users and workspaces newly connected here and
     /// unsubscribes from those gone, if the hub's sets changed since the last look;
-    /// then asks the new ones' connections to catch up (their subscription is active
-    /// now).
-    fn follow(&mut self, feed: &mut impl Feed, prefix: &str, hub: &Hub) -> redis::RedisResult<()> {
+    /// then catches up the connections registered since (`fresh`): their channels
+    /// are live now.
+    fn follow(
+        &mut self,
+        feed: &mut impl Feed,
+        prefix: &str,
+        hub: &Hub,
+        store: &Store,
+    ) -> redis::RedisResult<()> {
+        // Taken first: every connection taken here is in the sets read below (a
+        // registration bumps `audience_changed` before it counts as fresh).
+        let fresh = hub.take_fresh();
         let changed = hub.audience_changed();
-        if self.seen == Some(changed) {
-            return Ok(());
+        if self.seen != Some(changed) {
+            let (users, workspaces) = hub.audience();
+            sync(feed, &mut self.users, users, |user| {
+                user_channels(prefix, user)
+            })?;
+            sync(feed, &mut self.workspaces, workspaces, |slug| {
+                workspace_channels(prefix, slug)
+            })?;
+            self.seen = Some(changed);
+            hub.set_subscribed(&self.users, &self.workspaces);
         }
-        let (users, workspaces) = hub.audience();
-        let new_users = sync(feed, &mut self.users, users, |user| {
-            user_channels(prefix, user)
-        })?;
-        let new_workspaces = sync(feed, &mut self.workspaces, workspaces, |slug| {
-            workspace_channels(prefix, slug)
-        })?;
-        self.seen = Some(changed);
-        hub.set_subscribed(&self.users, &self.workspaces);
-        for user_id in &new_users {
-            hub.catch_up_user(user_id);
-        }
-        for slug in &new_workspaces {
-            hub.catch_up_workspace(slug);
+        if !fresh.is_empty() {
+            fresh::catch_up(store, hub, &fresh);
         }
         Ok(())
     }
 }
 
 /// Brings the subscribed set `have` in line with `wanted`: unsubscribes the channels
-/// of the ones gone and subscribes those of the new ones, which it returns.
+/// of the ones gone and subscribes those of the new ones.
 fn sync(
     feed: &mut impl Feed,
     have: &mut HashSet<String>,
     wanted: HashSet<String>,
     channels: impl Fn(&str) -> [String; 2],
-) -> redis::RedisResult<Vec<String>> {
+) -> redis::RedisResult<()> {
     let gone: Vec<String> = have.difference(&wanted).cloned().collect();
     for name in &gone {
         for channel in channels(name) {
@@ -240,7 +242,7 @@ fn sync(
         }
         have.insert(name.clone());
     }
-    Ok(new)
+    Ok(())
 }
 
 /// A user's two channels.
@@ -264,11 +266,16 @@ fn workspace_channels(prefix: &str, slug: &str) -> [String; 2] {
 /// silence, to notice a dead connection.
 fn dispatch(
     feed: &mut impl Feed,
-    prefix: &str,
-    hub: &Hub,
-    shutdown: &Shutdown,
+    start: &Start<'_>,
     subscriptions: &mut Subscriptions,
 ) -> redis::RedisResult<()> {
+    let Start {
+        prefix,
+        hub,
+        store,
+        shutdown,
+        ..
+    } = *start;
     let mut last_heard = Instant::now();
     while !shutdown.is_fired() {
         crate::supervise::fault_point(THREAD_NAME);
@@ -287,7 +294,7 @@ fn dispatch(
                 }
             }
             None => {
-                subscriptions.follow(feed, prefix, hub)?;
+                subscriptions.follow(feed, prefix, hub, store)?;
                 if last_heard.elapsed() >= PING_AFTER {
                     feed.ping()?;
                     last_heard = Instant::now();

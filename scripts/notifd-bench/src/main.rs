@@ -14,7 +14,9 @@ mod http;
 mod proc;
 mod report;
 mod scenarios;
+mod sockets;
 mod stats;
+mod tap;
 mod token;
 mod ws;
 
@@ -41,6 +43,11 @@ enum Command {
     FreePorts {
         #[arg(default_value_t = 2)]
         count: usize,
+        /// Ports below Linux's ephemeral range (20000-31999), for servers whose port
+        /// must not be handed to an outgoing connection meanwhile (a Redis Cluster's
+        /// client and bus ports).
+        #[arg(long)]
+        below_ephemeral: bool,
     },
     /// Run one scenario against a running notifd and write its JSON result.
     Run(Box<RunArgs>),
@@ -50,7 +57,8 @@ enum Command {
 
 #[derive(clap::Args, Clone)]
 pub struct RunArgs {
-    /// connections, latency, throughput, history, idle-rest or state-fanout.
+    /// connections, latency, throughput, history, idle-rest, state-fanout, broadcast,
+    /// broadcast-history or instances.
     #[arg(long)]
     pub scenario: String,
     /// The event protocol's options (BENCH_PROTOCOL, state-fanout's).
@@ -65,6 +73,16 @@ pub struct RunArgs {
     /// notifd's WebSocket address (loopback only).
     #[arg(long)]
     pub ws: SocketAddr,
+    /// The instances scenario: another notifd on the same database and Redis prefix,
+    /// as `PID,HTTP,WS` (given once per instance).
+    #[arg(long = "instance")]
+    pub instances: Vec<scenarios::Instance>,
+    /// notifd's Redis (the instances scenario taps it with a pattern subscription).
+    #[arg(long, env = "NOTIFD_REDIS_URL", hide_env_values = true)]
+    pub redis_url: Option<String>,
+    /// notifd's Redis channel prefix.
+    #[arg(long, env = "NOTIFD_REDIS_PREFIX", default_value = "")]
+    pub redis_prefix: String,
     /// The HS256 secret notifd verifies with.
     #[arg(long, env = "NOTIFD_JWT_SECRET", hide_env_values = true)]
     pub secret: String,
@@ -77,12 +95,15 @@ pub struct RunArgs {
     /// Connections of the connections scenario.
     #[arg(long, env = "BENCH_CONNECTIONS", default_value_t = 15_000)]
     pub connections: usize,
-    /// Connected users of the latency and throughput scenarios.
-    #[arg(long, env = "BENCH_USERS", default_value_t = 1_000)]
-    pub users: usize,
-    /// Creates per second of the latency scenario.
-    #[arg(long, env = "BENCH_RATE", default_value_t = 1_000)]
-    pub rate: u64,
+    /// Connected users of the latency and throughput scenarios (1,000 unless given;
+    /// `RunArgs::users`), of the broadcast scenario (10,000 unless given) and of the
+    /// instances scenario (3,000 unless given).
+    #[arg(long, env = "BENCH_USERS")]
+    pub users: Option<usize>,
+    /// Creates per second of the latency scenario (1,000 unless given;
+    /// `RunArgs::rate`) and of the instances scenario (3,000 unless given).
+    #[arg(long, env = "BENCH_RATE")]
+    pub rate: Option<u64>,
     /// Keep-alive REST connections of the latency scenario.
     #[arg(long, env = "BENCH_LATENCY_CLIENTS", default_value_t = 4)]
     pub latency_clients: usize,
@@ -110,12 +131,35 @@ pub struct RunArgs {
     /// many clients, else the first) into the output directory. 0 = off.
     #[arg(long, env = "BENCH_PERF_CLIENTS", default_value_t = 0)]
     pub perf_clients: usize,
+    /// Timed broadcasts of the broadcast scenario, sent one at a time (1 to 60).
+    #[arg(long, env = "BENCH_BROADCASTS", default_value_t = 20)]
+    pub broadcasts: usize,
+    /// Workspace-audience rows seeded for the broadcast-history scenario.
+    #[arg(long, env = "BENCH_BROADCAST_ROWS", default_value_t = 100_000)]
+    pub broadcast_rows: u64,
     /// Idle keep-alive REST connections of the idle-rest scenario.
     #[arg(long, env = "BENCH_IDLE_REST", default_value_t = 10_000)]
     pub idle_rest: usize,
     /// Where to write the scenario's JSON result.
     #[arg(long)]
     pub out: PathBuf,
+}
+
+/// Connected users of the latency and throughput scenarios unless BENCH_USERS says.
+const DEFAULT_USERS: usize = 1_000;
+/// Creates per second of the latency scenario unless BENCH_RATE says.
+const DEFAULT_RATE: u64 = 1_000;
+
+impl RunArgs {
+    /// BENCH_USERS, or the latency and throughput scenarios' default.
+    pub fn users(&self) -> usize {
+        self.users.unwrap_or(DEFAULT_USERS)
+    }
+
+    /// BENCH_RATE, or the latency scenario's default.
+    pub fn rate(&self) -> u64 {
+        self.rate.unwrap_or(DEFAULT_RATE)
+    }
 }
 
 #[derive(clap::Args)]
@@ -137,7 +181,10 @@ pub struct ReportArgs {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::FreePorts { count } => free_ports(count),
+        Command::FreePorts {
+            count,
+            below_ephemeral,
+        } => free_ports(count, below_ephemeral),
         Command::Run(args) => run(*args),
         // Targets missed are a result, not a failure of the tool: exit 0 either way.
         Command::Report(args) => match report::write(&args) {
@@ -150,12 +197,24 @@ fn main() -> ExitCode {
     }
 }
 
-fn free_ports(count: usize) -> ExitCode {
+fn free_ports(count: usize, below_ephemeral: bool) -> ExitCode {
     // Bind them all at once so they differ, then let them go for notifd to take.
     let mut listeners = Vec::new();
-    for _ in 0..count.min(16) {
-        match TcpListener::bind("127.0.0.1:0") {
+    // Below the ephemeral range: candidates from a start of this process's own, so
+    // two runs at once try different ports first.
+    let mut low = (0..2_000u32).map(|i| 20_000 + (std::process::id() + i * 7_919) % 12_000);
+    while listeners.len() < count.min(16) {
+        let bound = if below_ephemeral {
+            match low.next() {
+                Some(port) => TcpListener::bind(("127.0.0.1", port as u16)),
+                None => Err(std::io::Error::other("no free port in 20000-31999")),
+            }
+        } else {
+            TcpListener::bind("127.0.0.1:0")
+        };
+        match bound {
             Ok(l) => listeners.push(l),
+            Err(_) if below_ephemeral && low.len() > 0 => {}
             Err(err) => {
                 eprintln!("notifd-bench: cannot bind a free port: {err}");
                 return ExitCode::from(2);

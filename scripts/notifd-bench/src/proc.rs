@@ -64,6 +64,13 @@ pub fn sample(pid: u32) -> Result<Sample, String> {
     })
 }
 
+/// The path of the binary a process runs.
+pub fn exe(pid: u32) -> Option<String> {
+    fs::read_link(format!("/proc/{pid}/exe"))
+        .ok()
+        .map(|p| p.display().to_string())
+}
+
 pub fn alive(pid: u32) -> bool {
     fs::metadata(format!("/proc/{pid}")).is_ok()
 }

@@ -25,7 +25,12 @@ impl Minter {
 
     /// A user token granting the bench workspace.
     pub fn user(&self, sub: &str) -> String {
-        self.sign(&json!({"sub": sub, "exp": exp(), "workspaces": [WORKSPACE]}))
+        self.user_in(sub, WORKSPACE)
+    }
+
+    /// A user token granting `workspace` (the broadcast scenarios' own).
+    pub fn user_in(&self, sub: &str, workspace: &str) -> String {
+        self.sign(&json!({"sub": sub, "exp": exp(), "workspaces": [workspace]}))
     }
 
     /// A service token with the publish scope.

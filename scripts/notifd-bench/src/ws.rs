@@ -2,7 +2,7 @@
 //! client reports its frames to: delivery latency, duplicates, losses, closes. A
 //! client speaks plain or `notifd.v1` (events.rs): a v1 tracker unwraps each
 //! `notification` event and counts the other events; a scenario with its own reading
-//! of the frames (state-fanout) gives each client its own `Frames`.
+//! of the frames (state-fanout, broadcast) gives each client its own `Frames`.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -59,10 +59,11 @@ pub struct Tracker {
     acked: Vec<AtomicU64>,
 }
 
+/// A bench notification's frame, as far as the generator reads it.
 #[derive(Deserialize)]
-struct Frame {
-    id: String,
-    payload: Payload,
+pub struct Frame {
+    pub id: String,
+    pub payload: Payload,
 }
 
 /// Deliveries slower than this are kept as outliers, with where their time went.
@@ -80,16 +81,40 @@ pub struct Outlier {
     pub id_to_frame_ms: f64,
 }
 
+/// Over seqs `range`, by what `acked` and `seen` say of each: (acked, acked and
+/// delivered, delivered but never acked).
+pub fn tally(
+    range: std::ops::Range<u64>,
+    acked: impl Fn(u64) -> bool,
+    seen: impl Fn(u64) -> bool,
+) -> (u64, u64, u64) {
+    let (mut acked_n, mut both, mut extra) = (0, 0, 0);
+    for seq in range.start..range.end.min(MAX_SEQ) {
+        let (a, s) = (acked(seq), seen(seq));
+        acked_n += u64::from(a);
+        both += u64::from(a && s);
+        extra += u64::from(s && !a);
+    }
+    (acked_n, both, extra)
+}
+
+/// Bit `seq` of a bitmap (false beyond it).
+fn bit_set(bits: &[AtomicU64], seq: u64) -> bool {
+    bits.get((seq / 64) as usize)
+        .is_some_and(|w| w.load(Ordering::Acquire) & (1u64 << (seq % 64)) != 0)
+}
+
 /// Milliseconds since the epoch in a UUIDv7's first 48 bits.
 fn uuid_v7_ms(id: &str) -> Option<u64> {
     let hex: String = id.chars().filter(|c| *c != '-').take(12).collect();
     u64::from_str_radix(&hex, 16).ok()
 }
 
+/// What the generator stamped into the payload when it sent the create.
 #[derive(Deserialize)]
-struct Payload {
-    sent_ns: u64,
-    seq: u64,
+pub struct Payload {
+    pub sent_ns: u64,
+    pub seq: u64,
 }
 
 impl Tracker {
@@ -168,19 +193,19 @@ impl Tracker {
         }
     }
 
+    /// Whether the create of `seq` was answered 201.
+    pub fn acked(&self, seq: u64) -> bool {
+        bit_set(&self.acked, seq)
+    }
+
+    /// Whether a frame of `seq` arrived.
+    pub fn seen(&self, seq: u64) -> bool {
+        bit_set(&self.seen, seq)
+    }
+
     /// Over seqs `range`: (acked, acked and delivered, delivered but never acked).
     pub fn tally(&self, range: std::ops::Range<u64>) -> (u64, u64, u64) {
-        let (mut acked, mut both, mut extra) = (0, 0, 0);
-        for seq in range.start..range.end.min(MAX_SEQ) {
-            let w = (seq / 64) as usize;
-            let bit = 1u64 << (seq % 64);
-            let a = self.acked[w].load(Ordering::Acquire) & bit != 0;
-            let s = self.seen[w].load(Ordering::Acquire) & bit != 0;
-            acked += u64::from(a);
-            both += u64::from(a && s);
-            extra += u64::from(s && !a);
-        }
-        (acked, both, extra)
+        tally(range, |seq| self.acked(seq), |seq| self.seen(seq))
     }
 
     pub fn reset_latency(&self) {
@@ -251,16 +276,19 @@ fn ws_config() -> WebSocketConfig {
         .write_buffer_size(0)
 }
 
-/// Opens one client with `token`, speaking `protocol`, and starts its reader, which
-/// hands every text frame to `frames`; `tracker` counts it open and closed.
+/// Opens one client on `workspace` with `token`, speaking `protocol`, and starts its
+/// reader, which hands every text frame to `frames`; `tracker` counts it open and
+/// closed.
 pub async fn connect(
     addr: SocketAddr,
+    workspace: &str,
     token: &str,
     protocol: Protocol,
     tracker: &Arc<Tracker>,
     frames: Arc<dyn Frames>,
 ) -> Result<Client, String> {
-    let mut ws = tokio::time::timeout(CONNECT_LIMIT, handshake(addr, token, protocol))
+    let upgrade = handshake(addr, workspace, token, protocol);
+    let mut ws = tokio::time::timeout(CONNECT_LIMIT, upgrade)
         .await
         .map_err(|_| "connect timed out".to_string())??;
     tracker.open.fetch_add(1, Ordering::AcqRel);
@@ -291,8 +319,13 @@ type Socket = tokio_tungstenite::WebSocketStream<TcpStream>;
 
 /// TCP connect and the upgrade, offering `protocol`'s subprotocol; a v1 client the
 /// server answers without `notifd.v1` is an error (it would get plain frames).
-async fn handshake(addr: SocketAddr, token: &str, protocol: Protocol) -> Result<Socket, String> {
-    let url = format!("ws://{addr}/?token={token}&workspaceSlug={WORKSPACE}");
+async fn handshake(
+    addr: SocketAddr,
+    workspace: &str,
+    token: &str,
+    protocol: Protocol,
+) -> Result<Socket, String> {
+    let url = format!("ws://{addr}/?token={token}&workspaceSlug={workspace}");
     let mut request = url
         .as_str()
         .into_client_request()
@@ -339,6 +372,7 @@ pub async fn connect_many(
     let frames = |_| -> Arc<dyn Frames> { tracker.clone() };
     let clients = Clients {
         addr,
+        workspace: WORKSPACE,
         protocol: tracker.protocol,
         concurrency,
         tracker,
@@ -351,6 +385,8 @@ pub async fn connect_many(
 /// Where and how `Clients::open` connects.
 pub struct Clients<'a> {
     pub addr: SocketAddr,
+    /// The workspace every client connects on (`workspaceSlug`).
+    pub workspace: &'a str,
     pub protocol: Protocol,
     /// Handshakes in flight at once.
     pub concurrency: usize,
@@ -368,10 +404,10 @@ impl Clients<'_> {
     ) -> (Vec<Client>, BTreeMap<String, u64>) {
         let mut clients = Vec::with_capacity(count);
         let mut failures: BTreeMap<String, u64> = BTreeMap::new();
-        let (addr, protocol) = (self.addr, self.protocol);
+        let (addr, workspace, protocol) = (self.addr, self.workspace, self.protocol);
         let mut pending = futures_util::stream::iter((0..count).map(|i| {
             let (token, frames, tracker) = (token(i), frames(i), self.tracker.clone());
-            async move { connect(addr, &token, protocol, &tracker, frames).await }
+            async move { connect(addr, workspace, &token, protocol, &tracker, frames).await }
         }))
         .buffer_unordered(self.concurrency.max(1));
         let mut last_report = std::time::Instant::now();

@@ -70,10 +70,11 @@ const SUBSCRIBE_WAIT: Duration = Duration::from_secs(1);
 /// the long-lived connection thread keeps each connection's memory small.
 ///
 /// `floor`: the position taken before the upgrade was answered. Everything created
-/// after it is owed to this client, and a notification created before the
-/// registration below reached only the connections registered then, so the
-/// connection first reads what PostgreSQL holds after it (often nothing: one indexed
-/// read); live frames wait behind that, and `seen` drops the ones read twice.
+/// after it is owed to this client; a notification published before the
+/// registration below (or before its channels were subscribed) reached no one here,
+/// so the subscriber reads what PostgreSQL holds after the floor for every
+/// connection registered since its last look, in one query (`hub::Fresh`), and
+/// `seen` drops what arrives twice.
 pub fn open(
     ctx: &Arc<Ctx>,
     ws: WebSocket<ClientStream>,
@@ -81,6 +82,9 @@ pub fn open(
     floor: Uuid,
 ) -> Session {
     let started = Instant::now();
+    // Catch-ups go back to `since` when it was given; the hub's fresh catch-up only
+    // needs what this connection's registration may have missed.
+    let connected = floor;
     let floor = admitted.since.unwrap_or(floor);
     let (queue_in, queue) = crossbeam_channel::unbounded();
     let socket = ws.get_ref().socket().clone();
@@ -90,7 +94,9 @@ pub fn open(
     // Subscribe first, then read history: nothing created meanwhile can fall between.
     // Registered before the roster hears of it: a newer connection's admission may
     // evict this one at once, and must find it.
-    let registration = ctx.hub.register(&user_id, &workspace, handle.clone());
+    let registration = ctx
+        .hub
+        .register(&user_id, &workspace, connected, handle.clone());
     // The first connection of a user (or on a workspace) here waits for its channels
     // (the subscriber's next look, within milliseconds): an eviction published for it
     // before then would be lost. Bounded: with Redis away it goes on (and the
@@ -106,7 +112,9 @@ pub fn open(
     log::info!(user = user_id.as_str(), workspace = workspace.as_str(), conn = registration.key().id; "ws opened");
     let view = (admitted.protocol == Protocol::V1).then(|| View::new(&workspace, admitted.since));
     let mut history = History::new(user_id, workspace, floor);
-    history.replay_from(floor);
+    if let Some(since) = admitted.since {
+        history.replay_from(since);
+    }
     Session {
         registration,
         expires: expiry(ctx, admitted.identity.expires_at),

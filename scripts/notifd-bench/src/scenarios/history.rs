@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
+use super::pages::{self, get_json, DEEP_PAGE, WARM_UP};
+use super::seed::{self, Series};
 use super::Ctx;
 use crate::http::HttpConn;
 use crate::proc::round;
@@ -16,12 +18,6 @@ use crate::stats::{self, Rng};
 
 const HEAVY_USER: &str = "heavy";
 const BULK_USERS: u64 = 10_000;
-/// Rows per INSERT of the seed.
-const SEED_CHUNK: u64 = 100_000;
-/// Untimed requests before each timed series.
-const WARM_UP: usize = 20;
-/// The page the issue compares with page 1 (default page size 50).
-const DEEP_PAGE: usize = 200;
 /// Longest seed, all statements together.
 const SEED_LIMIT: Duration = Duration::from_secs(600);
 
@@ -44,41 +40,16 @@ pub async fn run(ctx: &Arc<Ctx>) -> Result<Value, String> {
         ));
     }
 
-    // Page 1, and the walk to page 200 (collecting ids for mark-read).
-    let first = get_json(&mut conn, "/v1/notifications", &token).await?;
-    check_page(&first, 1)?;
+    // The walk to page 200, collecting ids for mark-read.
     let mut ids: Vec<String> = Vec::new();
-    let mut cursor = first["cursor"].as_str().map(String::from);
-    collect_ids(&first, &mut ids);
-    let walk_started = Instant::now();
-    for page in 2..=DEEP_PAGE {
-        let Some(c) = cursor.clone() else {
-            return Err(format!("the heavy user has no page {page}"));
-        };
-        let body = get_json(&mut conn, &format!("/v1/notifications?cursor={c}"), &token).await?;
-        check_page(&body, page)?;
-        collect_ids(&body, &mut ids);
-        if page == DEEP_PAGE {
-            break;
-        }
-        cursor = body["cursor"].as_str().map(String::from);
-    }
-    let walk_seconds = walk_started.elapsed().as_secs_f64();
-    let deep_cursor = cursor.ok_or("no cursor for the deep page")?;
-    let deep_path = format!("/v1/notifications?cursor={deep_cursor}");
+    let walk = pages::walk(&mut conn, &token, |page| collect_ids(page, &mut ids)).await?;
     eprintln!(
-        "notifd-bench: history: walked to page {DEEP_PAGE} in {walk_seconds:.2}s; timing {n} requests each"
+        "notifd-bench: history: walked to page {DEEP_PAGE} in {:.2}s; timing {n} requests each",
+        walk.seconds
     );
 
-    let page1 = timed(
-        &mut conn,
-        n,
-        |_| ("GET", "/v1/notifications".to_string(), None),
-        &token,
-    )
-    .await?;
-    let deep = timed(&mut conn, n, |_| ("GET", deep_path.clone(), None), &token).await?;
-    let unread = timed(
+    let mut result = pages::page_1_vs_deep(&mut conn, n, &walk.deep_path, &token).await?;
+    let unread = pages::timed(
         &mut conn,
         n,
         |_| ("GET", "/v1/notifications/unread-count".to_string(), None),
@@ -95,7 +66,7 @@ pub async fn run(ctx: &Arc<Ctx>) -> Result<Value, String> {
             json!({ "ids": chosen }).to_string()
         })
         .collect();
-    let mark = timed(
+    let mark = pages::timed(
         &mut conn,
         n,
         |i| {
@@ -109,79 +80,13 @@ pub async fn run(ctx: &Arc<Ctx>) -> Result<Value, String> {
     )
     .await?;
 
-    let q = |h: &hdrhistogram::Histogram<u64>, p: f64| h.value_at_quantile(p) as f64 / 1e6;
-    let ratio_p50 = q(&deep, 0.5) / q(&page1, 0.5).max(1e-9);
-    let ratio_p99 = q(&deep, 0.99) / q(&page1, 0.99).max(1e-9);
-    Ok(json!({
-        "seed": seed,
-        "requests_each": n,
-        "page_size": 50,
-        "deep_page": DEEP_PAGE,
-        "page_walk_seconds": round(walk_seconds, 2),
-        "page_1": stats::summary(&page1),
-        "page_200": stats::summary(&deep),
-        "page_200_vs_1_p50": round(ratio_p50, 3),
-        "page_200_vs_1_p99": round(ratio_p99, 3),
-        "unread_count": stats::summary(&unread),
-        "mark_read_1_to_10_ids": stats::summary(&mark),
-    }))
-}
-
-/// Times `n` sequential requests after `WARM_UP` untimed ones; any status but 200 is
-/// an error.
-async fn timed<F>(
-    conn: &mut HttpConn,
-    n: usize,
-    mut build: F,
-    token: &str,
-) -> Result<hdrhistogram::Histogram<u64>, String>
-where
-    F: FnMut(usize) -> (&'static str, String, Option<String>),
-{
-    let mut h = stats::histogram();
-    for i in 0..n + WARM_UP {
-        let (method, path, body) = build(i);
-        conn.ready().await.map_err(|e| format!("connect: {e}"))?;
-        let started = Instant::now();
-        let response = conn
-            .request(method, &path, token, body.as_deref().map(str::as_bytes))
-            .await
-            .map_err(|e| format!("{method} {path}: {e}"))?;
-        let took = started.elapsed().as_nanos() as u64;
-        if response.status != 200 {
-            return Err(format!(
-                "{method} {path}: status {}: {}",
-                response.status,
-                String::from_utf8_lossy(&response.body)
-                    .chars()
-                    .take(200)
-                    .collect::<String>()
-            ));
-        }
-        if i >= WARM_UP {
-            let _ = h.record(took.clamp(1, stats::HIST_MAX));
-        }
+    if let Value::Object(map) = &mut result {
+        map.insert("seed".into(), seed);
+        map.insert("page_walk_seconds".into(), json!(round(walk.seconds, 2)));
+        map.insert("unread_count".into(), stats::summary(&unread));
+        map.insert("mark_read_1_to_10_ids".into(), stats::summary(&mark));
     }
-    Ok(h)
-}
-
-async fn get_json(conn: &mut HttpConn, path: &str, token: &str) -> Result<Value, String> {
-    let response = conn
-        .request("GET", path, token, None)
-        .await
-        .map_err(|e| format!("GET {path}: {e}"))?;
-    if response.status != 200 {
-        return Err(format!("GET {path}: status {}", response.status));
-    }
-    serde_json::from_slice(&response.body).map_err(|e| format!("GET {path}: {e}"))
-}
-
-fn check_page(body: &Value, page: usize) -> Result<(), String> {
-    let count = body["notifications"].as_array().map_or(0, Vec::len);
-    if count != 50 {
-        return Err(format!("page {page} holds {count} notifications, not 50"));
-    }
-    Ok(())
+    Ok(result)
 }
 
 fn collect_ids(body: &Value, ids: &mut Vec<String>) {
@@ -193,16 +98,12 @@ fn collect_ids(body: &Value, ids: &mut Vec<String>) {
     }
 }
 
-/// Seeds the table in SQL (unless this database already has the heavy user). Ids are
-/// UUIDv7 whose first 48 bits are the creation millisecond, and `created_at` is exactly
-/// that millisecond, as notifd itself stores them.
+/// Seeds the table in SQL (unless this database already has the heavy user): the
+/// bulk rows 2 ms apart, the heavy user's one a minute, all ending an hour ago.
 async fn seed(ctx: &Ctx) -> Result<Value, String> {
-    let (client, connection) =
-        tokio_postgres::connect(&ctx.args.database_url, tokio_postgres::NoTls)
-            .await
-            .map_err(|e| format!("cannot connect to PostgreSQL: {e}"))?;
-    let driver = tokio::spawn(connection);
-    let existing: i64 = client
+    let pg = seed::connect(&ctx.args.database_url).await?;
+    let existing: i64 = pg
+        .client
         .query_one(
             "SELECT count(*) FROM notifications WHERE user_id = $1",
             &[&HEAVY_USER],
@@ -214,57 +115,42 @@ async fn seed(ctx: &Ctx) -> Result<Value, String> {
     let heavy = ctx.args.heavy_rows;
     let started = Instant::now();
     if existing == 0 {
-        client
-            .batch_execute("SET synchronous_commit = off")
-            .await
-            .map_err(|e| e.to_string())?;
+        pg.fast_commits().await?;
         let now_ms = (stats::now_ns() / 1_000_000) as i64;
-        // Bulk rows: 2 ms apart, ending an hour ago; the heavy user: one a minute.
-        let bulk_base = now_ms - 3_600_000 - bulk as i64 * 2;
-        let heavy_base = now_ms - 3_600_000 - heavy as i64 * 60_000;
-        let mut from = 0u64;
-        while from < bulk {
-            let to = (from + SEED_CHUNK).min(bulk) - 1;
-            let sql = insert_sql(
-                &format!("'hist' || (g % {BULK_USERS})"),
-                bulk_base,
-                2,
-                from,
-                to,
-                "g % 2 = 0",
-                "b",
-            );
-            client
-                .batch_execute(&sql)
-                .await
-                .map_err(|e| format!("seed: {e}"))?;
-            from = to + 1;
-            eprintln!(
-                "notifd-bench: history: seeded {from} of {bulk} rows ({:.0}s)",
-                started.elapsed().as_secs_f64()
-            );
+        // One in ten rows is user-level (no workspace).
+        let workspace = "CASE WHEN t.g % 10 = 0 THEN NULL ELSE 'w' END";
+        if bulk > 0 {
+            let bulk_user = format!("'hist' || (g % {BULK_USERS})");
+            let rows = Series {
+                user: &bulk_user,
+                workspace,
+                base_ms: now_ms - 3_600_000 - bulk as i64 * 2,
+                step_ms: 2,
+                from: 0,
+                to: bulk - 1,
+                read: "g % 2 = 0",
+                salt: "b",
+            };
+            pg.insert(&rows, "history's bulk users").await?;
         }
-        let sql = insert_sql(
-            &format!("'{HEAVY_USER}'"),
-            heavy_base,
-            60_000,
-            0,
-            heavy.max(1) - 1,
-            "g % 5 = 0",
-            "h",
-        );
-        client
-            .batch_execute(&sql)
-            .await
-            .map_err(|e| format!("seed heavy user: {e}"))?;
-        eprintln!("notifd-bench: history: seeded the heavy user; VACUUM ANALYZE");
-        client
-            .batch_execute("VACUUM (ANALYZE) notifications")
-            .await
-            .map_err(|e| format!("vacuum: {e}"))?;
+        let heavy_user = format!("'{HEAVY_USER}'");
+        let rows = Series {
+            user: &heavy_user,
+            workspace,
+            base_ms: now_ms - 3_600_000 - heavy as i64 * 60_000,
+            step_ms: 60_000,
+            from: 0,
+            to: heavy.max(1) - 1,
+            read: "g % 5 = 0",
+            salt: "h",
+        };
+        pg.insert(&rows, "history's heavy user").await?;
+        eprintln!("notifd-bench: history: VACUUM ANALYZE");
+        pg.vacuum().await?;
     }
     let seed_seconds = started.elapsed().as_secs_f64();
-    let row = client
+    let row = pg
+        .client
         .query_one(
             "SELECT count(*), pg_total_relation_size('notifications'),
                     count(*) FILTER (WHERE user_id = $1),
@@ -274,19 +160,8 @@ async fn seed(ctx: &Ctx) -> Result<Value, String> {
         )
         .await
         .map_err(|e| format!("count: {e}"))?;
-    // Ids and created_at agree: the first 48 bits of the id are created_at's ms.
-    let mismatched: i64 = client
-        .query_one(
-            "SELECT count(*) FROM (SELECT id, created_at FROM notifications WHERE user_id = $1 LIMIT 1000) s
-             WHERE ('x' || substr(replace(id::text, '-', ''), 1, 12))::bit(48)::bigint
-                   <> (extract(epoch FROM created_at) * 1000)::bigint",
-            &[&HEAVY_USER],
-        )
-        .await
-        .map_err(|e| format!("check ids: {e}"))?
-        .get(0);
-    drop(client);
-    driver.abort();
+    let mismatched = pg.mismatched_ids("user_id = $1", &[&HEAVY_USER]).await?;
+    drop(pg);
     if mismatched != 0 {
         return Err(format!("{mismatched} seeded ids disagree with created_at"));
     }
@@ -303,40 +178,4 @@ async fn seed(ctx: &Ctx) -> Result<Value, String> {
         "heavy_user_unread": heavy_unread,
         "table_mib": round(bytes as f64 / 1048576.0, 1),
     }))
-}
-
-/// One INSERT … SELECT over generate_series(from, to). UUIDv7: 48 bits of ms, version
-/// 7, 12 random bits, variant 10xx, 62 random bits (from md5 of the row number).
-fn insert_sql(
-    user: &str,
-    base_ms: i64,
-    step_ms: i64,
-    from: u64,
-    to: u64,
-    read: &str,
-    salt: &str,
-) -> String {
-    format!(
-        "INSERT INTO notifications
-            (id, user_id, workspace, kind, type, title, message, payload, read_at, created_at, updated_at)
-         SELECT (lpad(to_hex(t.ms), 12, '0') || '7' || substr(t.h, 1, 3)
-                 || substr('89ab', 1 + (t.g % 4)::int, 1) || substr(t.h, 4, 15))::uuid,
-                t.user_id,
-                CASE WHEN t.g % 10 = 0 THEN NULL ELSE 'w' END,
-                (ARRAY['JOB_FAILED','record_created','comment.added','deploy:done','invoice.paid'])[1 + (t.g % 5)::int],
-                (ARRAY['info','success','warning','error','alert'])[1 + (t.g % 7 % 5)::int],
-                'Seeded notification ' || t.g,
-                'history benchmark row ' || t.g || ' for ' || t.user_id,
-                jsonb_build_object('seed', t.g, 'source', 'notifd-bench'),
-                CASE WHEN t.read THEN t.at + interval '1 minute' END,
-                t.at,
-                CASE WHEN t.read THEN t.at + interval '1 minute' ELSE t.at END
-         FROM (SELECT g,
-                      {user} AS user_id,
-                      {base_ms}::bigint + g * {step_ms} AS ms,
-                      timestamptz 'epoch' + ({base_ms}::bigint + g * {step_ms}) * interval '1 millisecond' AS at,
-                      md5('{salt}' || g::text) AS h,
-                      ({read}) AS read
-               FROM generate_series({from}::bigint, {to}::bigint) AS g) t"
-    )
 }

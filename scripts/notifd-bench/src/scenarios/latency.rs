@@ -25,7 +25,7 @@ pub struct Paced {
 }
 
 pub async fn run(ctx: &Arc<Ctx>) -> Result<Value, String> {
-    let users = ctx.args.users;
+    let users = ctx.args.users();
     eprintln!("notifd-bench: latency: connecting {users} users");
     let (clients, failures) =
         ws::connect_many(ctx.args.ws, &ctx.minter, "l", users, 100, &ctx.tracker).await;
@@ -33,7 +33,7 @@ pub async fn run(ctx: &Arc<Ctx>) -> Result<Value, String> {
         return Err(format!("no WebSocket connected: {failures:?}"));
     }
     super::hold(ctx, 1.0).await?;
-    let rate = ctx.args.rate.max(1);
+    let rate = ctx.args.rate().max(1);
     let conns = ctx.args.latency_clients.max(1);
 
     eprintln!("notifd-bench: latency: warm-up {}s", WARM_UP.as_secs());

@@ -1,11 +1,19 @@
-//! The scenarios (issue 4's four, idle-rest, issue 12's state-fanout) and what they
-//! share: the run context, waiting for notifd, creating a stamped notification,
-//! draining deliveries.
+//! The scenarios (issue 4's four, idle-rest, issue 12's state-fanout, issue 13's
+//! broadcast and broadcast-history, issue 15's instances) and what they share: the
+//! run context, waiting for notifd, creating a stamped notification (for a user or a
+//! workspace audience), draining deliveries. pages.rs and seed.rs are what the read
+//! scenarios share.
 
+mod broadcast;
+mod broadcast_arrivals;
+mod broadcast_history;
 mod connections;
 mod history;
 mod idle_rest;
+mod instances;
 mod latency;
+mod pages;
+mod seed;
 mod state_fanout;
 mod state_slots;
 mod throughput;
@@ -25,6 +33,8 @@ use crate::stats;
 use crate::token::{Minter, WORKSPACE};
 use crate::ws::{Tracker, MAX_SEQ};
 use crate::RunArgs;
+
+pub use instances::Instance;
 
 /// How long notifd may take to answer /readyz after start.
 const READY_LIMIT: Duration = Duration::from_secs(60);
@@ -76,9 +86,12 @@ pub async fn run(args: RunArgs) -> Result<Value, String> {
         "history" => history::run(&ctx).await,
         "idle-rest" => idle_rest::run(&ctx).await,
         "state-fanout" => state_fanout::run(&ctx).await,
+        "broadcast" => broadcast::run(&ctx).await,
+        "broadcast-history" => broadcast_history::run(&ctx).await,
+        "instances" => instances::run(&ctx).await,
         other => Err(format!(
-            "unknown scenario {other:?}: connections, latency, throughput, history, idle-rest \
-             or state-fanout"
+            "unknown scenario {other:?}: connections, latency, throughput, history, idle-rest, \
+             state-fanout, broadcast, broadcast-history or instances"
         )),
     }?;
     if !proc::alive(ctx.pid()) {
@@ -89,6 +102,21 @@ pub async fn run(args: RunArgs) -> Result<Value, String> {
         map.insert(
             "duration_s".into(),
             json!(proc::round((stats::now_ns() - started) as f64 / 1e9, 1)),
+        );
+        // Which notifd and which Redis: what tells two runs' files apart.
+        map.insert("notifd_binary".into(), json!(proc::exe(ctx.pid())));
+        let cluster = ctx
+            .args
+            .redis_url
+            .as_deref()
+            .map(|u| u.starts_with("redis+cluster://"));
+        map.insert(
+            "redis".into(),
+            json!(match cluster {
+                Some(true) => "cluster",
+                Some(false) => "single",
+                None => "unknown",
+            }),
         );
         // What the tracker's clients spoke, and (v1) the events they were sent, unless
         // the scenario read its clients' frames itself and said so.
@@ -131,12 +159,38 @@ pub async fn wait_ready(http: SocketAddr, pid: u32) -> Result<(), String> {
     ))
 }
 
+/// Who a bench notification is for.
+#[derive(Clone, Copy)]
+pub enum Audience<'a> {
+    /// One user, on the bench workspace.
+    User(&'a str),
+    /// Every user granted this workspace (issue 13's workspace audience).
+    Workspace(&'a str),
+}
+
 /// Creates one notification for `user`, stamped with its send time; returns the REST
 /// round trip in ns.
 pub async fn create(ctx: &Ctx, conn: &mut HttpConn, user: &str, seq: u64) -> Result<u64, String> {
+    create_for(ctx, conn, Audience::User(user), seq).await
+}
+
+/// Creates one notification for `to`, stamped with its send time; returns the REST
+/// round trip in ns.
+pub async fn create_for(
+    ctx: &Ctx,
+    conn: &mut HttpConn,
+    to: Audience<'_>,
+    seq: u64,
+) -> Result<u64, String> {
     ready(conn).await?;
     let mut body = String::new();
-    write_item(&mut body, user, stats::now_ns(), seq, ctx.key_prefix.as_deref());
+    write_item(
+        &mut body,
+        to,
+        stats::now_ns(),
+        seq,
+        ctx.key_prefix.as_deref(),
+    );
     post(ctx, conn, "/v1/internal/notifications", &body, &[seq]).await
 }
 
@@ -158,7 +212,13 @@ pub async fn create_batch(
         if i > 0 {
             body.push(',');
         }
-        write_item(body, user, sent, *seq, ctx.key_prefix.as_deref());
+        write_item(
+            body,
+            Audience::User(user),
+            sent,
+            *seq,
+            ctx.key_prefix.as_deref(),
+        );
     }
     body.push_str("]}");
     let seqs: Vec<u64> = items.iter().map(|&(_, seq)| seq).collect();
@@ -172,11 +232,17 @@ async fn ready(conn: &mut HttpConn) -> Result<(), String> {
 }
 
 /// One notification's create JSON, its payload stamped with the send time.
-fn write_item(body: &mut String, user: &str, sent: u64, seq: u64, key_prefix: Option<&str>) {
+fn write_item(body: &mut String, to: Audience, sent: u64, seq: u64, key_prefix: Option<&str>) {
     use std::fmt::Write;
+    let _ = match to {
+        Audience::User(user) => write!(body, r#"{{"user_id":"{user}","workspace":"{WORKSPACE}","#),
+        Audience::Workspace(slug) => {
+            write!(body, r#"{{"audience":"workspace","workspace":"{slug}","#)
+        }
+    };
     let _ = write!(
         body,
-        r#"{{"user_id":"{user}","workspace":"{WORKSPACE}","kind":"bench","payload":{{"sent_ns":{sent},"seq":{seq}}}"#
+        r#""kind":"bench","payload":{{"sent_ns":{sent},"seq":{seq}}}"#
     );
     if let Some(prefix) = key_prefix {
         let _ = write!(body, r#","idempotency_key":"{prefix}{seq}""#);
@@ -212,10 +278,15 @@ async fn post(
 /// (With the old tiny_http front, a burst could wait seconds for a pool thread.)
 /// Returns the connections and the slowest first answer in ms.
 pub async fn open_conns(ctx: &Ctx, n: usize) -> Result<(Vec<HttpConn>, f64), String> {
+    open_conns_at(ctx.args.http, n).await
+}
+
+/// `open_conns` to the notifd REST at `http` (one of several instances).
+pub async fn open_conns_at(http: SocketAddr, n: usize) -> Result<(Vec<HttpConn>, f64), String> {
     let mut conns = Vec::with_capacity(n);
     let mut slowest = 0f64;
     for _ in 0..n {
-        let mut conn = HttpConn::new(ctx.args.http);
+        let mut conn = HttpConn::new(http);
         let took = healthz(&mut conn)
             .await
             .map_err(|e| format!("opening a REST connection: {e}"))?;
@@ -241,9 +312,15 @@ pub async fn healthz(conn: &mut HttpConn) -> Result<u64, String> {
 /// Waits (bounded) until every acked create in `range` arrived; returns
 /// (acked, delivered of those, delivered but not acked).
 pub async fn drain(ctx: &Ctx, range: std::ops::Range<u64>, limit: Duration) -> (u64, u64, u64) {
+    drain_by(|| ctx.tracker.tally(range.clone()), limit).await
+}
+
+/// `drain` over what `tally` counts, (acked, delivered of those, delivered but not
+/// acked): for frames spread over several trackers.
+pub async fn drain_by(tally: impl Fn() -> (u64, u64, u64), limit: Duration) -> (u64, u64, u64) {
     let started = Instant::now();
     loop {
-        let tally = ctx.tracker.tally(range.clone());
+        let tally = tally();
         if tally.1 >= tally.0 || started.elapsed() >= limit {
             return tally;
         }

@@ -22,6 +22,7 @@ use crate::events::Protocol;
 use crate::http::HttpConn;
 use crate::proc::{self, round};
 use crate::stats::{self, Rng};
+use crate::token::WORKSPACE;
 use crate::ws::Clients;
 
 /// Marks before the measured window (timed, not recorded).
@@ -61,6 +62,7 @@ pub async fn run(ctx: &Arc<Ctx>) -> Result<Value, String> {
     let tokens: Vec<String> = (0..n).map(|i| ctx.minter.user(&user(i))).collect();
     let clients = Clients {
         addr: peer.ws,
+        workspace: WORKSPACE,
         protocol: Protocol::V1,
         concurrency: 50,
         tracker: &ctx.tracker,

@@ -25,7 +25,7 @@ const DRAIN_LIMIT: Duration = Duration::from_secs(15);
 const MAX_BATCH: usize = 1000;
 
 pub async fn run(ctx: &Arc<Ctx>) -> Result<Value, String> {
-    let users = ctx.args.users;
+    let users = ctx.args.users();
     if !(1..=MAX_BATCH).contains(&ctx.args.batch) {
         return Err(format!(
             "BENCH_BATCH is {}: give 1 (single creates) to {MAX_BATCH}",
