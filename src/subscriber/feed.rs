@@ -1,6 +1,7 @@
-//! What the subscriber thread reads from: a [`Feed`] of Pub/Sub messages, one
-//! server's (`Single`: SUBSCRIBE on the redis crate's synchronous Pub/Sub) or a
-//! cluster's (`shards::Shards`: SSUBSCRIBE, one connection per primary).
+//! What the subscriber thread reads from: a [`Feed`] of Pub/Sub messages, notifd's
+//! own connections (`shards::Shards`: one server's over TCP, or one per cluster
+//! primary), or, for a server on a Unix socket, the redis crate's synchronous
+//! Pub/Sub (`Single`).
 
 use std::time::Duration;
 
@@ -20,12 +21,12 @@ pub struct Message {
     pub payload: String,
 }
 
-/// A Pub/Sub connection as the subscriber drives it. Subscribing one channel per
-/// command, each confirmed before the next, so a subscription is known to be live
-/// when the call returns; messages arriving meanwhile are kept for `next`.
+/// A Pub/Sub connection as the subscriber drives it. Every subscription is
+/// confirmed when the call returns, so it is known to be live; messages arriving
+/// meanwhile are kept for `next`.
 pub trait Feed {
-    fn subscribe(&mut self, channel: &str) -> RedisResult<()>;
-    fn unsubscribe(&mut self, channel: &str) -> RedisResult<()>;
+    fn subscribe_all(&mut self, channels: &[String]) -> RedisResult<()>;
+    fn unsubscribe_all(&mut self, channels: &[String]) -> RedisResult<()>;
     /// The next message, waiting at most `READ_TIMEOUT`; `None` when none came.
     fn next(&mut self) -> RedisResult<Option<Message>>;
     /// A round trip on every connection: a dead one errs.
@@ -60,12 +61,18 @@ impl Feed for Single<'_> {
     // One channel per command, on purpose: Redis answers a SUBSCRIBE of N channels
     // with N confirmations and the crate waits for the first only, so the next
     // command would take a leftover confirmation for its own.
-    fn subscribe(&mut self, channel: &str) -> RedisResult<()> {
-        self.command(|pubsub| pubsub.subscribe(channel))
+    fn subscribe_all(&mut self, channels: &[String]) -> RedisResult<()> {
+        for channel in channels {
+            self.command(|pubsub| pubsub.subscribe(channel))?;
+        }
+        Ok(())
     }
 
-    fn unsubscribe(&mut self, channel: &str) -> RedisResult<()> {
-        self.command(|pubsub| pubsub.unsubscribe(channel))
+    fn unsubscribe_all(&mut self, channels: &[String]) -> RedisResult<()> {
+        for channel in channels {
+            self.command(|pubsub| pubsub.unsubscribe(channel))?;
+        }
+        Ok(())
     }
 
     fn next(&mut self) -> RedisResult<Option<Message>> {

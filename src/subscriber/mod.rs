@@ -129,12 +129,19 @@ fn run(
 /// shutdown (`Ok`).
 fn session(redis: &Redis, start: &Start<'_>, subscribed: &mut bool) -> redis::RedisResult<()> {
     match redis {
-        Redis::Single(client) => {
-            let mut conn = client.get_connection_with_timeout(CONNECT_TIMEOUT)?;
-            conn.set_write_timeout(Some(CONNECT_TIMEOUT))?;
-            let mut feed = Single::new(conn.as_pubsub())?;
-            serve(&mut feed, start, subscribed)
-        }
+        Redis::Single(client) => match client.get_connection_info().addr() {
+            redis::ConnectionAddr::Tcp(host, port) => {
+                let addr = format!("{host}:{port}");
+                let mut feed = shards::Shards::single(client, &addr, CONNECT_TIMEOUT)?;
+                serve(&mut feed, start, subscribed)
+            }
+            _ => {
+                let mut conn = client.get_connection_with_timeout(CONNECT_TIMEOUT)?;
+                conn.set_write_timeout(Some(CONNECT_TIMEOUT))?;
+                let mut feed = Single::new(conn.as_pubsub())?;
+                serve(&mut feed, start, subscribed)
+            }
+        },
         Redis::Cluster(seeds) => {
             let mut feed = shards::Shards::connect(seeds, CONNECT_TIMEOUT)?;
             log::debug!(primaries = feed.len(); "redis cluster subscriber connected");
@@ -229,19 +236,14 @@ fn sync(
     channels: impl Fn(&str) -> [String; 2],
 ) -> redis::RedisResult<()> {
     let gone: Vec<String> = have.difference(&wanted).cloned().collect();
+    let new: Vec<String> = wanted.difference(have).cloned().collect();
+    let of = |names: &[String]| -> Vec<String> { names.iter().flat_map(|n| channels(n)).collect() };
+    feed.unsubscribe_all(&of(&gone))?;
     for name in &gone {
-        for channel in channels(name) {
-            feed.unsubscribe(&channel)?;
-        }
         have.remove(name);
     }
-    let new: Vec<String> = wanted.difference(have).cloned().collect();
-    for name in &new {
-        for channel in channels(name) {
-            feed.subscribe(&channel)?;
-        }
-        have.insert(name.clone());
-    }
+    feed.subscribe_all(&of(&new))?;
+    have.extend(new);
     Ok(())
 }
 

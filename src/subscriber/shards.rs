@@ -1,6 +1,10 @@
-//! The sharded subscriber of a Redis Cluster: one connection per primary, each
-//! channel SSUBSCRIBEd on the primary that owns its slot (`redis_link::slot`), all
-//! waited on at once by the subscriber's one thread (`poll`).
+//! The subscriber's Redis connections, notifd's own: for a Redis Cluster, one per
+//! primary, each channel SSUBSCRIBEd on the primary that owns its slot
+//! (`redis_link::slot`), all waited on at once by the subscriber's one thread
+//! (`poll`); for one server, one connection (SUBSCRIBE), the same code with one node
+//! owning every slot. A look's (un)subscribes go out pipelined, one write per node,
+//! and their confirmations are all read before the call returns: a storm of new
+//! users costs a round trip a look, not two per user.
 //!
 //! The topology comes from `CLUSTER SLOTS` on the first seed that answers. Anything
 //! that says it changed ends the feed with an error, and the subscriber starts over
@@ -32,8 +36,41 @@ struct Node {
     reader: BufReader<TcpStream>,
 }
 
-/// Every primary's connection and which slots each owns.
+/// Pub/Sub on one server or sharded Pub/Sub on a cluster: the commands and the
+/// pushes differ, nothing else.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Single,
+    Sharded,
+}
+
+impl Mode {
+    fn subscribe(self) -> (&'static [u8], &'static str) {
+        match self {
+            Mode::Single => (b"SUBSCRIBE", "subscribe"),
+            Mode::Sharded => (b"SSUBSCRIBE", "ssubscribe"),
+        }
+    }
+
+    fn unsubscribe(self) -> (&'static [u8], &'static str) {
+        match self {
+            Mode::Single => (b"UNSUBSCRIBE", "unsubscribe"),
+            Mode::Sharded => (b"SUNSUBSCRIBE", "sunsubscribe"),
+        }
+    }
+
+    /// The push that carries a published message.
+    fn message(self) -> &'static str {
+        match self {
+            Mode::Single => "message",
+            Mode::Sharded => "smessage",
+        }
+    }
+}
+
+/// Every primary's connection (or the one server's) and which slots each owns.
 pub struct Shards {
+    mode: Mode,
     nodes: Vec<Node>,
     /// (first slot, last slot, index in `nodes`).
     slots: Vec<(u16, u16, usize)>,
@@ -49,14 +86,25 @@ impl Shards {
         let mut last_error = None;
         for seed in seeds {
             match topology(seed, timeout) {
-                Ok(slots) => return Shards::open(seed, slots, timeout),
+                Ok(slots) => return Shards::open(Mode::Sharded, seed, slots, timeout),
                 Err(err) => last_error = Some(err),
             }
         }
         Err(last_error.unwrap_or_else(|| lost("no seed node")))
     }
 
+    /// One server's Pub/Sub connection, at `host:port`.
+    pub fn single(client: &redis::Client, addr: &str, timeout: Duration) -> RedisResult<Shards> {
+        Shards::open(
+            Mode::Single,
+            client,
+            vec![(0, 16383, addr.to_string())],
+            timeout,
+        )
+    }
+
     fn open(
+        mode: Mode,
         seed: &redis::Client,
         ranges: Vec<(u16, u16, String)>,
         timeout: Duration,
@@ -80,6 +128,7 @@ impl Shards {
             return Err(lost("the cluster reports no slots"));
         }
         Ok(Shards {
+            mode,
             nodes,
             slots,
             waiting: VecDeque::new(),
@@ -101,44 +150,69 @@ impl Shards {
             .ok_or_else(|| lost(&format!("no primary owns slot {slot}")))
     }
 
-    /// Sends `args` to node `index` and reads until its answer, which `is_answer`
-    /// recognizes; messages read meanwhile wait for `next`.
-    fn command(
+    /// Sends `commands` to node `index` in one write and reads until `is_answer` has
+    /// recognized one answer per command; messages read meanwhile wait for `next`.
+    fn commands(
         &mut self,
         index: usize,
-        args: &[&[u8]],
+        commands: &[Vec<u8>],
         is_answer: impl Fn(&str, &[Resp]) -> bool,
     ) -> RedisResult<()> {
+        let mode = self.mode;
         let node = &mut self.nodes[index];
-        node.writer.write_all(&resp::command(args))?;
-        loop {
+        node.writer.write_all(&commands.concat())?;
+        let mut left = commands.len();
+        while left > 0 {
             match resp::read(&mut node.reader)? {
                 Resp::Array(Some(items)) => {
                     let kind = items.first().and_then(Resp::text).unwrap_or_default();
                     if is_answer(kind, &items) {
-                        return Ok(());
+                        left -= 1;
+                        continue;
                     }
-                    if let Some(message) = push(&node.addr, kind, &items)? {
+                    if let Some(message) = push(mode, &node.addr, kind, &items)? {
                         self.waiting.push_back(message);
                     }
                 }
                 // PING outside subscribed mode (no channel on this node yet).
-                Resp::Simple(text) if is_answer(&text.to_ascii_lowercase(), &[]) => return Ok(()),
+                Resp::Simple(text) if is_answer(&text.to_ascii_lowercase(), &[]) => left -= 1,
                 // -MOVED, -CLUSTERDOWN, …: the topology is not what we think.
                 Resp::Error(error) => return Err(lost(&format!("{}: {error}", node.addr))),
                 other => return Err(lost(&format!("{}: unexpected {other:?}", node.addr))),
             }
         }
+        Ok(())
+    }
+
+    /// (Un)subscribes `channels` with `command`, each confirmed by a push of `kind`:
+    /// one pipelined write per node owning some of them.
+    fn each_owner(
+        &mut self,
+        channels: &[String],
+        (command, kind): (&[u8], &str),
+    ) -> RedisResult<()> {
+        let mut by_node: Vec<Vec<Vec<u8>>> = vec![Vec::new(); self.nodes.len()];
+        for channel in channels {
+            by_node[self.owner(channel)?].push(resp::command(&[command, channel.as_bytes()]));
+        }
+        for (index, commands) in by_node.iter().enumerate() {
+            if !commands.is_empty() {
+                // One confirmation per command, in order.
+                self.commands(index, commands, |push, _| push == kind)?;
+            }
+        }
+        Ok(())
     }
 
     /// Reads one value from node `index`: a message, or `None` for anything else it
     /// may say (a late PING answer).
     fn read_from(&mut self, index: usize) -> RedisResult<Option<Message>> {
+        let mode = self.mode;
         let node = &mut self.nodes[index];
         match resp::read(&mut node.reader)? {
             Resp::Array(Some(items)) => {
                 let kind = items.first().and_then(Resp::text).unwrap_or_default();
-                push(&node.addr, kind, &items)
+                push(mode, &node.addr, kind, &items)
             }
             Resp::Error(error) => Err(lost(&format!("{}: {error}", node.addr))),
             _ => Ok(None),
@@ -147,27 +221,15 @@ impl Shards {
 }
 
 impl Feed for Shards {
-    fn subscribe(&mut self, channel: &str) -> RedisResult<()> {
-        let index = self.owner(channel)?;
-        self.command(
-            index,
-            &[b"SSUBSCRIBE", channel.as_bytes()],
-            |kind, items| {
-                kind == "ssubscribe" && items.get(1).and_then(Resp::text) == Some(channel)
-            },
-        )
+    fn subscribe_all(&mut self, channels: &[String]) -> RedisResult<()> {
+        self.each_owner(channels, self.mode.subscribe())
     }
 
-    fn unsubscribe(&mut self, channel: &str) -> RedisResult<()> {
-        let index = self.owner(channel)?;
-        // The answer to our own SUNSUBSCRIBE, not one Redis sends on its own.
-        self.command(
-            index,
-            &[b"SUNSUBSCRIBE", channel.as_bytes()],
-            |kind, items| {
-                kind == "sunsubscribe" && items.get(1).and_then(Resp::text) == Some(channel)
-            },
-        )
+    fn unsubscribe_all(&mut self, channels: &[String]) -> RedisResult<()> {
+        // While ours are pending, a `sunsubscribe` counts as one of their answers:
+        // one Redis sends on its own at that moment (a slot moving) goes unnoticed
+        // until the next failover or slot move ends the session.
+        self.each_owner(channels, self.mode.unsubscribe())
     }
 
     fn next(&mut self) -> RedisResult<Option<Message>> {
@@ -221,7 +283,9 @@ impl Feed for Shards {
 
     fn ping(&mut self) -> RedisResult<()> {
         for index in 0..self.nodes.len() {
-            self.command(index, &[b"PING"], |kind, _| kind == "pong")?;
+            self.commands(index, &[resp::command(&[b"PING"])], |kind, _| {
+                kind == "pong"
+            })?;
         }
         Ok(())
     }
@@ -263,18 +327,20 @@ impl Node {
     }
 }
 
-/// A push from `addr`: a shard message (`Some`), a PING answer (`None`), or a
+/// A push from `addr`: a message (`Some`), a PING answer (`None`), or a
 /// `sunsubscribe` Redis sent on its own: the channel is no longer served here.
-fn push(addr: &str, kind: &str, items: &[Resp]) -> RedisResult<Option<Message>> {
+fn push(mode: Mode, addr: &str, kind: &str, items: &[Resp]) -> RedisResult<Option<Message>> {
     match (kind, items) {
-        ("smessage", [_, channel, payload]) => match (channel.text(), payload.text()) {
-            (Some(channel), Some(payload)) => Ok(Some(Message {
-                channel: channel.to_string(),
-                payload: payload.to_string(),
-            })),
-            _ => Ok(None),
-        },
-        ("sunsubscribe", _) => Err(lost(&format!(
+        (kind, [_, channel, payload]) if kind == mode.message() => {
+            match (channel.text(), payload.text()) {
+                (Some(channel), Some(payload)) => Ok(Some(Message {
+                    channel: channel.to_string(),
+                    payload: payload.to_string(),
+                })),
+                _ => Ok(None),
+            }
+        }
+        ("sunsubscribe", _) if mode == Mode::Sharded => Err(lost(&format!(
             "{addr} dropped shard channel {} (slot moved or failover)",
             items.get(1).and_then(Resp::text).unwrap_or("?")
         ))),
