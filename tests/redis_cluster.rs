@@ -111,6 +111,48 @@ fn a_newer_connection_on_another_instance_replaces_the_older_with_4005() {
 }
 
 #[test]
+fn a_slot_moving_to_another_primary_keeps_its_users_channels_live() {
+    let cluster = RedisCluster::start();
+    let settings = on_cluster(&cluster);
+    let prefix = settings.redis_prefix.clone().expect("prefix");
+    let server = TestServer::with(settings);
+    let user = new_user("moved");
+    let mut ws = connect(&server, &user);
+    let id = create(&server, &user, 0);
+    assert_eq!(next_notification(&mut ws)["id"], id.as_str());
+    let channel = format!("{prefix}notifications:{user}");
+    let primaries = cluster.primaries();
+    let slot: u16 = cluster
+        .cli(primaries[0], &["CLUSTER", "KEYSLOT", &channel])
+        .trim()
+        .parse()
+        .expect("a slot");
+    let to = primaries
+        .iter()
+        .copied()
+        .find(|&port| !cluster.owns(port, slot))
+        .expect("another primary");
+    // Redis tells the subscribers of the slot's channels (`sunsubscribe`); notifd
+    // starts over on the new topology and catches the connection up.
+    cluster.move_slot(slot, to);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !cluster
+        .cli(to, &["PUBSUB", "SHARDCHANNELS"])
+        .lines()
+        .any(|c| c == channel)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "{channel} subscribed on its new primary"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let after = create(&server, &user, 1);
+    assert_eq!(next_notification(&mut ws)["id"], after.as_str());
+    assert_only_pong_pending(&mut ws, "after the move");
+}
+
+#[test]
 fn a_primary_killed_while_creating_loses_and_repeats_nothing() {
     if std::env::var("NOTIFD_TEST_LOG").is_ok() {
         notifd::logging::init(log::LevelFilter::Info, notifd::config::LogFormat::Text);

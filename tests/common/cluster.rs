@@ -153,6 +153,45 @@ impl RedisCluster {
             .collect()
     }
 
+    /// Moves `slot` (which holds no keys) to the primary on `to`, as a resharding
+    /// does: IMPORTING on the target, MIGRATING on the owner, then the new owner on
+    /// every primary.
+    pub fn move_slot(&self, slot: u16, to: u16) {
+        let id = |port: u16| self.cli(port, &["CLUSTER", "MYID"]).trim().to_string();
+        let owner = self
+            .primaries()
+            .into_iter()
+            .find(|&port| {
+                self.cli(port, &["CLUSTER", "COUNTKEYSINSLOT", &slot.to_string()])
+                    .trim()
+                    == "0"
+                    && self.owns(port, slot)
+            })
+            .expect("the slot's owner");
+        let (slot, to_id, owner_id) = (slot.to_string(), id(to), id(owner));
+        self.cli(to, &["CLUSTER", "SETSLOT", &slot, "IMPORTING", &owner_id]);
+        self.cli(owner, &["CLUSTER", "SETSLOT", &slot, "MIGRATING", &to_id]);
+        for port in self.primaries() {
+            self.cli(port, &["CLUSTER", "SETSLOT", &slot, "NODE", &to_id]);
+        }
+    }
+
+    /// Whether the primary on `port` serves `slot` (its own view).
+    pub fn owns(&self, port: u16, slot: u16) -> bool {
+        let nodes = self.cli(port, &["CLUSTER", "NODES"]);
+        let Some(me) = nodes.lines().find(|line| line.contains("myself")) else {
+            return false;
+        };
+        me.split_whitespace().skip(8).any(|range| {
+            let mut ends = range.split('-').filter_map(|n| n.parse::<u16>().ok());
+            match (ends.next(), ends.next()) {
+                (Some(first), Some(last)) => (first..=last).contains(&slot),
+                (Some(only), None) => only == slot,
+                _ => false,
+            }
+        })
+    }
+
     /// `redis-cli -p port args…`, its output.
     pub fn cli(&self, port: u16, args: &[&str]) -> String {
         let output = Command::new("redis-cli")
