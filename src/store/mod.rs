@@ -156,18 +156,9 @@ impl Store {
         after: Uuid,
         limit: i64,
     ) -> Result<Vec<Notification>, Error> {
-        let mut conn = self.conn()?;
-        let conn = &mut *conn;
-        let created_at = crate::notification::created_at_of(&after);
-        let rows = conn.client.query(
-            &conn.statements.newer_than,
-            &[&user_id, &workspace, &created_at, &after, &limit],
-        )?;
-        rows.iter().map(row_to_notification).collect()
+        self.after(|s| &s.newer_than, &user_id, &workspace, after, limit)
     }
-}
 
-impl Store {
     /// Up to `limit` notifications created after `after`, oldest first, of `users`
     /// (every workspace and user-level) and of `workspaces`' audience: what the
     /// connections registered since the subscriber's last look may have missed.
@@ -179,12 +170,25 @@ impl Store {
         after: Uuid,
         limit: i64,
     ) -> Result<Vec<Notification>, Error> {
+        self.after(|s| &s.created_after, &users, &workspaces, after, limit)
+    }
+
+    /// Runs a statement taking (who, where, position after `after`, limit), as
+    /// `newer_than` and `created_after` do, and reads its rows.
+    fn after(
+        &self,
+        statement: impl Fn(&statements::Statements) -> &postgres::Statement,
+        who: &(dyn ToSql + Sync),
+        place: &(dyn ToSql + Sync),
+        after: Uuid,
+        limit: i64,
+    ) -> Result<Vec<Notification>, Error> {
         let mut conn = self.conn()?;
         let conn = &mut *conn;
         let created_at = crate::notification::created_at_of(&after);
         let rows = conn.client.query(
-            &conn.statements.created_after,
-            &[&users, &workspaces, &created_at, &after, &limit],
+            statement(&conn.statements),
+            &[who, place, &created_at, &after, &limit],
         )?;
         rows.iter().map(row_to_notification).collect()
     }
