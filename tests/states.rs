@@ -8,7 +8,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{assert_error, new_user, user_token, Response, TestServer};
+use common::{assert_error, counts, new_user, user_token, Response, TestServer};
 use serde_json::{json, Value};
 
 fn create(server: &TestServer, user: &str, workspace: Option<&str>, kind: &str) -> String {
@@ -36,17 +36,6 @@ fn updated(response: &Response, what: &str) -> u64 {
     let body = response.json();
     assert_eq!(body.as_object().map(|o| o.len()), Some(1), "{body}");
     body["updated"].as_u64().expect("updated")
-}
-
-/// (unread, unseen) of `unread-count` with `query`.
-fn counts(server: &TestServer, token: &str, query: &str) -> (i64, i64) {
-    let response = server.get(&format!("/v1/notifications/unread-count{query}"), token);
-    assert_eq!(response.status, 200, "{query}: {}", response.text());
-    let body = response.json();
-    (
-        body["unread"].as_i64().expect("unread"),
-        body["unseen"].as_i64().expect("unseen"),
-    )
 }
 
 /// Ids of one list page with `query`, and its cursor.

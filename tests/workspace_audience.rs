@@ -11,8 +11,8 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use common::{
-    assert_error, assert_only_pong_pending, new_user, next_notification, redis_url, user_token,
-    wait_for_subscribers, TestServer, Ws,
+    assert_error, assert_only_pong_pending, counts, new_user, next_notification, redis_url,
+    user_token, wait_for_subscribers, TestServer, Ws,
 };
 use serde_json::{json, Value};
 
@@ -98,17 +98,6 @@ fn ids(list: &[Value]) -> Vec<String> {
     list.iter()
         .map(|n| n["id"].as_str().expect("id").to_string())
         .collect()
-}
-
-/// (unread, unseen) of `unread-count` with `query`.
-fn counts(server: &TestServer, token: &str, query: &str) -> (i64, i64) {
-    let response = server.get(&format!("/v1/notifications/unread-count{query}"), token);
-    assert_eq!(response.status, 200, "{query}: {}", response.text());
-    let body = response.json();
-    (
-        body["unread"].as_i64().expect("unread"),
-        body["unseen"].as_i64().expect("unseen"),
-    )
 }
 
 /// The counts match what the lists show (unread: listed unread and unarchived;

@@ -333,6 +333,17 @@ pub fn ws_connect(addr: SocketAddr, query: &str, headers: &[(&str, &str)]) -> Ws
     ws
 }
 
+/// (unread, unseen) of `unread-count` with `query`.
+pub fn counts(server: &TestServer, token: &str, query: &str) -> (i64, i64) {
+    let response = server.get(&format!("/v1/notifications/unread-count{query}"), token);
+    assert_eq!(response.status, 200, "{query}: {}", response.text());
+    let body = response.json();
+    (
+        body["unread"].as_i64().expect("unread"),
+        body["unseen"].as_i64().expect("unseen"),
+    )
+}
+
 /// The next notification on `ws`, skipping pings and pongs; panics on close or timeout.
 pub fn next_notification(ws: &mut Ws) -> Value {
     loop {
