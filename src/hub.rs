@@ -84,7 +84,11 @@ pub struct Fresh {
 const MAX_FRESH: usize = 50_000;
 
 /// A connection as a workspace's list holds it.
-type OnWorkspace = (ConnKey, Arc<dyn Member>);
+struct OnWorkspace {
+    key: ConnKey,
+    floor: Uuid,
+    member: Arc<dyn Member>,
+}
 
 /// The connections, by user and by workspace (each connection is in both).
 #[derive(Default)]
@@ -182,7 +186,11 @@ impl Hub {
             .entry(workspace.to_string())
             .or_default();
         let first_on_workspace = on_workspace.is_empty();
-        on_workspace.push((key.clone(), member.clone()));
+        on_workspace.push(OnWorkspace {
+            key: key.clone(),
+            floor,
+            member: member.clone(),
+        });
         // Bumped before the subscriber can take this connection as fresh: a look that
         // takes it also sees that its channels are wanted.
         if first_of_user || first_on_workspace {
@@ -238,10 +246,11 @@ impl Hub {
                     .map(|e| e.member.clone())
                     .collect(),
                 (None, Some(slug)) => registry
-                    .users
-                    .values()
+                    .workspaces
+                    .get(slug)
+                    .into_iter()
                     .flatten()
-                    .filter(|e| owed(e) && e.workspace == slug)
+                    .filter(|e| e.floor < frame.id)
                     .map(|e| e.member.clone())
                     .collect(),
                 (None, None) => Vec::new(),
@@ -272,7 +281,7 @@ impl Hub {
             .workspaces
             .get(workspace)
             .map_or_else(Vec::new, |entries| {
-                entries.iter().map(|(_, member)| member.clone()).collect()
+                entries.iter().map(|e| e.member.clone()).collect()
             })
     }
 
@@ -466,7 +475,7 @@ impl Drop for Registration {
             }
         }
         if let Some(entries) = registry.workspaces.get_mut(&self.workspace) {
-            entries.retain(|(key, _)| *key != self.key);
+            entries.retain(|e| e.key != self.key);
             if entries.is_empty() {
                 registry.workspaces.remove(&self.workspace);
                 last = true;

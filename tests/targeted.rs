@@ -132,3 +132,44 @@ fn churn_leaves_no_subscription_behind() {
         wait_for_subscribers(&redis_url(), &user_channel(&prefix, user), 0, WITHIN);
     }
 }
+
+#[test]
+fn a_new_user_is_subscribed_while_traffic_never_pauses() {
+    let server = TestServer::start();
+    let busy = new_user("busy");
+    let mut busy_ws = connect(&server, &busy);
+    let first = create(&server, &busy, 0);
+    assert_eq!(next_notification(&mut busy_ws)["id"], first.as_str());
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        // Creates back to back: the subscriber always has a message waiting. For at
+        // most 30 s, so a failing round (which panics before `stop`) cannot hang.
+        scope.spawn(|| {
+            let (mut n, until) = (1, std::time::Instant::now() + Duration::from_secs(30));
+            while !stop.load(std::sync::atomic::Ordering::Relaxed)
+                && std::time::Instant::now() < until
+            {
+                create(&server, &busy, n);
+                n += 1;
+            }
+        });
+        std::thread::sleep(Duration::from_millis(300));
+        for round in 0..5 {
+            let user = new_user("amid");
+            let mut ws = connect(&server, &user);
+            // Live within the subscriber's looks (milliseconds), not only once a
+            // pause in the traffic lets it look: well under the 1 s a connection
+            // waits for its channels at most.
+            ws.get_ref()
+                .set_read_timeout(Some(Duration::from_millis(800)))
+                .expect("timeout");
+            let id = create(&server, &user, round);
+            assert_eq!(
+                next_notification(&mut ws)["id"],
+                id.as_str(),
+                "round {round}"
+            );
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    });
+}

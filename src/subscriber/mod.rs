@@ -35,7 +35,7 @@ mod fresh;
 mod resp;
 mod shards;
 
-use feed::{Feed, Single};
+use feed::{Feed, Single, READ_TIMEOUT};
 
 use crate::channels::Channel;
 use crate::events::StateMessage;
@@ -279,8 +279,15 @@ fn dispatch(
         ..
     } = *start;
     let mut last_heard = Instant::now();
+    let mut last_look = Instant::now();
     while !shutdown.is_fired() {
         crate::supervise::fault_point(THREAD_NAME);
+        // On a clock as well as in a silence: under steady traffic a read never times
+        // out, and new connections must not wait for a pause to be subscribed.
+        if last_look.elapsed() >= READ_TIMEOUT {
+            subscriptions.follow(feed, prefix, hub, store)?;
+            last_look = Instant::now();
+        }
         match feed.next()? {
             Some(message) => {
                 last_heard = Instant::now();
@@ -297,6 +304,7 @@ fn dispatch(
             }
             None => {
                 subscriptions.follow(feed, prefix, hub, store)?;
+                last_look = Instant::now();
                 if last_heard.elapsed() >= PING_AFTER {
                     feed.ping()?;
                     last_heard = Instant::now();
